@@ -1,0 +1,237 @@
+"""Frozen configuration dataclasses for every network we build.
+
+A config is everything needed to *construct* a network (never its weights). Each one round-trips
+through `to_dict`/`from_dict` so it can live in a checkpoint's `config.json`; the checkpoint, not the
+caller, decides the shape of a model that is loaded.
+
+The defaults are the public FFHQ config-f StyleGAN2 (rosinality layout) and the official AgileGAN
+`VAEStyleEncoder(50)`; `tiny()` presets build the same architectures at sizes a CPU test can run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Self
+
+
+class ConfigError(ValueError):
+    """A config value that cannot build a network."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}")
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name in data:
+                value = data[f.name]
+                values[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _check_size(size: int, low: int = 8) -> None:
+    if size < low or size > 4096 or 2 ** int(math.log2(size)) != size:
+        raise ConfigError(f"size must be a power of two in [{low}, 4096], got {size}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MappingConfig(_Config):
+    """The z → w mapping MLP: PixelNorm then `n_mlp` equalised linear layers with lr multiplier."""
+
+    style_dim: int = 512
+    n_mlp: int = 8
+    lr_mlp: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.style_dim < 1 or self.n_mlp < 1:
+            raise ConfigError("style_dim and n_mlp must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig(_Config):
+    """StyleGAN2 generator (config-f by default; rosinality layout).
+
+    Channels at resolution r are min(channel_max, 16384 · channel_multiplier / r), which is exactly
+    rosinality's table for channel_max = 512; a small `channel_max` gives tiny test models.
+    """
+
+    size: int = 1024
+    style_dim: int = 512
+    n_mlp: int = 8
+    channel_multiplier: int = 2
+    channel_max: int = 512
+    lr_mlp: float = 0.01
+    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
+
+    def __post_init__(self) -> None:
+        _check_size(self.size)
+        if self.style_dim < 1 or self.n_mlp < 1 or self.channel_multiplier < 1 or self.channel_max < 1:
+            raise ConfigError("style_dim, n_mlp, channel_multiplier and channel_max must be positive")
+
+    def channels(self, resolution: int) -> int:
+        return max(1, min(self.channel_max, 16384 * self.channel_multiplier // resolution))
+
+    @property
+    def log_size(self) -> int:
+        return int(math.log2(self.size))
+
+    @property
+    def n_latent(self) -> int:
+        """Number of w vectors the synthesis network consumes (18 at 1024)."""
+        return self.log_size * 2 - 2
+
+    @property
+    def num_layers(self) -> int:
+        """Number of noise inputs (17 at 1024)."""
+        return (self.log_size - 2) * 2 + 1
+
+    @property
+    def mapping(self) -> MappingConfig:
+        return MappingConfig(self.style_dim, self.n_mlp, self.lr_mlp)
+
+    @classmethod
+    def tiny(cls, size: int = 32) -> GeneratorConfig:
+        return cls(size=size, style_dim=32, n_mlp=2, channel_multiplier=1, channel_max=16)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributeGeneratorConfig(_Config):
+    """Attribute-aware generator: one set of 8…`split_resolution` px blocks per attribute branch.
+
+    The 4×4 stem, the mapping and the blocks above `split_resolution` are shared by all branches
+    (AgileGAN §3: the low-resolution blocks decide face shape, which differs by attribute).
+    """
+
+    generator: GeneratorConfig = GeneratorConfig()
+    branches: tuple[str, ...] = ("female", "male")
+    split_resolution: int = 64
+    default_branch: str = "female"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.generator, dict):  # from_dict of a nested config
+            object.__setattr__(self, "generator", GeneratorConfig.from_dict(self.generator))
+        if not self.branches or len(set(self.branches)) != len(self.branches):
+            raise ConfigError("branches must be a non-empty list of distinct names")
+        if any(not name.isidentifier() for name in self.branches):
+            raise ConfigError(f"branch names must be identifiers, got {list(self.branches)}")
+        if self.default_branch not in self.branches:
+            raise ConfigError(f"default_branch {self.default_branch!r} is not one of {list(self.branches)}")
+        _check_size(self.split_resolution)
+        if self.split_resolution > self.generator.size:
+            raise ConfigError("split_resolution cannot exceed the generator size")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        data["generator"] = self.generator.to_dict()
+        return data
+
+    @property
+    def n_branch_stages(self) -> int:
+        """Resolution stages (8, 16, …, split_resolution) that each branch owns."""
+        return int(math.log2(self.split_resolution)) - 2
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscriminatorConfig(_Config):
+    """StyleGAN2 residual discriminator (rosinality layout), same channel table as the generator."""
+
+    size: int = 1024
+    channel_multiplier: int = 2
+    channel_max: int = 512
+    blur_kernel: tuple[int, ...] = (1, 3, 3, 1)
+    stddev_group: int = 4
+
+    def __post_init__(self) -> None:
+        _check_size(self.size)
+
+    def channels(self, resolution: int) -> int:
+        return max(1, min(self.channel_max, 16384 * self.channel_multiplier // resolution))
+
+    @classmethod
+    def tiny(cls, size: int = 32) -> DiscriminatorConfig:
+        return cls(size=size, channel_multiplier=1, channel_max=16)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig(_Config):
+    """AgileGAN HVAE encoder (`VAEStyleEncoder`): IR-SE body, FPN, per-layer style heads, μ/logσ² heads.
+
+    `stage_units` and `stage_widths` describe the IR-SE body (IR-SE50: 3/4/14/3 units of
+    64/128/256/512 channels; the first unit of each stage halves the resolution). Heads 0…coarse-1
+    read the last stage (input/16 px), the next `middle` heads read the FPN level at input/8 px, and
+    the rest read the level at input/4 px.
+    """
+
+    input_size: int = 256
+    stage_units: tuple[int, ...] = (3, 4, 14, 3)
+    stage_widths: tuple[int, ...] = (64, 128, 256, 512)
+    se_reduction: int = 16
+    style_dim: int = 512
+    n_styles: int = 18
+    coarse: int = 3
+    middle: int = 4
+
+    def __post_init__(self) -> None:
+        _check_size(self.input_size, low=32)
+        if len(self.stage_units) != 4 or len(self.stage_widths) != 4 or min(self.stage_units) < 1:
+            raise ConfigError("the IR-SE body has exactly four stages, each with at least one unit")
+        if min(self.stage_widths) < self.se_reduction:
+            raise ConfigError("every stage width must be at least se_reduction")
+        if self.n_styles < 1 or self.coarse < 0 or self.middle < 0:
+            raise ConfigError("n_styles must be positive and coarse/middle non-negative")
+
+    @property
+    def tap_units(self) -> tuple[int, int, int]:
+        """Body unit indices after which c1 (input/4), c2 (input/8) and c3 (input/16) are taken."""
+        ends = [sum(self.stage_units[: k + 1]) - 1 for k in range(4)]
+        return ends[1], ends[2], ends[3]
+
+    def head_spatial(self, index: int) -> int:
+        """Spatial size of the feature map that style head `index` reads."""
+        if index < self.coarse:
+            return self.input_size // 16
+        if index < self.coarse + self.middle:
+            return self.input_size // 8
+        return self.input_size // 4
+
+    @classmethod
+    def tiny(cls, n_styles: int = 8, style_dim: int = 32) -> EncoderConfig:
+        return cls(
+            input_size=64,
+            stage_units=(1, 1, 2, 1),
+            stage_widths=(16, 16, 32, 32),
+            style_dim=style_dim,
+            n_styles=n_styles,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class InverterConfig(_Config):
+    """The HVAE encoder together with the frozen source mapping that turns its z+ into w+."""
+
+    encoder: EncoderConfig = EncoderConfig()
+    mapping: MappingConfig = MappingConfig()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, dict):
+            object.__setattr__(self, "encoder", EncoderConfig.from_dict(self.encoder))
+        if isinstance(self.mapping, dict):
+            object.__setattr__(self, "mapping", MappingConfig.from_dict(self.mapping))
+        if self.encoder.style_dim != self.mapping.style_dim:
+            raise ConfigError("encoder.style_dim must equal mapping.style_dim")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.to_dict(), "mapping": self.mapping.to_dict()}

@@ -1,0 +1,66 @@
+"""Pure-PyTorch StyleGAN2 ops: FIR up/down-sampling and the fused bias + leaky ReLU.
+
+These replace rosinality's `op/` folder, which JIT-compiles CUDA at import time and is the most
+common install failure in this family of tools. Everything here is plain `torch.nn.functional`, so
+it runs on any device torch supports and needs no compiler. The math is the reference `upfirdn2d`
+(zero-insertion upsampling, padding, true convolution with the FIR kernel, decimation) expressed as
+a depthwise convolution, which is both simpler and faster than the reference's reshape-to-one-
+channel formulation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+SQRT2 = math.sqrt(2.0)
+
+
+def make_kernel(taps: Sequence[float]) -> torch.Tensor:
+    """Separable FIR kernel from 1-D taps: outer product normalised to sum 1, shape [k, k]."""
+    k = torch.tensor(list(taps), dtype=torch.float32)
+    k = k[None, :] * k[:, None]
+    return k / k.sum()
+
+
+def upfirdn2d(
+    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
+    """Upsample by zero insertion, pad, convolve with `kernel` [kh, kw], then decimate.
+
+    x: [B, C, H, W] → [B, C, (H·up + p0 + p1 − kh) // down + 1, …]. Same padding on both axes,
+    as every StyleGAN2 use needs. Negative padding crops.
+    """
+    b, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(b, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(b, c, h * up, w * up)
+    p0, p1 = pad
+    if p0 > 0 or p1 > 0:
+        x = F.pad(x, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
+    if p0 < 0 or p1 < 0:
+        top, bottom = max(-p0, 0), max(-p1, 0)
+        x = x[:, :, top : x.shape[2] - bottom, top : x.shape[3] - bottom]
+    return fir_filter(x, kernel, stride=down)
+
+
+def fir_filter(x: torch.Tensor, kernel: torch.Tensor, stride: int = 1, padding: int = 0) -> torch.Tensor:
+    """Depthwise true convolution of every channel of x [B, C, H, W] with kernel [kh, kw]."""
+    c = x.shape[1]
+    kh, kw = kernel.shape
+    weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
+    return F.conv2d(x, weight, stride=stride, padding=padding, groups=c)
+
+
+def fused_leaky_relu(
+    x: torch.Tensor, bias: torch.Tensor | None, negative_slope: float = 0.2, scale: float = SQRT2
+) -> torch.Tensor:
+    """leaky_relu(x + bias) · scale, with bias broadcast over channel dim 1 (rosinality's FusedLeakyReLU)."""
+    if bias is not None:
+        shape = [1, bias.shape[0]] + [1] * (x.ndim - 2)
+        x = x + bias.view(shape).to(x.dtype)
+    return F.leaky_relu(x, negative_slope) * scale

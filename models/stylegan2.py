@@ -1,0 +1,147 @@
+"""StyleGAN2 generator (Karras et al. 2020) in pure PyTorch, rosinality state-dict layout.
+
+With the default config-f settings the state dict has exactly the 171 keys and shapes of
+rosinality's `Generator(1024, 512, 8, channel_multiplier=2)`, so the public FFHQ checkpoint and every
+style checkpoint derived from it load with `strict=True`. The average latent used for truncation is
+a non-persistent buffer (rosinality keeps it beside `g_ema`, not inside it); our checkpoints save it.
+
+Inputs, all through `forward(latents, space=…)`:
+- "z":     z [B, D] through the mapping network, or z+ [B, L, D] with each code mapped separately
+           (AgileGAN's space: the encoder emits z+ and transfer learning samples it);
+- "w":     w [B, D], broadcast to every layer;
+- "wplus": w+ [B, L, D], one vector per layer (L = n_latent, 18 at 1024).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.configs import GeneratorConfig
+from models.layers import ConstantInput, MappingNetwork, StyledConv, ToRGB
+from models.synthesis import NoiseMode, noise_inputs, run_stages
+
+SPACES = ("z", "w", "wplus")
+
+
+def register_noise_buffers(config: GeneratorConfig) -> nn.Module:
+    """`noises.noise_{i}` buffers [1, 1, r, r], r = 4, 8, 8, 16, 16, …, size (the const noise)."""
+    noises = nn.Module()
+    for i in range(config.num_layers):
+        r = 2 ** ((i + 5) // 2)
+        noises.register_buffer(f"noise_{i}", torch.randn(1, 1, r, r))
+    return noises
+
+
+def build_stage_modules(
+    config: GeneratorConfig, resolutions: list[int]
+) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """StyledConv pairs and ToRGBs for the given stage resolutions (each a power of two ≥ 8)."""
+    convs, to_rgbs = nn.ModuleList(), nn.ModuleList()
+    for r in resolutions:
+        cin, cout = config.channels(r // 2), config.channels(r)
+        convs.append(StyledConv(cin, cout, 3, config.style_dim, upsample=True, blur_kernel=config.blur_kernel))
+        convs.append(StyledConv(cout, cout, 3, config.style_dim, blur_kernel=config.blur_kernel))
+        to_rgbs.append(ToRGB(cout, config.style_dim, blur_kernel=config.blur_kernel))
+    return convs, to_rgbs
+
+
+def stage_resolutions(low: int, high: int) -> list[int]:
+    """[low, 2·low, …, high] for powers of two."""
+    return [2**e for e in range(low.bit_length() - 1, high.bit_length())]
+
+
+class StyleStem(nn.Module):
+    """Mapping network plus the shared 4×4 stage: what every generator variant has in common.
+
+    Subclasses add their stage modules and then `self.noises = register_noise_buffers(config)`.
+    """
+
+    noises: nn.Module
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.style = MappingNetwork(config.mapping)
+        c4 = config.channels(4)
+        self.input = ConstantInput(c4)
+        self.conv1 = StyledConv(c4, c4, 3, config.style_dim, blur_kernel=config.blur_kernel)
+        self.to_rgb1 = ToRGB(c4, config.style_dim, upsample=False)
+        self.register_buffer("latent_avg", torch.zeros(config.style_dim), persistent=False)
+
+    @property
+    def n_latent(self) -> int:
+        return self.config.n_latent
+
+    def to_wplus(self, latents: torch.Tensor, space: str = "z", truncation: float = 1.0) -> torch.Tensor:
+        """Any input space → w+ [B, n_latent, D], with truncation toward `latent_avg` when < 1."""
+        if space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+        d, n = self.config.style_dim, self.n_latent
+        if latents.ndim == 2 and space != "wplus":
+            expected = (d,)
+        else:
+            expected = (n, d)
+        if latents.ndim not in (2, 3) or tuple(latents.shape[1:]) != expected:
+            raise ValueError(
+                f"{space} latents must have shape [B, {', '.join(map(str, expected))}], got {list(latents.shape)}"
+            )
+        w = latents
+        if space == "z":
+            w = self.style(latents) if latents.ndim == 2 else self.style.map_per_layer(latents)
+        if truncation != 1.0:
+            avg = self.latent_avg.to(w.dtype)
+            w = avg + truncation * (w - avg)
+        if w.ndim == 2:
+            w = w.unsqueeze(1).expand(-1, n, -1)
+        return w
+
+    def stem(self, wplus: torch.Tensor, noises: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 4×4 stage: (feature map [B, C4, 4, 4], RGB skip [B, 3, 4, 4])."""
+        x = self.input(wplus.shape[0])
+        x = self.conv1(x, wplus[:, 0], noises[0])
+        return x, self.to_rgb1(x, wplus[:, 1])
+
+    def noise(self, mode: NoiseMode, batch: int, rng: torch.Generator | None) -> list[torch.Tensor | None]:
+        return noise_inputs(self.noises, self.config.num_layers, mode, batch, rng)
+
+    @torch.no_grad()
+    def compute_latent_avg(self, n: int = 4096, seed: int = 0) -> torch.Tensor:
+        """Set `latent_avg` to the mean of the mapping over n seeded z ~ N(0, I); returns it."""
+        rng = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, self.config.style_dim, generator=rng).to(self.latent_avg.device)
+        self.latent_avg.copy_(self.style(z).mean(0))
+        return self.latent_avg
+
+
+class Generator(StyleStem):
+    """StyleGAN2 generator: latents → image [B, 3, size, size] (unclipped, about [-1, 1])."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__(config)
+        self.convs, self.to_rgbs = build_stage_modules(config, stage_resolutions(8, config.size))
+        self.noises = register_noise_buffers(config)  # registered last: rosinality's key order
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        space: str = "z",
+        truncation: float = 1.0,
+        noise: NoiseMode = "const",
+        rng: torch.Generator | None = None,
+        return_features: bool = False,
+        swap_features: dict[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Render latents of `space` (see module docstring).
+
+        return_features: also return {resolution: feature map} of every stage (4 … size);
+        swap_features: {resolution: feature map} to substitute after that stage (layer swapping).
+        """
+        wplus = self.to_wplus(latents, space, truncation)
+        noises = self.noise(noise, wplus.shape[0], rng)
+        x, skip = self.stem(wplus, noises)
+        features: dict[int, torch.Tensor] | None = {4: x} if return_features else None
+        _, image = run_stages(self.convs, self.to_rgbs, x, skip, wplus, noises, 0, features, swap_features)
+        if features is not None:
+            return image, features
+        return image
