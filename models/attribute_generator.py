@@ -37,9 +37,7 @@ class AttributeBranch(nn.Module):
 
     def __init__(self, config: AttributeGeneratorConfig) -> None:
         super().__init__()
-        self.convs, self.to_rgbs = build_stage_modules(
-            config.generator, stage_resolutions(8, config.split_resolution)
-        )
+        self.convs, self.to_rgbs = build_stage_modules(config.generator, stage_resolutions(8, config.split_resolution))
 
 
 class AttributeAwareGenerator(StyleStem):

@@ -39,8 +39,9 @@ class ConvLayer(nn.Sequential):
         else:
             stride, padding = 1, kernel_size // 2
         layers.append(
-            EqualConv2d(in_channel, out_channel, kernel_size, padding=padding, stride=stride,
-                        bias=bias and not activate)
+            EqualConv2d(
+                in_channel, out_channel, kernel_size, padding=padding, stride=stride, bias=bias and not activate
+            )
         )
         if activate:
             layers.append(FusedLeakyReLU(out_channel, bias=bias))
@@ -54,8 +55,9 @@ class ResBlock(nn.Module):
         super().__init__()
         self.conv1 = ConvLayer(in_channel, in_channel, 3)
         self.conv2 = ConvLayer(in_channel, out_channel, 3, downsample=True, blur_kernel=blur_kernel)
-        self.skip = ConvLayer(in_channel, out_channel, 1, downsample=True, activate=False, bias=False,
-                              blur_kernel=blur_kernel)
+        self.skip = ConvLayer(
+            in_channel, out_channel, 1, downsample=True, activate=False, bias=False, blur_kernel=blur_kernel
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.conv2(self.conv1(x)) + self.skip(x)) / math.sqrt(2)

@@ -55,7 +55,12 @@ class EqualConv2d(nn.Module):
     """Conv2d with equalised LR (weight scaled by 1/√fan_in at run time)."""
 
     def __init__(
-        self, in_channel: int, out_channel: int, kernel_size: int, stride: int = 1, padding: int = 0,
+        self,
+        in_channel: int,
+        out_channel: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
         bias: bool = True,
     ) -> None:
         super().__init__()
@@ -209,7 +214,12 @@ class StyledConv(nn.Module):
     """Modulated conv → noise → bias + leaky ReLU."""
 
     def __init__(
-        self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int, upsample: bool = False,
+        self,
+        in_channel: int,
+        out_channel: int,
+        kernel_size: int,
+        style_dim: int,
+        upsample: bool = False,
         blur_kernel: Sequence[int] = (1, 3, 3, 1),
     ) -> None:
         super().__init__()
@@ -248,9 +258,7 @@ class MappingNetwork(nn.Sequential):
     def __init__(self, config: MappingConfig) -> None:
         layers: list[nn.Module] = [PixelNorm()]
         for _ in range(config.n_mlp):
-            layers.append(
-                EqualLinear(config.style_dim, config.style_dim, lr_mul=config.lr_mlp, activation=True)
-            )
+            layers.append(EqualLinear(config.style_dim, config.style_dim, lr_mul=config.lr_mlp, activation=True))
         super().__init__(*layers)
         self.config = config
 

@@ -33,9 +33,7 @@ def register_noise_buffers(config: GeneratorConfig) -> nn.Module:
     return noises
 
 
-def build_stage_modules(
-    config: GeneratorConfig, resolutions: list[int]
-) -> tuple[nn.ModuleList, nn.ModuleList]:
+def build_stage_modules(config: GeneratorConfig, resolutions: list[int]) -> tuple[nn.ModuleList, nn.ModuleList]:
     """StyledConv pairs and ToRGBs for the given stage resolutions (each a power of two ≥ 8)."""
     convs, to_rgbs = nn.ModuleList(), nn.ModuleList()
     for r in resolutions:

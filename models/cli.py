@@ -1,0 +1,169 @@
+"""Model commands of the `agilegan` CLI: weights import, generate, invert.
+
+Examples:
+    agilegan weights import --format rosinality stylegan2-ffhq-config-f.pt data/registry/base/ffhq-1024
+    agilegan generate data/registry/base/ffhq-1024 --seed 1 --count 4 --truncation 0.7 --out samples.png
+    agilegan generate STYLE_DIR --latents wplus.npy --space wplus --out out.npy
+    agilegan invert data/registry/base/encoder aligned.png --space wplus --out wplus.npy
+
+Errors (missing file, wrong format, shape mismatch) print one line to stderr and exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from models.synthesis import NOISE_MODES
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class CommandError(Exception):
+    """A user error that the CLI reports as one line."""
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register the model subcommands on the top-level parser's subparsers."""
+    weights = sub.add_parser("weights", help="import public weights into our checkpoint format")
+    wsub = weights.add_subparsers(dest="weights_command", required=True)
+    imp = wsub.add_parser("import", help="convert a pickled checkpoint to safetensors + config.json")
+    imp.add_argument("--format", required=True, choices=("rosinality", "agilegan-encoder", "agilegan-dual", "mmgen"))
+    imp.add_argument("src", type=Path, help="the .pt/.pth file")
+    imp.add_argument("dest", type=Path, help="output checkpoint directory")
+    imp.set_defaults(handler=cmd_weights_import)
+
+    gen = sub.add_parser("generate", help="render latents (or seeded samples) with a generator checkpoint")
+    gen.add_argument("checkpoint", type=Path)
+    gen.add_argument("--latents", type=Path, help=".npy of z [N, D] / z+ [N, L, D], w [N, D] or w+ [N, L, D]")
+    gen.add_argument("--space", choices=("z", "w", "wplus"), default="z")
+    gen.add_argument("--truncation", type=float, default=1.0)
+    gen.add_argument("--noise", choices=NOISE_MODES, default="const")
+    gen.add_argument("--seed", type=int, default=0, help="seeds z (without --latents) and random noise")
+    gen.add_argument("--count", type=int, default=1, help="number of seeded z samples without --latents")
+    gen.add_argument("--branch", help="attribute branch of an attribute-aware generator (default: its default)")
+    gen.add_argument("--out", type=Path, required=True, help=".npy (raw float32 NCHW) or .png/.jpg image(s)")
+    gen.set_defaults(handler=cmd_generate)
+
+    inv = sub.add_parser("invert", help="encode an aligned face crop to z+ (mu) or w+")
+    inv.add_argument("checkpoint", type=Path, help="an Inverter checkpoint (encoder + source mapping)")
+    inv.add_argument("image", type=Path, help="aligned face crop (resized to the encoder input when needed)")
+    inv.add_argument("--space", choices=("z", "wplus"), default="wplus")
+    inv.add_argument("--out", type=Path, required=True, help=".npy output, [1, L, D] float32")
+    inv.set_defaults(handler=cmd_invert)
+
+
+def cmd_weights_import(args: argparse.Namespace) -> None:
+    from models.importers import import_weights
+
+    result = import_weights(args.format, args.src, args.dest)
+    for directory, name in zip(result.directories, result.class_names):
+        print(f"wrote {name} to {directory}")
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.ignored_keys:
+        print(f"note: {len(result.ignored_keys)} entries not imported: {', '.join(result.ignored_keys[:6])}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from models import checkpoints
+    from models.attribute_generator import AttributeAwareGenerator
+    from models.stylegan2 import Generator
+
+    _check_out_suffix(args.out, (".npy", *IMAGE_SUFFIXES))
+    model = checkpoints.load(args.checkpoint, expected=(Generator, AttributeAwareGenerator))
+    if args.latents is not None:
+        latents = torch.from_numpy(_read_npy(args.latents))
+    else:
+        if args.space != "z":
+            raise CommandError("without --latents only --space z can be sampled")
+        if args.count < 1:
+            raise CommandError("--count must be at least 1")
+        rng = torch.Generator().manual_seed(args.seed)
+        latents = torch.randn(args.count, model.config.style_dim, generator=rng)
+    kwargs = {"space": args.space, "truncation": args.truncation, "noise": args.noise}
+    if isinstance(model, AttributeAwareGenerator):
+        kwargs["branch"] = args.branch
+    elif args.branch is not None:
+        raise CommandError(f"{args.checkpoint} is a plain generator: it has no --branch")
+    with torch.inference_mode():
+        image = model(latents, rng=torch.Generator().manual_seed(args.seed), **kwargs)
+    _write_output(image.numpy(), args.out)
+
+
+def cmd_invert(args: argparse.Namespace) -> None:
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from models import checkpoints
+    from models.encoder import Inverter, image_to_tensor
+
+    _check_out_suffix(args.out, (".npy",))
+    model = checkpoints.load(args.checkpoint, expected=Inverter)
+    try:
+        with Image.open(args.image) as img:
+            x = image_to_tensor(img, model.config.encoder.input_size)
+    except FileNotFoundError as e:
+        raise CommandError(f"{args.image}: no such file") from e
+    except (UnidentifiedImageError, OSError) as e:
+        raise CommandError(f"{args.image}: not a readable image ({e})") from e
+    with torch.inference_mode():
+        result = model(x)
+    out = result.mu if args.space == "z" else result.wplus
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out, out.numpy().astype(np.float32))
+    print(f"wrote {args.space} {list(out.shape)} to {args.out}")
+
+
+def _check_out_suffix(path: Path, allowed: tuple[str, ...]) -> None:
+    if path.suffix.lower() not in allowed:
+        raise CommandError(f"--out {path}: the suffix must be one of {', '.join(allowed)}")
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError as e:
+        raise CommandError(f"{path}: no such file") from e
+    except (ValueError, OSError) as e:
+        raise CommandError(f"{path}: not a .npy array ({e})") from e
+    if not np.issubdtype(array.dtype, np.floating):
+        raise CommandError(f"{path}: latents must be floating point, got {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _write_output(images: np.ndarray, out: Path) -> None:
+    """Raw float32 NCHW to .npy; otherwise one 8-bit image per sample ([-1, 1] → [0, 255])."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npy":
+        np.save(out, images.astype(np.float32))
+        print(f"wrote {list(images.shape)} float32 to {out}")
+        return
+    from PIL import Image
+
+    pixels = np.clip((images.transpose(0, 2, 3, 1) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    paths = (
+        [out] if len(pixels) == 1 else [out.with_name(f"{out.stem}-{i:03d}{out.suffix}") for i in range(len(pixels))]
+    )
+    for path, array in zip(paths, pixels):
+        Image.fromarray(array).save(path)
+        print(f"wrote {path}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command; user errors become one line on stderr and status 1."""
+    from models.checkpoint_files import CheckpointError
+    from models.configs import ConfigError
+    from models.importers import ImportFailure
+
+    try:
+        args.handler(args)
+    except (CommandError, CheckpointError, ImportFailure, ConfigError, ValueError) as e:
+        print(f"agilegan {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,42 @@
+"""StyleGAN2 discriminator: shapes, rosinality key names, odd batches, features."""
+
+from __future__ import annotations
+
+import torch
+
+from models.configs import DiscriminatorConfig
+from models.discriminator import Discriminator
+from tests.conftest import seeded
+
+
+def test_logits_and_features() -> None:
+    d = seeded(Discriminator(DiscriminatorConfig.tiny(32)), 0)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        out, feats = d(x, features=True)
+    assert out.shape == (4, 1)
+    assert [f.shape[-1] for f in feats] == [32, 16, 8, 4, 4]
+    assert d.block_resolutions() == [32, 32, 16, 8]
+
+
+def test_batch_not_divisible_by_the_stddev_group() -> None:
+    d = seeded(Discriminator(DiscriminatorConfig.tiny(32)), 0)
+    with torch.no_grad():
+        for batch in (1, 3, 5, 6):
+            assert d(torch.randn(batch, 3, 32, 32)).shape == (batch, 1)
+
+
+def test_rosinality_key_names_at_1024() -> None:
+    with torch.device("meta"):
+        d = Discriminator(DiscriminatorConfig())
+    sd = d.state_dict()
+    assert sd["convs.0.0.weight"].shape == (32, 3, 1, 1)
+    assert sd["convs.1.conv1.0.weight"].shape == (32, 32, 3, 3)
+    assert sd["convs.1.conv2.0.kernel"].shape == (4, 4)
+    assert sd["convs.1.conv2.1.weight"].shape == (64, 32, 3, 3)
+    assert sd["convs.1.skip.1.weight"].shape == (64, 32, 1, 1)
+    assert sd["convs.8.conv2.2.bias"].shape == (512,)
+    assert sd["final_conv.0.weight"].shape == (512, 513, 3, 3)
+    assert sd["final_linear.0.weight"].shape == (512, 8192)
+    assert "convs.9.conv1.0.weight" not in sd
+    assert 28_900_000 < sum(p.numel() for p in d.parameters()) < 29_100_000
