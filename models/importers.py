@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import pickle
 import re
@@ -80,10 +81,21 @@ def load_pickle(path: str | os.PathLike[str]) -> Any:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ImportFailure(f"{path}: refused to unpickle ({first})") from e
+        blocked = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if blocked:
+            raise ImportFailure(
+                f"{path}: refused to unpickle: it references {blocked.group(1)}, which is not on the allow-list "
+                "of plain checkpoint types (a file that runs code when loaded is never imported)"
+            ) from e
+        raise ImportFailure(f"{path}: not a readable torch checkpoint ({_last_reason(str(e))})") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise ImportFailure(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+
+
+def _last_reason(message: str) -> str:
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    specific = [ln for ln in lines if ln.startswith(("Unsupported", "invalid", "Expected"))]
+    return (specific or lines or ["unknown error"])[0][:200]
 
 
 def import_weights(fmt: str, src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> ImportResult:
@@ -136,7 +148,10 @@ def infer_generator_config(sd: dict[str, torch.Tensor], where: str) -> Generator
         raise ImportFailure(f"{where}: not a StyleGAN2 generator state dict (no {e})") from e
     channel_max = max(channels.values())
     below = [(r, c) for r, c in channels.items() if c < channel_max]
-    multiplier = below[-1][1] * below[-1][0] // 16384 if below else 2
+    if below:
+        multiplier = below[-1][1] * below[-1][0] // 16384
+    else:  # every stage at channel_max: the smallest multiplier that gives this table
+        multiplier = math.ceil(channel_max * size / 16384)
     config = GeneratorConfig(
         size=size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=max(1, multiplier), channel_max=channel_max
     )
