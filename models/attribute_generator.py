@@ -94,22 +94,31 @@ class AttributeAwareGenerator(StyleStem):
         batch = wplus.shape[0]
         idx = self.branch_indices(self.attribute_config.default_branch if branch is None else branch, batch)
         noises = self.noise(noise, batch, rng)
+        return self.render(wplus, noises, idx.to(wplus.device), return_features, swap_features)
+
+    def _synthesize(
+        self,
+        wplus: torch.Tensor,
+        noises: list[torch.Tensor | None],
+        branch_idx: torch.Tensor | None,
+        return_features: bool,
+        swap_features: dict[int, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor] | None]:
+        assert branch_idx is not None
         x, skip = self.stem(wplus, noises)
         features: dict[int, torch.Tensor] | None = {4: x} if return_features else None
 
         # 1. Each attribute branch on its own samples only.
-        if bool((idx == idx[0]).all()):
-            b = self.branches[int(idx[0])]
+        if bool((branch_idx == branch_idx[0]).all()):
+            b = self.branches[int(branch_idx[0])]
             x, skip = run_stages(b.convs, b.to_rgbs, x, skip, wplus, noises, 0, features, swap_features)
         else:
-            x, skip = self._run_branches_split(idx, x, skip, wplus, noises, features, swap_features)
+            x, skip = self._run_branches_split(branch_idx, x, skip, wplus, noises, features, swap_features)
 
         # 2. The shared high-resolution stages on the whole batch.
         first = self.attribute_config.n_branch_stages
         _, image = run_stages(self.convs, self.to_rgbs, x, skip, wplus, noises, first, features, swap_features)
-        if features is not None:
-            return image, features
-        return image
+        return image.contiguous(), features
 
     def _run_branches_split(
         self,

@@ -75,14 +75,15 @@ class EqualConv2d(nn.Module):
 
 
 class FusedLeakyReLU(nn.Module):
-    """Per-channel bias then leaky ReLU (slope 0.2) times √2."""
+    """Per-channel bias then leaky ReLU (slope 0.2) times √2; `inplace` overwrites its input."""
 
-    def __init__(self, channel: int, bias: bool = True) -> None:
+    def __init__(self, channel: int, bias: bool = True, inplace: bool = False) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channel)) if bias else None
+        self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fused_leaky_relu(x, self.bias)
+        return fused_leaky_relu(x, self.bias, inplace=self.inplace)
 
 
 class Blur(nn.Module):
@@ -187,16 +188,22 @@ class ModulatedConv2d(nn.Module):
 
 
 class NoiseInjection(nn.Module):
-    """Adds `weight · noise` ([B or 1, 1, H, W]); no noise (`None`) adds nothing."""
+    """Adds `weight · noise` ([B or 1, 1, H, W]); no noise (`None`) adds nothing.
 
-    def __init__(self) -> None:
+    inplace: add into x (the caller owns it: StyledConv passes its fresh conv output, which the conv's
+    backward does not need, so this is autograd-safe and saves a full-resolution copy).
+    """
+
+    def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(1))
+        self.inplace = inplace
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         if noise is None:
             return x
-        return x + self.weight.to(x.dtype) * noise.to(x.dtype)
+        noise, weight = noise.to(x.dtype), self.weight.to(x.dtype)
+        return x.addcmul_(noise, weight) if self.inplace else torch.addcmul(x, noise, weight)
 
 
 class ConstantInput(nn.Module):
@@ -226,8 +233,8 @@ class StyledConv(nn.Module):
         self.conv = ModulatedConv2d(
             in_channel, out_channel, kernel_size, style_dim, upsample=upsample, blur_kernel=blur_kernel
         )
-        self.noise = NoiseInjection()
-        self.activate = FusedLeakyReLU(out_channel)
+        self.noise = NoiseInjection(inplace=True)
+        self.activate = FusedLeakyReLU(out_channel, inplace=True)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         return self.activate(self.noise(self.conv(x, style), noise))

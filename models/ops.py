@@ -57,10 +57,23 @@ def fir_filter(x: torch.Tensor, kernel: torch.Tensor, stride: int = 1, padding: 
 
 
 def fused_leaky_relu(
-    x: torch.Tensor, bias: torch.Tensor | None, negative_slope: float = 0.2, scale: float = SQRT2
+    x: torch.Tensor,
+    bias: torch.Tensor | None,
+    negative_slope: float = 0.2,
+    scale: float = SQRT2,
+    inplace: bool = False,
 ) -> torch.Tensor:
-    """leaky_relu(x + bias) · scale, with bias broadcast over channel dim 1 (rosinality's FusedLeakyReLU)."""
+    """leaky_relu(x + bias) · scale, with bias broadcast over channel dim 1 (rosinality's FusedLeakyReLU).
+
+    inplace: x may be overwritten (the caller owns it, e.g. a fresh conv output). The scale is applied
+    in place only without autograd, because leaky_relu's backward reads its own output.
+    """
     if bias is not None:
         shape = [1, bias.shape[0]] + [1] * (x.ndim - 2)
-        x = x + bias.view(shape).to(x.dtype)
-    return F.leaky_relu(x, negative_slope) * scale
+        bias = bias.view(shape).to(x.dtype)
+        x = x.add_(bias) if inplace else x + bias
+        inplace = True  # x is ours now
+    if not inplace:
+        return F.leaky_relu(x, negative_slope) * scale
+    x = F.leaky_relu_(x, negative_slope)
+    return x * scale if torch.is_grad_enabled() and x.requires_grad else x.mul_(scale)

@@ -56,6 +56,7 @@ class StyleStem(nn.Module):
     """
 
     noises: nn.Module
+    channels_last: bool = True  # a run-time choice, not part of the config (see `stem`)
 
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
@@ -94,9 +95,60 @@ class StyleStem(nn.Module):
             w = w.unsqueeze(1).expand(-1, n, -1)
         return w
 
+    def render(
+        self,
+        wplus: torch.Tensor,
+        noises: list[torch.Tensor | None],
+        branch_idx: torch.Tensor | None = None,
+        return_features: bool = False,
+        swap_features: dict[int, torch.Tensor] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Synthesis of w+ [B, L, D] with the fastest batch strategy for the device.
+
+        On the CPU without autograd, samples are rendered one at a time: a batch-1 modulated conv
+        folds the style into the weights and runs a plain convolution, which measured 2.7× faster per
+        image at 1024 px than modulating the activations of a batch (bench/generator.py). Elsewhere
+        (CUDA, training) the whole batch runs at once.
+        """
+        batch = wplus.shape[0]
+        if batch > 1 and wplus.device.type == "cpu" and not torch.is_grad_enabled():
+            parts = [
+                self._synthesize(
+                    wplus[i : i + 1],
+                    [n[i : i + 1] if n is not None and n.shape[0] == batch else n for n in noises],
+                    None if branch_idx is None else branch_idx[i : i + 1],
+                    return_features,
+                    {r: t[i : i + 1] for r, t in swap_features.items()} if swap_features else None,
+                )
+                for i in range(batch)
+            ]
+            image = torch.cat([p[0] for p in parts])
+            features = {r: torch.cat([p[1][r] for p in parts]) for r in parts[0][1]} if return_features else None
+        else:
+            image, features = self._synthesize(wplus, noises, branch_idx, return_features, swap_features)
+        if features is not None:
+            return image, features
+        return image
+
+    def _synthesize(
+        self,
+        wplus: torch.Tensor,
+        noises: list[torch.Tensor | None],
+        branch_idx: torch.Tensor | None,
+        return_features: bool,
+        swap_features: dict[int, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor] | None]:
+        raise NotImplementedError
+
     def stem(self, wplus: torch.Tensor, noises: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The 4×4 stage: (feature map [B, C4, 4, 4], RGB skip [B, 3, 4, 4])."""
+        """The 4×4 stage: (feature map [B, C4, 4, 4], RGB skip [B, 3, 4, 4]).
+
+        Feature maps are kept channels-last from here on when `self.channels_last` (default): oneDNN
+        and cuDNN convolutions run faster in NHWC (1024 px, batch 1, CPU: 1.2 s → 0.74 s).
+        """
         x = self.input(wplus.shape[0])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.conv1(x, wplus[:, 0], noises[0])
         return x, self.to_rgb1(x, wplus[:, 1])
 
@@ -137,9 +189,17 @@ class Generator(StyleStem):
         """
         wplus = self.to_wplus(latents, space, truncation)
         noises = self.noise(noise, wplus.shape[0], rng)
+        return self.render(wplus, noises, None, return_features, swap_features)
+
+    def _synthesize(
+        self,
+        wplus: torch.Tensor,
+        noises: list[torch.Tensor | None],
+        branch_idx: torch.Tensor | None,
+        return_features: bool,
+        swap_features: dict[int, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor] | None]:
         x, skip = self.stem(wplus, noises)
         features: dict[int, torch.Tensor] | None = {4: x} if return_features else None
         _, image = run_stages(self.convs, self.to_rgbs, x, skip, wplus, noises, 0, features, swap_features)
-        if features is not None:
-            return image, features
-        return image
+        return image.contiguous(), features

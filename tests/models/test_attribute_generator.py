@@ -53,9 +53,13 @@ def test_branch_is_computed_only_for_its_own_samples(model: AttributeAwareGenera
     calls: list[int] = []
     for k, b in enumerate(model.branches):
         b.convs[0].register_forward_hook(lambda _m, inp, _out, k=k: calls.append((k, inp[0].shape[0])))
-    with torch.no_grad():
+    with torch.enable_grad():  # batched: one gathered call per branch
         model(torch.randn(3, 32), branch=[0, 1, 1])
     assert sorted(calls) == [(0, 1), (1, 2)]
+    calls.clear()
+    with torch.no_grad():  # CPU inference renders sample by sample
+        model(torch.randn(3, 32), branch=[0, 1, 1])
+    assert sorted(calls) == [(0, 1), (1, 1), (1, 1)]
 
 
 def test_const_noise_is_deterministic_for_mixed_batches(model: AttributeAwareGenerator) -> None:
