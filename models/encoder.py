@@ -43,6 +43,8 @@ class GradualStyleBlock(nn.Module):
 class VAEStyleEncoder(nn.Module):
     """image [B, 3, S, S] in [-1, 1] → (sample, mu, logvar), each z+ [B, n_styles, style_dim]."""
 
+    channels_last: bool = True  # run-time choice: NHWC convolutions are faster on oneDNN and cuDNN
+
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.config = config
@@ -65,6 +67,8 @@ class VAEStyleEncoder(nn.Module):
         s = self.config.input_size
         if image.ndim != 4 or tuple(image.shape[1:]) != (3, s, s):
             raise ValueError(f"encoder input must be [B, 3, {s}, {s}], got {list(image.shape)}")
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
         x = self.input_layer(image)
         t1, t2, t3 = self.config.tap_units
         taps = {}
