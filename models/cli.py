@@ -46,6 +46,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--count", type=int, default=1, help="number of seeded z samples without --latents")
     gen.add_argument("--branch", help="attribute branch of an attribute-aware generator (default: its default)")
     gen.add_argument("--out", type=Path, required=True, help=".npy (raw float32 NCHW) or .png/.jpg image(s)")
+    gen.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, …")
     gen.set_defaults(handler=cmd_generate)
 
     inv = sub.add_parser("invert", help="encode an aligned face crop to z+ (mu) or w+")
@@ -53,6 +54,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     inv.add_argument("image", type=Path, help="aligned face crop (resized to the encoder input when needed)")
     inv.add_argument("--space", choices=("z", "wplus"), default="wplus")
     inv.add_argument("--out", type=Path, required=True, help=".npy output, [1, L, D] float32")
+    inv.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, …")
     inv.set_defaults(handler=cmd_invert)
 
 
@@ -76,7 +78,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from models.stylegan2 import Generator
 
     _check_out_suffix(args.out, (".npy", *IMAGE_SUFFIXES))
-    model = checkpoints.load(args.checkpoint, expected=(Generator, AttributeAwareGenerator))
+    device = _device(args.device)
+    model = checkpoints.load(args.checkpoint, expected=(Generator, AttributeAwareGenerator), device=device)
     if args.latents is not None:
         latents = torch.from_numpy(_read_npy(args.latents))
     else:
@@ -92,8 +95,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     elif args.branch is not None:
         raise CommandError(f"{args.checkpoint} is a plain generator: it has no --branch")
     with torch.inference_mode():
-        image = model(latents, rng=torch.Generator().manual_seed(args.seed), **kwargs)
-    _write_output(image.numpy(), args.out)
+        image = model(latents.to(device), rng=torch.Generator().manual_seed(args.seed), **kwargs)
+    _write_output(image.float().cpu().numpy(), args.out)
 
 
 def cmd_invert(args: argparse.Namespace) -> None:
@@ -104,7 +107,8 @@ def cmd_invert(args: argparse.Namespace) -> None:
     from models.encoder import Inverter, image_to_tensor
 
     _check_out_suffix(args.out, (".npy",))
-    model = checkpoints.load(args.checkpoint, expected=Inverter)
+    device = _device(args.device)
+    model = checkpoints.load(args.checkpoint, expected=Inverter, device=device)
     try:
         with Image.open(args.image) as img:
             x = image_to_tensor(img, model.config.encoder.input_size)
@@ -113,11 +117,21 @@ def cmd_invert(args: argparse.Namespace) -> None:
     except (UnidentifiedImageError, OSError) as e:
         raise CommandError(f"{args.image}: not a readable image ({e})") from e
     with torch.inference_mode():
-        result = model(x)
-    out = result.mu if args.space == "z" else result.wplus
+        result = model(x.to(device))
+    out = (result.mu if args.space == "z" else result.wplus).cpu()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.out, out.numpy().astype(np.float32))
     print(f"wrote {args.space} {list(out.shape)} to {args.out}")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CommandError(f"--device {name}: CUDA is not available on this machine")
+    return name
 
 
 def _check_out_suffix(path: Path, allowed: tuple[str, ...]) -> None:

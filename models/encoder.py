@@ -22,6 +22,7 @@ from torch import nn
 from models.configs import EncoderConfig, InverterConfig
 from models.irse import build_body
 from models.layers import EqualLinear, MappingNetwork
+from models.synthesis import seeded_normal
 
 
 class GradualStyleBlock(nn.Module):
@@ -95,7 +96,7 @@ class VAEStyleEncoder(nn.Module):
         """(reparameterised sample mu + ε·exp(logvar/2), mu, logvar)."""
         codes = self.style_codes(image)
         mu, logvar = self.fc_mu(codes), self.fc_var(codes)
-        eps = torch.randn(mu.shape, generator=rng, device=mu.device, dtype=mu.dtype)
+        eps = seeded_normal(tuple(mu.shape), rng, mu)
         return mu + eps * torch.exp(0.5 * logvar), mu, logvar
 
 

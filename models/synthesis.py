@@ -32,10 +32,13 @@ def noise_inputs(
     stored = [getattr(buffers, f"noise_{i}") for i in range(num_layers)]
     if mode == "const":
         return list(stored)
-    return [
-        torch.randn((batch, 1, *n.shape[2:]), generator=rng, device=n.device, dtype=n.dtype).to(n.device)
-        for n in stored
-    ]
+    return [seeded_normal((batch, 1, *n.shape[2:]), rng, n) for n in stored]
+
+
+def seeded_normal(shape: tuple[int, ...], rng: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """N(0, 1) drawn on `rng`'s device (a CPU generator also seeds CUDA runs), placed like `like`."""
+    device = rng.device if rng is not None else like.device
+    return torch.randn(shape, generator=rng, device=device, dtype=like.dtype).to(like.device)
 
 
 def run_stages(
