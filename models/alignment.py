@@ -51,7 +51,7 @@ def _model_path(configured: str | None, name: str) -> Path:
     return path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Face:
     """A detected face: box (left, top, right, bottom) and 68 landmarks [68, 2], photo coordinates."""
 
@@ -160,18 +160,22 @@ class FaceAligner:
 
     # ------------------------------------------------------------------------------ alignment
 
-    def align(self, image: Image.Image, face_index: int = 0, output_size: int | None = None) -> AlignedFace:
-        """Align one face: the largest by default, or the `face_index`-th largest."""
-        faces = self.detect(image)
+    def align(
+        self, image: Image.Image, face_index: int = 0, output_size: int | None = None, faces: list[Face] | None = None
+    ) -> AlignedFace:
+        """Align one face: the largest by default, or the `face_index`-th largest (`faces`: from `detect`)."""
+        faces = self.detect(image) if faces is None else faces
         if not faces:
             raise NoFaceFound("no human face was found in the image")
         if not 0 <= face_index < len(faces):
             raise FaceIndexOutOfRange(f"face_index {face_index} asked, but {len(faces)} face(s) were found")
         return self.align_face(image, faces[face_index], output_size)
 
-    def align_all(self, image: Image.Image, output_size: int | None = None) -> list[AlignedFace]:
+    def align_all(
+        self, image: Image.Image, output_size: int | None = None, faces: list[Face] | None = None
+    ) -> list[AlignedFace]:
         """Every face large enough, largest first; FaceTooSmall when faces exist but none qualifies."""
-        faces = self.detect(image)
+        faces = self.detect(image) if faces is None else faces
         if not faces:
             raise NoFaceFound("no human face was found in the image")
         aligned = []

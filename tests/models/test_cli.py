@@ -107,3 +107,31 @@ def test_errors_are_one_line_and_nonzero(
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and lines[0].startswith("agilegan ")
+
+
+def test_align_writes_crops_and_one_json_line_per_input(tmp_path: Path) -> None:
+    import json
+
+    faces = Path(__file__).parents[1] / "data" / "faces"
+    result = agilegan(
+        "align",
+        faces / "two_people.jpg",
+        faces / "dogs.jpg",
+        "--out",
+        tmp_path,
+        "--all-faces",
+        "--size",
+        256,
+        "--transform-size",
+        1024,
+    )
+    assert result.returncode == 1  # one input failed
+    records = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [r["faces_found"] for r in records] == [2, 0]
+    first, dogs = records
+    assert [f["index"] for f in first["faces"]] == [0, 1] and first["error"] is None
+    assert len(first["faces"][0]["landmarks"]) == 68 and len(first["faces"][0]["box"]) == 4
+    assert all(Image.open(f["output"]).size == (256, 256) for f in first["faces"])
+    assert dogs["error"]["code"] == "no_face"
+    ok = agilegan("align", faces / "obama.jpg", "--out", tmp_path, "--size", 256, "--transform-size", 1024)
+    assert ok.returncode == 0 and (tmp_path / "obama.png").is_file()
