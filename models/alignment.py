@@ -129,27 +129,44 @@ class FaceAligner:
 
     # ------------------------------------------------------------------------------ detection
 
-    def detect(self, image: Image.Image) -> list[Face]:
-        """All faces, largest first. Detection on a ≤ detect_max_side copy, landmarks at full size."""
+    def detect(self, image: Image.Image, exhaustive: bool = False) -> list[Face]:
+        """All faces, largest first. Detection on a downscaled copy, landmarks at full resolution.
+
+        exhaustive: skip the fast first pass (it may miss small faces beside a large one).
+        """
         rgb = np.asarray(image.convert("RGB"))
-        scale = min(1.0, self.config.detect_max_side / max(image.size))
-        small = rgb
-        if scale < 1.0:
-            size = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
-            small = np.asarray(image.convert("RGB").resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
-        boxes = self._detect_boxes(small)
+        boxes: list[tuple[tuple[float, float, float, float], float]] = []
+        if self.hog is not None and self.config.fast_detect_side > 0 and not exhaustive:
+            boxes = self._detect_scaled(image, self.config.fast_detect_side, upsample=0)
+        if not boxes:
+            boxes = self._detect_scaled(image, self.config.detect_max_side, upsample=self.config.hog_upsample)
         faces = []
         for (left, top, right, bottom), score in boxes:
-            rect = dlib.rectangle(round(left / scale), round(top / scale), round(right / scale), round(bottom / scale))
+            rect = dlib.rectangle(round(left), round(top), round(right), round(bottom))
             shape = self.predictor(rgb, rect)
             landmarks = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
             faces.append(Face((rect.left(), rect.top(), rect.right(), rect.bottom()), score, landmarks))
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
-    def _detect_boxes(self, rgb: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
+    def _detect_scaled(
+        self, image: Image.Image, max_side: int, upsample: int
+    ) -> list[tuple[tuple[float, float, float, float], float]]:
+        """Boxes in photo coordinates, detected on a copy whose longer side is at most `max_side`."""
+        scale = min(1.0, max_side / max(image.size))
+        small = image.convert("RGB")
+        if scale < 1.0:
+            size = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+            small = small.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        found = self._detect_boxes(np.asarray(small), upsample)
+        return [(tuple(v / scale for v in box), score) for box, score in found]  # type: ignore[misc]
+
+    def _detect_boxes(
+        self, rgb: np.ndarray, upsample: int | None = None
+    ) -> list[tuple[tuple[int, int, int, int], float]]:
         found: list[tuple[tuple[int, int, int, int], float]] = []
+        up = self.config.hog_upsample if upsample is None else upsample
         if self.hog is not None:
-            rects, scores, _ = self.hog.run(rgb, self.config.hog_upsample, self.config.min_detection_score)
+            rects, scores, _ = self.hog.run(rgb, up, self.config.min_detection_score)
             found = [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
         if not found and self.cnn is not None:
             found = [
@@ -175,7 +192,7 @@ class FaceAligner:
         self, image: Image.Image, output_size: int | None = None, faces: list[Face] | None = None
     ) -> list[AlignedFace]:
         """Every face large enough, largest first; FaceTooSmall when faces exist but none qualifies."""
-        faces = self.detect(image) if faces is None else faces
+        faces = self.detect(image, exhaustive=True) if faces is None else faces
         if not faces:
             raise NoFaceFound("no human face was found in the image")
         aligned = []

@@ -100,7 +100,7 @@ def cmd_align(args: argparse.Namespace) -> None:
         record: dict = {"input": str(path), "faces_found": 0, "faces": [], "error": None}
         try:
             image = load_image(path, config.max_pixels).image
-            faces = aligner.detect(image)
+            faces = aligner.detect(image, exhaustive=args.all_faces)
             record["faces_found"] = len(faces)
             if args.all_faces:
                 aligned = aligner.align_all(image, faces=faces)

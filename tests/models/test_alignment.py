@@ -75,8 +75,9 @@ def test_two_people_yield_two_faces_largest_first(aligner: FaceAligner) -> None:
     faces = aligner.detect(image)
     assert len(faces) == 2
     assert faces[0].area >= faces[1].area
-    crops = aligner.align_all(image)
-    assert [c.face.box for c in crops] == [f.box for f in faces]
+    crops = aligner.align_all(image)  # the exhaustive pass
+    assert [c.face.box for c in crops] == [f.box for f in aligner.detect(image, exhaustive=True)]
+    assert len(crops) == 2
     second = aligner.align(image, face_index=1)
     assert second.face.box == faces[1].box
     assert np.abs(np.asarray(second.image, float) - np.asarray(crops[0].image, float)).mean() > 10
@@ -119,7 +120,9 @@ def test_exif_rotated_copy_aligns_to_the_same_crop(aligner: FaceAligner, tmp_pat
         loaded = load_image(tmp_path / name)
         assert loaded.exif_orientation == 6 and loaded.image.size == upright.size
         aligned = aligner.align(loaded.image)
-        assert np.abs(aligned.quad - reference.quad).max() < (0.01 if name.endswith("png") else 3.0)
+        # PNG: the same pixels, the same quad; JPEG: re-compressed pixels move landmarks by about a pixel
+        tolerance = 0.01 if name.endswith("png") else 0.015 * reference.face.quad()[1]
+        assert np.abs(aligned.quad - reference.quad).max() < tolerance
     diff = np.abs(
         np.asarray(aligner.align(load_image(tmp_path / "rotated.png").image).image, dtype=np.float64)
         - np.asarray(reference.image, dtype=np.float64)
