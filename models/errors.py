@@ -22,6 +22,12 @@ class InvalidImage(InputError):
     code = "invalid_image"
 
 
+class UnsupportedFormat(InvalidImage):
+    """Not one of the accepted image formats (or not an image at all)."""
+
+    code = "unsupported_format"
+
+
 class ImageTooLarge(InputError):
     """More pixels than the configured limit (checked from the header, before decoding)."""
 

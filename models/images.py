@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from models.errors import ImageTooLarge, InvalidImage
+from models.errors import ImageTooLarge, InvalidImage, UnsupportedFormat
 
 FORMATS = ("JPEG", "PNG", "WEBP")
 
@@ -30,17 +30,21 @@ class LoadedImage:
 
 
 def read_header(data: bytes, max_pixels: int, formats: tuple[str, ...] | None = FORMATS) -> Image.Image:
-    """Open (without decoding) and check format and pixel count; returns the lazy PIL image."""
+    """Open (without decoding) and check format and pixel count; returns the lazy PIL image.
+
+    Only the decoders of `formats` are tried (Pillow's own advice against bombs in exotic formats).
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=list(formats) if formats else None)
     except Image.DecompressionBombError as e:
         raise ImageTooLarge(f"image has too many pixels ({e})") from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except UnidentifiedImageError as e:
+        accepted = ", ".join(formats or FORMATS)
+        raise UnsupportedFormat(f"not an image in an accepted format ({accepted})") from e
+    except (OSError, ValueError) as e:
         raise InvalidImage("not a readable image (JPEG, PNG or WebP expected)") from e
-    if formats is not None and image.format not in formats:
-        raise InvalidImage(f"unsupported image format {image.format}; use one of {', '.join(formats)}")
     w, h = image.size
     if w * h > max_pixels:
         raise ImageTooLarge(f"image is {w}×{h} = {w * h / 1e6:.1f} MP; the limit is {max_pixels / 1e6:.1f} MP")

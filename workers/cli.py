@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from models import cli as model_cli
+from workers import commands as service_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     model_cli.add_commands(sub)
+    service_commands.add_commands(sub)
     return parser
 
 

@@ -15,7 +15,14 @@ from skimage import data as skdata
 
 from models.alignment import AlignedFace, FaceAligner, ffhq_quad, packaged_model_dir, paste_back
 from models.configs import AlignerConfig
-from models.errors import FaceIndexOutOfRange, FaceTooSmall, ImageTooLarge, InvalidImage, NoFaceFound
+from models.errors import (
+    FaceIndexOutOfRange,
+    FaceTooSmall,
+    ImageTooLarge,
+    InvalidImage,
+    NoFaceFound,
+    UnsupportedFormat,
+)
 from models.images import load_image
 
 FACES = Path(__file__).parents[1] / "data" / "faces"
@@ -138,11 +145,12 @@ def test_truncated_file_is_invalid(tmp_path: Path) -> None:
     with pytest.raises(InvalidImage, match="truncated or corrupt") as err:
         load_image(raw[: len(raw) // 2])
     assert err.value.code == "invalid_image"
-    with pytest.raises(InvalidImage, match="not a readable image"):
-        load_image(b"GIF89a definitely not a photo")
+    with pytest.raises(UnsupportedFormat, match="not an image in an accepted format") as err:
+        load_image(b"definitely not a photo")
+    assert err.value.code == "unsupported_format"
     gif = io.BytesIO()
     Image.new("RGB", (8, 8)).save(gif, format="GIF")
-    with pytest.raises(InvalidImage, match="unsupported image format GIF"):
+    with pytest.raises(UnsupportedFormat):
         load_image(gif.getvalue())
 
 

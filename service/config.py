@@ -1,0 +1,79 @@
+"""Settings of the API process and the workers, from `AGILEGAN_*` environment variables.
+
+Validated once at process start and passed down; nothing below `service/` and `workers/` reads the
+environment. Every setting is listed in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROLES = ("client", "operator")
+
+
+class Settings(BaseSettings):
+    """One settings object for API and workers (they share Redis, the data directory and limits)."""
+
+    model_config = SettingsConfigDict(env_prefix="AGILEGAN_", env_ignore_empty=True, extra="ignore", frozen=True)
+
+    # --- where things are
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    api_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes of `agilegan serve`")
+
+    # --- auth
+    api_keys: str = Field("", description="comma-separated key:role pairs (role: client or operator)")
+    api_keys_file: Path | None = Field(None, description="file of 'sha256-hex-of-key:role' lines")
+    auth_disabled: bool = False
+
+    # --- request limits
+    max_upload_bytes: int = Field(15 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(40_000_000, ge=10_000)
+    rate_limit_per_minute: int = Field(120, ge=0, description="stylize requests per key per minute; 0 = off")
+    max_queue_depth: int = Field(200, ge=1, description="queued stylize jobs before 503")
+
+    # --- jobs
+    job_timeout_s: int = Field(300, ge=5, description="hard cap on one stylize job's run time")
+    job_retries: int = Field(2, ge=0, le=10, description="re-runs after a worker crash or transient error")
+    result_ttl_s: int = Field(3600, ge=60, description="results and inputs are deleted after this")
+    idempotency_ttl_s: int = Field(86400, ge=60)
+
+    # --- alignment (API: detection and landmarks; worker: the FFHQ crop)
+    align_transform_size: int = Field(4096, ge=256)
+    min_face_size: int = Field(128, ge=16)
+    landmarks_path: str | None = None
+
+    # --- workers
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    torch_threads: int = Field(0, ge=0, description="0 = torch's default")
+    style_cache_size: int = Field(4, ge=1, description="style generators kept loaded per worker")
+    heartbeat_interval_s: float = Field(5.0, gt=0)
+    heartbeat_ttl_s: int = Field(20, ge=5, description="a job whose worker stops heartbeating is requeued after this")
+    maintenance_interval_s: int = Field(10, ge=1, description="how often workers look for abandoned jobs")
+    worker_ttl_s: int = Field(30, ge=16)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, value: str) -> str:
+        for pair in filter(None, (p.strip() for p in value.split(","))):
+            key, _, role = pair.rpartition(":")
+            if not key or role not in ROLES:
+                raise ValueError(f"AGILEGAN_API_KEYS entries are key:role with role in {ROLES}")
+            if len(key) < 16:
+                raise ValueError("API keys must be at least 16 characters")
+        return value
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.data_dir / "registry"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

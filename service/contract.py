@@ -1,0 +1,55 @@
+"""What the API and the workers agree on: queue names, job functions, payloads, Redis keys.
+
+Torch-free. The API enqueues job functions by dotted path, so it never imports worker code.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+STYLIZE_QUEUE = "stylize"
+TRAIN_QUEUE = "train"
+QUEUES = (STYLIZE_QUEUE, TRAIN_QUEUE)
+STYLIZE_FUNCTION = "workers.jobs.stylize_job"
+
+KEY_PREFIX = "agilegan"
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+STYLE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+OutputMode = Literal["aligned", "full"]
+ImageFormat = Literal["png", "jpeg", "webp"]
+CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+class StylizeJob(BaseModel):
+    """The payload of one stylize job (small: the image itself is in storage)."""
+
+    job_id: str = Field(pattern=JOB_ID.pattern)
+    style: str = Field(pattern=STYLE_ID.pattern)
+    output: OutputMode = "aligned"
+    format: ImageFormat = "png"
+    size: Literal[256, 512, 1024] = 1024
+    attribute: str = "auto"
+    landmarks: list[list[float]] = Field(min_length=68, max_length=68)
+    noise: Literal["const", "random", "zero"] = "const"
+
+
+def job_key(job_id: str) -> str:
+    """Redis hash holding our record of a job (status, owner, timestamps, error, result)."""
+    return f"{KEY_PREFIX}:job:{job_id}"
+
+
+def cancel_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}:cancel:{job_id}"
+
+
+def metrics_key(name: str) -> str:
+    return f"{KEY_PREFIX}:metrics:{name}"
+
+
+# Job record statuses, as the API reports them.
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
+TERMINAL = (SUCCEEDED, FAILED, CANCELED)

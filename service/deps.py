@@ -1,0 +1,93 @@
+"""FastAPI dependencies: the shared resources on app.state, and the caller's identity."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated
+
+from fastapi import Depends, Request
+from rq import Queue
+
+from service.auth import Principal
+from service.config import Settings
+from service.contract import STYLIZE_QUEUE, metrics_key
+from service.errors import ApiError
+from service.jobstore import JobStore
+from service.registry import Registry
+from service.storage import Storage
+
+log = logging.getLogger("agilegan.api")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_jobs(request: Request) -> JobStore:
+    return request.app.state.jobs
+
+
+def get_storage(request: Request) -> Storage:
+    return request.app.state.storage
+
+
+def get_registry(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+def get_stylize_queue(request: Request) -> Queue:
+    return request.app.state.queues[STYLIZE_QUEUE]
+
+
+def authenticate(request: Request) -> Principal:
+    settings: Settings = request.app.state.settings
+    if settings.auth_disabled:
+        return Principal("anonymous", "operator")
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(
+            401, "unauthorized", "missing API key: send 'Authorization: Bearer KEY'", {"WWW-Authenticate": "Bearer"}
+        )
+    principal = request.app.state.keys.authenticate(key.strip())
+    if principal is None:
+        raise ApiError(401, "unauthorized", "unknown API key", {"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+def require_operator(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    if not principal.is_operator:
+        raise ApiError(403, "forbidden", "this endpoint needs an operator key")
+    return principal
+
+
+def rate_limit(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    """Fixed one-minute window per key, counted in Redis so every API process shares it."""
+    limit = request.app.state.settings.rate_limit_per_minute
+    if limit <= 0:
+        return principal
+    now = time.time()
+    window = int(now // 60)
+    key = metrics_key(f"rate:{principal.key_id}:{window}")
+    redis = request.app.state.redis
+    with redis.pipeline() as p:
+        p.incr(key)
+        p.expire(key, 120)
+        count, _ = p.execute()
+    if count > limit:
+        retry = max(1, int(60 - now % 60) + 1)
+        raise ApiError(
+            429, "rate_limited", f"more than {limit} requests per minute for this key", {"Retry-After": str(retry)}
+        )
+    return principal
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+JobsDep = Annotated[JobStore, Depends(get_jobs)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+StylizeQueueDep = Annotated[Queue, Depends(get_stylize_queue)]
+ClientDep = Annotated[Principal, Depends(authenticate)]
+RateLimitedClientDep = Annotated[Principal, Depends(rate_limit)]
+OperatorDep = Annotated[Principal, Depends(require_operator)]

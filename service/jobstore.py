@@ -1,0 +1,95 @@
+"""Our record of each job, a Redis hash beside rq's own job data.
+
+rq's statuses have known traps (a finished job later marked abandoned: rq#2424; SimpleWorker jobs
+that look stuck), so the API reports this record, which only the job's own steps change, and a
+stored success is never overwritten by a later failure mark (`mark_failed` is a no-op then).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from redis import Redis
+
+from service.contract import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, job_key
+
+_FAIL_UNLESS_DONE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'succeeded' or status == 'canceled' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error_code', ARGV[2], 'error_message', ARGV[3],
+           'finished_at', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+class JobStore:
+    def __init__(self, redis: Redis, result_ttl_s: int, pending_ttl_s: int = 7 * 86400) -> None:
+        self.redis = redis
+        self.result_ttl_s = result_ttl_s
+        self.pending_ttl_s = pending_ttl_s
+        self._fail = redis.register_script(_FAIL_UNLESS_DONE)
+
+    def create(self, job_id: str, owner: str, kind: str, fields: dict[str, Any]) -> None:
+        record = {
+            "status": QUEUED,
+            "owner": owner,
+            "kind": kind,
+            "created_at": time.time(),
+            "options": json.dumps(fields),
+        }
+        with self.redis.pipeline() as p:
+            p.hset(job_key(job_id), mapping=record)
+            p.expire(job_key(job_id), self.pending_ttl_s)
+            p.execute()
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(job_key(job_id))
+        if not raw:
+            return None
+        record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        for field in ("created_at", "started_at", "finished_at", "progress"):
+            if field in record:
+                record[field] = float(record[field])
+        record["options"] = json.loads(record.get("options", "{}"))
+        if "result" in record:
+            record["result"] = json.loads(record["result"])
+        return record
+
+    def mark_running(self, job_id: str, worker: str) -> None:
+        self.redis.hset(
+            job_key(job_id), mapping={"status": RUNNING, "started_at": time.time(), "worker": worker, "progress": 0.0}
+        )
+
+    def progress(self, job_id: str, stage: str, fraction: float) -> None:
+        self.redis.hset(job_key(job_id), mapping={"stage": stage, "progress": round(fraction, 3)})
+
+    def mark_succeeded(self, job_id: str, result: dict[str, Any]) -> None:
+        with self.redis.pipeline() as p:
+            p.hset(
+                job_key(job_id),
+                mapping={
+                    "status": SUCCEEDED,
+                    "finished_at": time.time(),
+                    "progress": 1.0,
+                    "stage": "done",
+                    "result": json.dumps(result),
+                },
+            )
+            p.expire(job_key(job_id), self.result_ttl_s)
+            p.execute()
+
+    def mark_failed(self, job_id: str, code: str, message: str, status: str = FAILED) -> bool:
+        """Record a failure (or cancel) unless the job already succeeded; True when recorded."""
+        return bool(
+            self._fail(keys=[job_key(job_id)], args=[status, code, message[:500], time.time(), self.result_ttl_s])
+        )
+
+    def mark_canceled(self, job_id: str, message: str = "canceled by the client") -> bool:
+        return self.mark_failed(job_id, "canceled", message, status=CANCELED)
+
+    @staticmethod
+    def is_terminal(record: dict[str, Any]) -> bool:
+        return record.get("status") in TERMINAL

@@ -1,0 +1,75 @@
+"""The HTTP API: `create_app(settings)` builds it; `agilegan serve` (or `uvicorn --factory
+service.main:create_app`) serves it with settings from the environment.
+
+Never imports torch: jobs are enqueued by dotted path and the registry is read from JSON files.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis import Redis
+from rq import Queue
+
+from models.alignment import FaceAligner
+from models.configs import AlignerConfig
+from service import errors
+from service.auth import KeyStore
+from service.config import Settings, get_settings
+from service.contract import QUEUES
+from service.jobstore import JobStore
+from service.middleware import BodyLimit, RequestContext, RequestMetrics
+from service.registry import Registry
+from service.routes import health, jobs, styles
+from service.storage import Storage
+
+log = logging.getLogger("agilegan.api")
+
+DESCRIPTION = """
+Portrait stylization (AgileGAN). `POST /v1/stylize` a photo with a `style`; the answer is `202` with a
+job; poll `GET /v1/jobs/{id}` until `succeeded`, then `GET /v1/jobs/{id}/result`.
+Authenticate with `Authorization: Bearer KEY`. Every error body is `{"code", "message", "request_id"}`.
+"""
+
+
+def create_app(settings: Settings | None = None, aligner: FaceAligner | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    redis = Redis.from_url(settings.redis_url)
+    keys = KeyStore.from_settings(settings)
+    if settings.auth_disabled:
+        log.warning("AGILEGAN_AUTH_DISABLED is set: every request is treated as an operator")
+    elif len(keys) == 0:
+        log.warning("no API keys configured: every authenticated request will get 401")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.aligner = aligner or FaceAligner(
+            AlignerConfig(
+                min_face_size=settings.min_face_size,
+                predictor_path=settings.landmarks_path,
+                max_pixels=settings.max_pixels,
+            )
+        )
+        yield
+        redis.close()
+
+    app = FastAPI(title="AgileGAN service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.redis = redis
+    app.state.keys = keys
+    app.state.queues = {name: Queue(name, connection=redis) for name in QUEUES}
+    app.state.jobs = JobStore(redis, settings.result_ttl_s)
+    app.state.storage = Storage(settings.data_dir)
+    app.state.registry = Registry(settings.registry_dir)
+    errors.install(app)
+    app.include_router(jobs.router)
+    app.include_router(styles.router)
+    app.include_router(health.router)
+    # Outermost first: request id, then metrics, then the body cap.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestMetrics, redis=redis)
+    app.add_middleware(RequestContext)
+    return app

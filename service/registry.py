@@ -1,0 +1,120 @@
+"""The model registry on disk, read without torch (the API lists styles from it).
+
+    <registry>/base/encoder/          Inverter checkpoint (HVAE encoder + FFHQ mapping)
+    <registry>/base/generator/        the source FFHQ generator (for training styles)
+    <registry>/styles/<id>/           a style: generator checkpoint + style.json
+
+`style.json`: {"id", "name", "description", "status": "ready" | "training" | …, "created_at", "labels"}.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.checkpoint_files import CheckpointError, read_info
+from service.contract import STYLE_ID
+
+STYLE_FILE = "style.json"
+
+
+@dataclass(frozen=True)
+class StyleInfo:
+    id: str
+    name: str
+    description: str
+    status: str
+    resolution: int | None
+    branches: list[str]
+    default_branch: str | None
+    model_class: str | None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    labels: list[str] = field(default_factory=list)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "status": self.status,
+            "resolution": self.resolution,
+            "attribute_branches": self.branches,
+            "default_branch": self.default_branch,
+            "model_class": self.model_class,
+            "provenance": self.provenance,
+            "created_at": self.created_at,
+            "labels": self.labels,
+        }
+
+
+class Registry:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def encoder_dir(self) -> Path:
+        return self.root / "base" / "encoder"
+
+    @property
+    def source_generator_dir(self) -> Path:
+        return self.root / "base" / "generator"
+
+    def style_dir(self, style_id: str) -> Path:
+        if not STYLE_ID.fullmatch(style_id):
+            raise ValueError(f"not a style id: {style_id!r}")
+        return self.root / "styles" / style_id
+
+    def has_base(self) -> bool:
+        return (self.encoder_dir / "config.json").is_file()
+
+    def styles(self) -> list[StyleInfo]:
+        folder = self.root / "styles"
+        if not folder.is_dir():
+            return []
+        found = (self.style(p.name) for p in sorted(folder.iterdir()) if STYLE_ID.fullmatch(p.name))
+        return [s for s in found if s is not None]
+
+    def style(self, style_id: str) -> StyleInfo | None:
+        if not STYLE_ID.fullmatch(style_id):
+            return None
+        directory = self.root / "styles" / style_id
+        meta_path = directory / STYLE_FILE
+        if not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            return None
+        resolution, branches, default, cls, provenance = None, [], None, None, {}
+        try:
+            info = read_info(directory)
+            cls, provenance = info.class_name, info.provenance.to_dict()
+            config = info.config.get("generator", info.config)
+            resolution = config.get("size")
+            branches = list(info.config.get("branches", []))
+            default = info.config.get("default_branch")
+        except CheckpointError:
+            pass  # e.g. still training: no weights yet
+        return StyleInfo(
+            id=style_id,
+            name=meta.get("name", style_id),
+            description=meta.get("description", ""),
+            status=meta.get("status", "ready" if cls else "pending"),
+            resolution=resolution,
+            branches=branches,
+            default_branch=default,
+            model_class=cls,
+            provenance=provenance,
+            created_at=meta.get("created_at", ""),
+            labels=list(meta.get("labels", [])),
+        )
+
+    def write_style_meta(self, style_id: str, meta: dict[str, Any]) -> None:
+        from service.storage import atomic_write
+
+        directory = self.style_dir(style_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(directory / STYLE_FILE, (json.dumps({"id": style_id, **meta}, indent=2) + "\n").encode())

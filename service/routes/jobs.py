@@ -1,0 +1,247 @@
+"""Stylize jobs: submit a photo, poll the job, fetch the result, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Header, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from rq import Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from models.errors import FaceIndexOutOfRange, FaceTooSmall, NoFaceFound
+from models.images import load_image
+from service.auth import Principal
+from service.contract import (
+    CONTENT_TYPES,
+    JOB_ID,
+    QUEUED,
+    RUNNING,
+    STYLIZE_FUNCTION,
+    SUCCEEDED,
+    StylizeJob,
+    cancel_key,
+)
+from service.deps import ClientDep, JobsDep, RateLimitedClientDep, RegistryDep, StorageDep, StylizeQueueDep
+from service.errors import ApiError
+from service.schemas import ErrorBody, JobStatus
+
+router = APIRouter(prefix="/v1", tags=["stylize"])
+
+ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)}
+
+
+@router.post(
+    "/stylize",
+    status_code=202,
+    response_model=JobStatus,
+    responses=ERRORS,
+    summary="Stylize a portrait (asynchronous: poll the returned job)",
+)
+async def stylize(
+    request: Request,
+    principal: RateLimitedClientDep,
+    jobs: JobsDep,
+    storage: StorageDep,
+    registry: RegistryDep,
+    queue: StylizeQueueDep,
+    image: Annotated[UploadFile, File(description="the photo: JPEG, PNG or WebP")],
+    style: Annotated[str, Form(description="style id (GET /v1/styles)", examples=["demo"])],
+    output: Annotated[Literal["aligned", "full"], Form(description="aligned crop, or pasted back")] = "aligned",
+    format: Annotated[Literal["png", "jpeg", "webp"], Form()] = "png",
+    size: Annotated[int, Form(description="side of the aligned result: 256, 512 or 1024")] = 1024,
+    attribute: Annotated[str, Form(description="'auto' or one of the style's branches")] = "auto",
+    face_index: Annotated[int, Form(ge=0, le=63, description="which face, by size (0 = largest)")] = 0,
+    idempotency_key: Annotated[str | None, Form(max_length=128)] = None,
+    idempotency_header: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
+) -> JSONResponse:
+    settings = request.app.state.settings
+    if size not in (256, 512, 1024):
+        raise ApiError(422, "invalid_request", "size: must be 256, 512 or 1024")
+    # 1. The style must exist and be ready, the attribute must be one of its branches.
+    info = registry.style(style)
+    if info is None:
+        raise ApiError(404, "unknown_style", f"no style {style!r}; GET /v1/styles lists them")
+    if info.status != "ready":
+        raise ApiError(409, "style_not_ready", f"style {style!r} is {info.status}")
+    if attribute != "auto" and attribute not in info.branches:
+        branches = ", ".join(info.branches) or "none (a single-branch style)"
+        raise ApiError(422, "unknown_attribute", f"attribute must be 'auto' or one of: {branches}")
+
+    # 2. Read the upload (already size-capped by the BodyLimit middleware).
+    data = await image.read()
+    options = {
+        "style": style,
+        "output": output,
+        "format": format,
+        "size": size,
+        "attribute": attribute,
+        "face_index": face_index,
+    }
+    fingerprint = hashlib.sha256(data + json.dumps(options, sort_keys=True).encode()).hexdigest()
+    idem = idempotency_header or idempotency_key
+    if idem:
+        existing = _idempotent_replay(request, principal, idem, fingerprint)
+        if existing is not None:
+            return existing
+
+    # 3. Back-pressure before any work.
+    if queue.count >= settings.max_queue_depth:
+        raise ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})
+
+    # 4. Decode and find the face now, so a bad photo is refused at once (the worker renders the crop).
+    landmarks = await run_in_threadpool(_face_landmarks, request.app.state.aligner, data, settings, face_index)
+
+    # 5. Store the upload, record the job, enqueue it.
+    job_id = uuid.uuid4().hex
+    payload = StylizeJob(
+        job_id=job_id, style=style, output=output, format=format, size=size, attribute=attribute, landmarks=landmarks
+    )
+    storage.write_input(job_id, data)
+    jobs.create(job_id, principal.key_id, "stylize", options)
+    retries = settings.job_retries
+    queue.enqueue(
+        STYLIZE_FUNCTION,
+        payload.model_dump(),
+        job_id=job_id,
+        job_timeout=settings.job_timeout_s,
+        result_ttl=settings.result_ttl_s,
+        failure_ttl=settings.result_ttl_s,
+        retry=Retry(max=retries, interval=[2, 10, 30][:retries]) if retries else None,
+        on_failure="workers.jobs.on_stylize_failure",
+    )
+    if idem:
+        request.app.state.redis.set(
+            _idem_key(principal, idem),
+            json.dumps({"job_id": job_id, "fp": fingerprint}),
+            ex=settings.idempotency_ttl_s,
+            nx=True,
+        )
+    return _accepted(request, job_id)
+
+
+def _face_landmarks(aligner, data: bytes, settings, face_index: int) -> list[list[float]]:
+    photo = load_image(data, settings.max_pixels).image
+    faces = aligner.detect(photo, exhaustive=face_index > 0)
+    if not faces:
+        raise NoFaceFound("no human face was found in the image")
+    if face_index >= len(faces):
+        raise FaceIndexOutOfRange(f"face_index {face_index} asked, but {len(faces)} face(s) were found")
+    face = faces[face_index]
+    _, qsize = face.quad()
+    if qsize < settings.min_face_size:
+        raise FaceTooSmall(f"the face is {qsize:.0f} px across; at least {settings.min_face_size} px is needed")
+    return face.landmarks.tolist()
+
+
+def _idem_key(principal: Principal, key: str) -> str:
+    return f"agilegan:idem:{principal.key_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def _idempotent_replay(request: Request, principal: Principal, key: str, fingerprint: str) -> JSONResponse | None:
+    stored = request.app.state.redis.get(_idem_key(principal, key))
+    if stored is None:
+        return None
+    record = json.loads(stored)
+    if record["fp"] != fingerprint:
+        raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request")
+    return _accepted(request, record["job_id"])
+
+
+def _accepted(request: Request, job_id: str) -> JSONResponse:
+    body = _status(request, job_id, request.app.state.jobs.get(job_id) or {})
+    return JSONResponse(body.model_dump(), status_code=202, headers={"Location": body.links.self, "Retry-After": "1"})
+
+
+def _status(request: Request, job_id: str, record: dict) -> JobStatus:
+    position = None
+    if record.get("status") == QUEUED:
+        try:
+            position = Job.fetch(job_id, connection=request.app.state.redis).get_position()
+        except NoSuchJobError:
+            position = None
+    error = None
+    if record.get("error_code"):
+        error = ErrorBody(
+            code=record["error_code"], message=record.get("error_message", ""), request_id=request.state.request_id
+        )
+    return JobStatus(
+        id=job_id,
+        kind=record.get("kind", "stylize"),
+        status=record.get("status", QUEUED),
+        position=position,
+        stage=record.get("stage"),
+        progress=record.get("progress", 0.0),
+        created_at=record.get("created_at", 0.0),
+        started_at=record.get("started_at"),
+        finished_at=record.get("finished_at"),
+        options=record.get("options", {}),
+        result=record.get("result"),
+        error=error,
+        links={"self": f"/v1/jobs/{job_id}", "result": f"/v1/jobs/{job_id}/result"},
+    )
+
+
+def _visible_record(job_id: str, principal: Principal, jobs) -> dict:
+    """The job's record, if it exists and the caller may see it (404 either way, not to leak ids)."""
+    record = jobs.get(job_id) if JOB_ID.fullmatch(job_id) else None
+    if record is None or (not principal.is_operator and record.get("owner") != principal.key_id):
+        raise ApiError(404, "unknown_job", f"no job {job_id!r}")
+    return record
+
+
+@router.get("/jobs/{job_id}", response_model=JobStatus, responses=ERRORS, tags=["jobs"])
+def get_job(request: Request, job_id: str, principal: ClientDep, jobs: JobsDep) -> JobStatus:
+    return _status(request, job_id, _visible_record(job_id, principal, jobs))
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    responses={200: {"content": {t: {} for t in CONTENT_TYPES.values()}}, **ERRORS},
+    tags=["jobs"],
+    response_model=None,
+)
+def get_result(
+    request: Request, job_id: str, principal: ClientDep, jobs: JobsDep, storage: StorageDep
+) -> FileResponse | JSONResponse:
+    record = _visible_record(job_id, principal, jobs)
+    status = record["status"]
+    if status in (QUEUED, RUNNING):
+        body = {
+            "code": "not_ready",
+            "message": f"the job is {status}",
+            "request_id": request.state.request_id,
+            "status": status,
+        }
+        return JSONResponse(body, status_code=202, headers={"Retry-After": "1", "Location": f"/v1/jobs/{job_id}"})
+    if status != SUCCEEDED:
+        raise ApiError(409, f"job_{status}", f"the job {status}: no result")
+    path = storage.result_path(job_id)
+    if path is None:
+        raise ApiError(410, "result_expired", "the result has expired")
+    fmt = path.suffix.lstrip(".")
+    return FileResponse(path, media_type=CONTENT_TYPES[fmt], filename=f"{job_id}.{fmt}")
+
+
+@router.delete("/jobs/{job_id}", response_model=JobStatus, responses=ERRORS, tags=["jobs"])
+def cancel_job(request: Request, job_id: str, principal: ClientDep, jobs: JobsDep) -> JobStatus:
+    record = _visible_record(job_id, principal, jobs)
+    if not jobs.is_terminal(record):
+        redis = request.app.state.redis
+        redis.set(cancel_key(job_id), "1", ex=request.app.state.settings.job_timeout_s + 120)
+        if record["status"] == QUEUED:
+            try:
+                Job.fetch(job_id, connection=redis).cancel()
+            except NoSuchJobError:
+                pass
+            jobs.mark_canceled(job_id)
+        # a running job stops at its next step and records itself canceled
+        record = jobs.get(job_id) or record
+        if record["status"] == RUNNING:
+            record = {**record, "stage": "canceling"}
+    return _status(request, job_id, record)

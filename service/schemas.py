@@ -1,0 +1,52 @@
+"""Response bodies of the API (request fields are form fields, declared on the routes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(examples=["no_face"])
+    message: str = Field(examples=["no human face was found in the image"])
+    request_id: str | None = Field(None, examples=["4f1c2d…"])
+
+
+class JobLinks(BaseModel):
+    self: str
+    result: str
+
+
+class JobStatus(BaseModel):
+    id: str
+    kind: str = "stylize"
+    status: str = Field(examples=["queued", "running", "succeeded", "failed", "canceled"])
+    position: int | None = Field(None, description="place in the queue (0 = next) while queued")
+    stage: str | None = None
+    progress: float = 0.0
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    options: dict[str, Any] = {}
+    result: dict[str, Any] | None = Field(None, description="branch used, image size, timings, once succeeded")
+    error: ErrorBody | None = None
+    links: JobLinks
+
+
+class StyleOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    status: str
+    resolution: int | None
+    attribute_branches: list[str]
+    default_branch: str | None
+    model_class: str | None
+    provenance: dict[str, Any]
+    created_at: str
+    labels: list[str]
+
+
+class StyleList(BaseModel):
+    styles: list[StyleOut]

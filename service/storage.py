@@ -1,0 +1,89 @@
+"""The data directory shared by the API and the workers (a volume in compose).
+
+    <data_dir>/inputs/<job_id>/upload     the uploaded bytes, as received
+    <data_dir>/results/<job_id>.<ext>     the finished image
+    <data_dir>/registry/                  models (see service/registry.py)
+
+Paths are built only from ids we generate or validate (`contract.JOB_ID`), never from user input.
+Writes are atomic (temporary file + rename), so a reader never sees half a result. `sweep` deletes
+inputs and results older than the result TTL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from service.contract import JOB_ID
+
+RESULT_EXTENSIONS = ("png", "jpeg", "webp")
+
+
+class Storage:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir)
+        self.inputs = self.root / "inputs"
+        self.results = self.root / "results"
+        for folder in (self.inputs, self.results):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _check(job_id: str) -> str:
+        if not JOB_ID.fullmatch(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
+        return job_id
+
+    def write_input(self, job_id: str, data: bytes) -> Path:
+        folder = self.inputs / self._check(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return atomic_write(folder / "upload", data)
+
+    def read_input(self, job_id: str) -> bytes:
+        return (self.inputs / self._check(job_id) / "upload").read_bytes()
+
+    def write_result(self, job_id: str, fmt: str, data: bytes) -> Path:
+        if fmt not in RESULT_EXTENSIONS:
+            raise ValueError(f"unknown result format {fmt!r}")
+        return atomic_write(self.results / f"{self._check(job_id)}.{fmt}", data)
+
+    def result_path(self, job_id: str) -> Path | None:
+        for ext in RESULT_EXTENSIONS:
+            path = self.results / f"{self._check(job_id)}.{ext}"
+            if path.is_file():
+                return path
+        return None
+
+    def delete(self, job_id: str) -> None:
+        shutil.rmtree(self.inputs / self._check(job_id), ignore_errors=True)
+        for ext in RESULT_EXTENSIONS:
+            (self.results / f"{job_id}.{ext}").unlink(missing_ok=True)
+
+    def sweep(self, max_age_s: float, now: float | None = None) -> int:
+        """Delete inputs and results older than max_age_s; returns how many entries went."""
+        cutoff = (now or time.time()) - max_age_s
+        removed = 0
+        for entry in list(self.inputs.iterdir()) + list(self.results.iterdir()):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+
+def atomic_write(path: Path, data: bytes) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,160 @@
+"""Service commands of the `agilegan` CLI: serve, worker, up (everything local), demo-registry."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    serve = sub.add_parser("serve", help="run the HTTP API (uvicorn)")
+    serve.add_argument("--host", help="default AGILEGAN_HOST (127.0.0.1)")
+    serve.add_argument("--port", type=int, help="default AGILEGAN_PORT (8000)")
+    serve.add_argument("--workers", type=int, help="uvicorn processes (default AGILEGAN_API_WORKERS)")
+    serve.set_defaults(handler=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run a GPU/CPU worker on the given queues")
+    worker.add_argument("--queues", default="stylize", help="comma-separated: stylize, train")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.set_defaults(handler=cmd_worker)
+
+    up = sub.add_parser("up", help="run everything locally: Redis (if none answers), demo models, a worker, the API")
+    up.set_defaults(handler=cmd_up)
+
+    demo = sub.add_parser("demo-registry", help="write the random-weight demo encoder and style if absent")
+    demo.add_argument("--size", type=int, default=1024, help="demo generator resolution")
+    demo.add_argument("--tiny", action="store_true", help="test-sized models")
+    demo.set_defaults(handler=cmd_demo_registry)
+
+
+def _settings(**overrides):
+    from service.config import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = _settings(host=args.host, port=args.port, api_workers=args.workers)
+    os.environ["AGILEGAN_HOST"], os.environ["AGILEGAN_PORT"] = settings.host, str(settings.port)
+    uvicorn.run(
+        "service.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.api_workers,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from workers.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run_worker(_settings(), [q.strip() for q in args.queues.split(",") if q.strip()], burst=args.burst)
+
+
+def cmd_demo_registry(args: argparse.Namespace) -> None:
+    from workers.demo import demo_registry
+
+    settings = _settings()
+    wrote = demo_registry(settings.registry_dir, size=args.size, tiny=args.tiny)
+    print(f"demo registry {'written' if wrote else 'already present'} in {settings.registry_dir}")
+
+
+def redis_answers(url: str) -> bool:
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    try:
+        return bool(Redis.from_url(url, socket_connect_timeout=1).ping())
+    except (RedisError, OSError):
+        return False
+
+
+def start_redis(url: str, directory: Path) -> subprocess.Popen:
+    """Start a local redis-server for `url` (AOF on, in `directory`); raises when it cannot."""
+    parsed = urlparse(url)
+    if parsed.hostname not in ("127.0.0.1", "localhost"):
+        raise RuntimeError(f"Redis at {url} does not answer, and it is not local: start it first")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not found: install it (Debian: apt-get install -y redis-server)")
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(parsed.port or 6379),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(directory.resolve()),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    for _ in range(100):
+        if redis_answers(url):
+            return proc
+        time.sleep(0.05)
+    proc.terminate()
+    raise RuntimeError(f"redis-server did not come up at {url}")
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from service.auth import ensure_operator_key
+    from service.registry import Registry
+    from workers.demo import demo_registry
+
+    settings = _settings()
+    children: list[subprocess.Popen] = []
+    try:
+        if not redis_answers(settings.redis_url):
+            print(f"starting redis-server for {settings.redis_url} (data in {settings.data_dir / 'redis'})")
+            children.append(start_redis(settings.redis_url, settings.data_dir / "redis"))
+        registry = Registry(settings.registry_dir)
+        if not registry.has_base() and not registry.styles():  # no weights at all: the offline demo
+            demo_registry(settings.registry_dir)
+            print(f"created the random-weight demo style 'demo' in {settings.registry_dir}")
+        key = ensure_operator_key(settings)
+        worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "--queues", "stylize"])
+        children.append(worker)
+        base = f"http://{settings.host}:{settings.port}"
+        shown_key = key or "$AGILEGAN_KEY"
+        print(f"\nAPI on {base}  (docs: {base}/docs)")
+        if key:
+            print(f"operator API key (kept in {settings.data_dir / 'operator.key'}): {key}")
+        print(
+            f'try:  curl -s -H "Authorization: Bearer {shown_key}" -F image=@tests/data/faces/obama.jpg '
+            f"-F style=demo {base}/v1/stylize\n",
+            flush=True,
+        )
+        cmd_serve(argparse.Namespace(host=None, port=None, workers=None))
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()

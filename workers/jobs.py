@@ -1,0 +1,124 @@
+"""rq job functions, called by dotted path (`service.contract.STYLIZE_FUNCTION`).
+
+A job function reads its small payload, does its numbered steps on the process's warm runtime and
+records the outcome in our job record. Permanent failures (bad input, unavailable style) are recorded
+and *not* raised, so rq does not retry them; anything else is raised and rq retries it with backoff
+(`Retry` on enqueue); `on_stylize_failure` records the failure once no retry is left, including
+for a job whose worker died (rq's abandoned-job cleanup calls it).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from models.alignment import AlignedFace, Face, ffhq_crop, paste_back
+from models.errors import InputError
+from models.images import load_image
+from models.stylizer import IncompatibleModels
+from service.contract import StylizeJob, cancel_key
+from service.jobmetrics import count_failure, observe
+from workers.runtime import StyleUnavailable, get_runtime
+
+log = logging.getLogger("agilegan.worker")
+ALIGNED_SIZE = 1024
+
+
+class JobCanceled(Exception):
+    """The client canceled the job; raised between steps."""
+
+
+def stylize_job(payload: dict[str, Any]) -> dict[str, Any]:
+    rt = get_runtime()
+    job = StylizeJob.model_validate(payload)
+    record = rt.jobs.get(job.job_id) or {}
+    if record.get("status") in ("succeeded", "canceled"):
+        return {"skipped": record["status"]}  # a re-run after success (abandoned-job mix-up): keep the result
+    rt.jobs.mark_running(job.job_id, rt.worker_name)
+    timings: dict[str, float] = {"wait": max(0.0, time.time() - record.get("created_at", time.time()))}
+    clock = time.perf_counter()
+
+    def step(name: str, fraction: float) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = now - clock
+        clock = now
+        if rt.redis.exists(cancel_key(job.job_id)):
+            raise JobCanceled()
+        rt.jobs.progress(job.job_id, name, fraction)
+
+    try:
+        # 1. The style's models (cached by the worker).
+        stylizer = rt.stylizer(job.style)
+        branch = None if job.attribute == "auto" else job.attribute
+        if branch is not None and branch not in stylizer.branches:
+            raise StyleUnavailable(f"style {job.style!r} has no attribute branch {branch!r}")
+        step("load", 0.1)
+        # 2. The FFHQ crop, from the landmarks the API found at upload.
+        photo = load_image(rt.storage.read_input(job.job_id), rt.settings.max_pixels).image
+        face = Face(box=(0, 0, 0, 0), score=0.0, landmarks=np.asarray(job.landmarks, dtype=np.float64))
+        quad, qsize = face.quad()
+        crop = ffhq_crop(photo, quad, qsize, ALIGNED_SIZE, max(ALIGNED_SIZE, rt.settings.align_transform_size))
+        step("align", 0.3)
+        # 3. Encoder → z+ → source mapping → w+ → the style's generator.
+        out = stylizer(crop, branch=branch, noise=job.noise)
+        step("generate", 0.8)
+        # 4. Resize, or paste back into the photo.
+        if job.output == "full":
+            image = paste_back(photo, out.image, AlignedFace(crop, face, quad), rt.aligner_config.feather)
+        else:
+            image = (
+                out.image
+                if out.image.size[0] == job.size
+                else out.image.resize((job.size, job.size), Image.Resampling.LANCZOS)
+            )
+        step("postprocess", 0.9)
+        # 5. Encode and store atomically.
+        rt.storage.write_result(job.job_id, job.format, encode(image, job.format))
+        step("store", 1.0)
+    except JobCanceled:
+        rt.jobs.mark_canceled(job.job_id)
+        return {"canceled": True}
+    except (InputError, StyleUnavailable, IncompatibleModels) as e:
+        code = getattr(e, "code", "style_unavailable")
+        rt.jobs.mark_failed(job.job_id, code, str(e))
+        count_failure(rt.redis, code)
+        return {"failed": code}
+    result = {
+        "branch": out.branch,
+        "width": image.size[0],
+        "height": image.size[1],
+        "format": job.format,
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+    }
+    rt.jobs.mark_succeeded(job.job_id, result)
+    observe(rt.redis, timings)
+    return result
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    """Deterministic encoding without metadata (no EXIF or GPS from the upload reaches the result)."""
+    buf = io.BytesIO()
+    if fmt == "png":
+        image.save(buf, format="PNG", optimize=False)
+    elif fmt == "jpeg":
+        image.save(buf, format="JPEG", quality=92, subsampling=0)
+    else:
+        image.save(buf, format="WEBP", quality=92, method=4)
+    return buf.getvalue()
+
+
+def on_stylize_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+    """rq failure callback: record the failure once no retry is left."""
+    if job.retries_left:
+        log.warning("job %s failed (%s); %d retries left", job.id, exc_type, job.retries_left)
+        return
+    name = getattr(exc_type, "__name__", str(exc_type))
+    code = "worker_lost" if name == "AbandonedJobError" else "timeout" if "Timeout" in name else "internal_error"
+    get_runtime().jobs.mark_failed(job.id, code, f"{name}: {exc_value}"[:300])
+    count_failure(connection, code)

@@ -1,0 +1,121 @@
+"""What a worker process keeps warm: the encoder, an LRU cache of style generators, the aligner.
+
+The one deliberate global of the project (`get_runtime`): rq calls job functions by dotted path, so
+the job function finds the process's runtime here. `configure` is called once by the worker's main.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from redis import Redis
+
+from models import checkpoints
+from models.attribute_generator import AttributeAwareGenerator
+from models.configs import AlignerConfig
+from models.encoder import Inverter
+from models.stylegan2 import Generator
+from models.stylizer import Stylizer
+from service.config import Settings
+from service.jobstore import JobStore
+from service.registry import Registry
+from service.storage import Storage
+
+log = logging.getLogger("agilegan.worker")
+
+
+class StyleUnavailable(Exception):
+    """The style asked for is not (or no longer) servable."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
+        self.settings = settings
+        self.device = pick_device(settings.device)
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
+        self.redis = redis or Redis.from_url(settings.redis_url)
+        self.jobs = JobStore(self.redis, settings.result_ttl_s)
+        self.storage = Storage(settings.data_dir)
+        self.registry = Registry(settings.registry_dir)
+        self.aligner_config = AlignerConfig(
+            transform_size=settings.align_transform_size,
+            min_face_size=settings.min_face_size,
+            max_pixels=settings.max_pixels,
+        )
+        self._inverter: Inverter | None = None
+        self._styles: OrderedDict[str, tuple[float, Stylizer]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.worker_name = "worker"
+
+    @property
+    def inverter(self) -> Inverter:
+        if self._inverter is None:
+            if not self.registry.has_base():
+                raise StyleUnavailable(f"no encoder in the registry ({self.registry.encoder_dir})")
+            self._inverter = checkpoints.load(self.registry.encoder_dir, expected=Inverter, device=self.device)
+        return self._inverter
+
+    def stylizer(self, style_id: str) -> Stylizer:
+        """The style's stylizer, loaded once and reloaded when its files change (LRU-bounded)."""
+        info = self.registry.style(style_id)
+        if info is None or info.status != "ready":
+            raise StyleUnavailable(f"style {style_id!r} is not available")
+        directory = self.registry.style_dir(style_id)
+        stamp = max(p.stat().st_mtime for p in Path(directory).glob("*") if p.is_file())
+        with self._lock:
+            cached = self._styles.get(style_id)
+            if cached is not None and cached[0] == stamp:
+                self._styles.move_to_end(style_id)
+                return cached[1]
+            generator = checkpoints.load(directory, expected=(Generator, AttributeAwareGenerator), device=self.device)
+            stylizer = Stylizer(self.inverter, generator)
+            self._styles[style_id] = (stamp, stylizer)
+            self._styles.move_to_end(style_id)
+            while len(self._styles) > self.settings.style_cache_size:
+                evicted, _ = self._styles.popitem(last=False)
+                log.info("evicted style %s from the cache", evicted)
+            return stylizer
+
+    def warm_up(self) -> float:
+        """Load the encoder and every ready style (up to the cache size) and run one pass; seconds."""
+        start = time.perf_counter()
+        from PIL import Image
+
+        if not self.registry.has_base():
+            log.warning("registry has no encoder yet: jobs will fail until one is imported")
+            return 0.0
+        blank = Image.new("RGB", (256, 256), (128, 128, 128))
+        for info in self.registry.styles()[: self.settings.style_cache_size]:
+            if info.status == "ready":
+                try:
+                    self.stylizer(info.id)(blank)
+                except Exception:  # a broken style must not stop the worker
+                    log.exception("warm-up of style %s failed", info.id)
+        return time.perf_counter() - start
+
+
+_RUNTIME: Runtime | None = None
+
+
+def configure(settings: Settings) -> Runtime:
+    global _RUNTIME
+    _RUNTIME = Runtime(settings)
+    return _RUNTIME
+
+
+def get_runtime() -> Runtime:
+    if _RUNTIME is None:
+        raise RuntimeError("the worker runtime is not configured (start workers with `agilegan worker`)")
+    return _RUNTIME

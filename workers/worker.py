@@ -1,0 +1,92 @@
+"""The worker process: `agilegan worker --queues stylize[,train]`.
+
+rq's `SimpleWorker` runs jobs in this process (no fork per job), so the models stay loaded and CUDA
+stays valid. It has two traps that `WarmWorker` fixes (design notes, rq 3.0.0):
+- it sends no heartbeat while a job runs, so a long job looks abandoned, and a dead worker's job is
+  only noticed when its long registry entry expires. Here a thread heartbeats every
+  `heartbeat_interval_s` with a short TTL (`heartbeat_ttl_s`): a live job is never reaped, and a
+  killed worker's job expires within that TTL;
+- abandoned jobs are only recovered by another worker's maintenance pass, every 600 s by default;
+  here every `maintenance_interval_s`, with a short worker TTL so idle workers loop often.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from redis import Redis
+from rq import Queue, SimpleWorker
+from rq.job import Job
+from rq.worker import WorkerStatus
+
+from service.config import Settings
+from service.contract import QUEUES
+from workers import runtime as runtime_module
+
+log = logging.getLogger("agilegan.worker")
+
+
+class WarmWorker(SimpleWorker):
+    heartbeat_interval: float = 5.0
+    job_heartbeat_ttl: int = 20
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return self.job_heartbeat_ttl
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat_loop, args=(job, execution, stop), daemon=True)
+        beat.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            stop.set()
+            beat.join(timeout=5)
+        self.set_state(WorkerStatus.IDLE)
+
+    def _heartbeat_loop(self, job: Job, execution, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_interval):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except Exception:  # a missed beat is retried; the TTL tolerates several
+                log.exception("heartbeat for job %s failed", job.id)
+
+
+def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> None:
+    unknown = [q for q in queues if q not in QUEUES]
+    if unknown:
+        raise ValueError(f"unknown queue(s) {unknown}; known: {list(QUEUES)}")
+    rt = runtime_module.configure(settings)
+    redis = Redis.from_url(settings.redis_url)
+    redis.ping()
+    seconds = rt.warm_up()
+    log.info("warm-up done in %.1f s on %s", seconds, rt.device)
+    worker = WarmWorker(
+        [Queue(q, connection=redis) for q in queues],
+        connection=redis,
+        name=f"{os.uname().nodename}.{os.getpid()}",
+        worker_ttl=settings.worker_ttl_s,
+        maintenance_interval=settings.maintenance_interval_s,
+    )
+    worker.heartbeat_interval = settings.heartbeat_interval_s
+    worker.job_heartbeat_ttl = settings.heartbeat_ttl_s
+    rt.worker_name = worker.name
+    sweeper = threading.Thread(target=_sweep_loop, args=(rt, settings), daemon=True)
+    sweeper.start()
+    worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+
+
+def _sweep_loop(rt: runtime_module.Runtime, settings: Settings) -> None:
+    """Delete inputs and results older than the result TTL, every few minutes."""
+    while True:
+        try:
+            removed = rt.storage.sweep(settings.result_ttl_s)
+            if removed:
+                log.info("swept %d expired inputs/results", removed)
+        except Exception:
+            log.exception("sweep failed")
+        time.sleep(min(300, settings.result_ttl_s / 4))
