@@ -136,7 +136,7 @@ def cmd_up(args: argparse.Namespace) -> None:
             demo_registry(settings.registry_dir)
             print(f"created the random-weight demo style 'demo' in {settings.registry_dir}")
         key = ensure_operator_key(settings)
-        worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "--queues", "stylize"])
+        worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "--queues", "stylize,train"])
         children.append(worker)
         base = f"http://{settings.host}:{settings.port}"
         shown_key = key or "$AGILEGAN_KEY"

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Header, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
-from rq import Retry
+from rq import Callback, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
@@ -27,7 +27,15 @@ from service.contract import (
     StylizeJob,
     cancel_key,
 )
-from service.deps import ClientDep, JobsDep, RateLimitedClientDep, RegistryDep, StorageDep, StylizeQueueDep
+from service.deps import (
+    ClientDep,
+    JobsDep,
+    OperatorDep,
+    RateLimitedClientDep,
+    RegistryDep,
+    StorageDep,
+    StylizeQueueDep,
+)
 from service.errors import ApiError
 from service.schemas import ErrorBody, JobStatus
 
@@ -113,7 +121,7 @@ async def stylize(
         result_ttl=settings.result_ttl_s,
         failure_ttl=settings.result_ttl_s,
         retry=Retry(max=retries, interval=[2, 10, 30][:retries]) if retries else None,
-        on_failure="workers.jobs.on_stylize_failure",
+        on_failure=Callback("workers.jobs.on_stylize_failure"),
     )
     if idem:
         request.app.state.redis.set(
@@ -193,6 +201,16 @@ def _visible_record(job_id: str, principal: Principal, jobs) -> dict:
     if record is None or (not principal.is_operator and record.get("owner") != principal.key_id):
         raise ApiError(404, "unknown_job", f"no job {job_id!r}")
     return record
+
+
+@router.get("/jobs", response_model=list[JobStatus], responses=ERRORS, tags=["jobs"])
+def list_jobs(request: Request, _: OperatorDep, jobs: JobsDep, limit: int = 100) -> list[JobStatus]:
+    """Operator view: the most recent jobs of every client (newest first, at most `limit`)."""
+    redis = request.app.state.redis
+    ids = [k.decode().rsplit(":", 1)[1] for k in redis.scan_iter(match="agilegan:job:*", count=500)]
+    records = [(job_id, jobs.get(job_id)) for job_id in ids if JOB_ID.fullmatch(job_id)]
+    records = sorted((r for r in records if r[1]), key=lambda r: r[1]["created_at"], reverse=True)
+    return [_status(request, job_id, record) for job_id, record in records[: max(1, min(limit, 1000))]]
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, responses=ERRORS, tags=["jobs"])

@@ -1,0 +1,205 @@
+"""A real Redis, a tiny model registry, the API app and real worker processes.
+
+Redis: AGILEGAN_TEST_REDIS_URL, else the local server's DB 13 when one answers at 127.0.0.1:6379,
+else a redis-server started here on a free port (the test command needs no running Redis).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+from rq import Worker
+
+from models.alignment import FaceAligner
+from models.configs import AlignerConfig
+from service.config import Settings
+from service.main import create_app
+from workers.commands import redis_answers, start_redis
+from workers.demo import demo_registry
+
+FACES = Path(__file__).parents[1] / "data" / "faces"
+CLIENT_KEY, OTHER_KEY, OPERATOR_KEY = "client-key-0000000001", "client-key-0000000002", "operator-key-000000001"
+KEYS = f"{CLIENT_KEY}:client,{OTHER_KEY}:client,{OPERATOR_KEY}:operator"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("AGILEGAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    proc = None
+    if not redis_answers(url):
+        url = f"redis://127.0.0.1:{_free_port()}/0"
+        proc = start_redis(url, tmp_path_factory.mktemp("redis"))
+    yield url
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[Redis]:
+    conn = Redis.from_url(redis_url)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("data")
+    demo_registry(data / "registry", size=64, tiny=True)
+    return data
+
+
+@pytest.fixture(scope="session")
+def aligner() -> FaceAligner:
+    return FaceAligner(AlignerConfig())
+
+
+@pytest.fixture
+def make_settings(redis: Redis, redis_url: str, tiny_data_dir: Path) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        values = {
+            "redis_url": redis_url,
+            "data_dir": tiny_data_dir,
+            "api_keys": KEYS,
+            "align_transform_size": 1024,
+            "heartbeat_interval_s": 1.0,
+            "heartbeat_ttl_s": 6,
+            "maintenance_interval_s": 2,
+            "worker_ttl_s": 16,
+            "job_timeout_s": 60,
+            "rate_limit_per_minute": 1000,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def make_client(make_settings: Callable[..., Settings], aligner: FaceAligner) -> Iterator[Callable[..., TestClient]]:
+    clients: list[TestClient] = []
+
+    def make(**overrides: object) -> TestClient:
+        client = TestClient(create_app(make_settings(**overrides), aligner=aligner))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"AGILEGAN_{name.upper()}"] = str(value)
+    return env
+
+
+class WorkerProcess:
+    """`agilegan worker` as a real subprocess."""
+
+    def __init__(self, settings: Settings, queues: str = "stylize,train", log: Path | None = None) -> None:
+        self.settings = settings
+        self.log = log
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "worker", "--queues", queues],
+            env=settings_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, redis: Redis, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if any(w.name.endswith(f".{self.proc.pid}") for w in Worker.all(connection=redis)):
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}: {self._tail()}")
+            time.sleep(0.1)
+        raise TimeoutError(f"worker did not register: {self._tail()}")
+
+    def _tail(self) -> str:
+        return self.log.read_text()[-2000:] if self.log and self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def start_worker(redis: Redis, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings, queues: str = "stylize,train", wait: bool = True) -> WorkerProcess:
+        worker = WorkerProcess(settings, queues, log=tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        if wait:
+            worker.wait_ready(redis)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def auth(key: str = CLIENT_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def wait_for(
+    client: TestClient,
+    job_id: str,
+    key: str = CLIENT_KEY,
+    timeout: float = 60,
+    until: tuple[str, ...] = ("succeeded", "failed", "canceled"),
+) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        body = client.get(f"/v1/jobs/{job_id}", headers=auth(key)).json()
+        if body["status"] in until:
+            return body
+        time.sleep(0.1)
+    raise TimeoutError(f"job {job_id} still {body['status']}")
+
+
+def post_photo(client: TestClient, photo: str | bytes = "astronaut", key: str = CLIENT_KEY, **fields: object):
+    if isinstance(photo, bytes):
+        data, name = photo, "upload.bin"
+    elif photo == "astronaut":
+        import io
+
+        from PIL import Image
+        from skimage import data as skdata
+
+        buf = io.BytesIO()
+        Image.fromarray(skdata.astronaut()).save(buf, format="PNG")
+        data, name = buf.getvalue(), "astronaut.png"
+    else:
+        data, name = (FACES / photo).read_bytes(), photo
+    form = {"style": "demo", **{k: str(v) for k, v in fields.items()}}
+    return client.post("/v1/stylize", files={"image": (name, data)}, data=form, headers=auth(key))

@@ -1,0 +1,202 @@
+"""The HTTP API end to end on a real Redis with real worker processes and tiny models."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+from tests.service.conftest import CLIENT_KEY, FACES, OPERATOR_KEY, OTHER_KEY, auth, post_photo, wait_for
+
+
+def test_importing_the_service_does_not_import_torch() -> None:
+    code = (
+        "import sys, service.main, service.routes.jobs, service.registry, models.alignment, models.images; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_stylize_end_to_end(make_client, make_settings, start_worker) -> None:
+    client = make_client()
+    start_worker(make_settings())
+    accepted = post_photo(client, size=256, format="png")
+    assert accepted.status_code == 202, accepted.text
+    body = accepted.json()
+    assert accepted.headers["location"] == f"/v1/jobs/{body['id']}" and accepted.headers["retry-after"]
+    assert body["status"] == "queued" and body["options"]["size"] == 256
+    done = wait_for(client, body["id"])
+    assert done["status"] == "succeeded", done
+    assert done["result"]["width"] == 256 and done["result"]["branch"] is None
+    assert set(done["result"]["timings"]) >= {"wait", "align", "generate", "store"}
+    result = client.get(f"/v1/jobs/{body['id']}/result", headers=auth())
+    assert result.status_code == 200 and result.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(result.content))
+    assert image.size == (256, 256) and image.mode == "RGB" and np.asarray(image).std() > 1
+
+    # other formats and sizes
+    jpeg = post_photo(client, size=512, format="jpeg").json()
+    webp = post_photo(client, size=1024, format="webp").json()
+    for job, fmt, size in ((jpeg, "jpeg", 512), (webp, "webp", 1024)):
+        assert wait_for(client, job["id"])["status"] == "succeeded"
+        r = client.get(f"/v1/jobs/{job['id']}/result", headers=auth())
+        assert r.headers["content-type"] == f"image/{fmt}"
+        assert Image.open(io.BytesIO(r.content)).format == fmt.upper()
+        assert Image.open(io.BytesIO(r.content)).size == (size, size)
+
+    # output=full: pasted back into the photo at its original size
+    full = post_photo(client, "obama.jpg", output="full", format="png").json()
+    assert wait_for(client, full["id"])["status"] == "succeeded"
+    pasted = Image.open(io.BytesIO(client.get(f"/v1/jobs/{full['id']}/result", headers=auth()).content))
+    assert pasted.size == Image.open(FACES / "obama.jpg").size
+
+    # the same request twice gives identical bytes (const noise, deterministic crop and encoding)
+    again = post_photo(client, size=256, format="png").json()
+    assert wait_for(client, again["id"])["status"] == "succeeded"
+    assert client.get(f"/v1/jobs/{again['id']}/result", headers=auth()).content == result.content
+
+    # metrics saw the requests and the job stages
+    metrics = client.get("/metrics").text
+    assert 'agilegan_http_requests_total{method="POST",route="/v1/stylize",status="202"}' in metrics
+    assert 'agilegan_job_stage_seconds_count{stage="generate"}' in metrics
+    assert 'agilegan_queue_depth{queue="stylize"} 0' in metrics
+
+
+def test_bad_photos_are_refused_at_once_with_a_code(make_client, redis) -> None:
+    client = make_client(max_upload_bytes=2_000_000, max_pixels=4_000_000)
+    start = time.perf_counter()
+    dogs = post_photo(client, "dogs.jpg")
+    assert dogs.status_code == 422 and dogs.json()["code"] == "no_face"
+    assert time.perf_counter() - start < 5
+    assert dogs.json()["request_id"] == dogs.headers["x-request-id"]
+    small = post_photo(client, "obama-240p.jpg")
+    assert small.status_code == 422 and small.json()["code"] == "face_too_small"
+    gif = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(gif, format="GIF")
+    unsupported = post_photo(client, gif.getvalue())
+    assert unsupported.status_code == 415 and unsupported.json()["code"] == "unsupported_format"
+    big = post_photo(client, b"\xff" * 2_100_000)
+    assert big.status_code == 413 and big.json()["code"] == "payload_too_large"
+    bomb = Image.new("RGB", (2500, 2000))
+    buf = io.BytesIO()
+    bomb.save(buf, format="PNG")
+    pixels = post_photo(client, buf.getvalue())
+    assert pixels.status_code == 413 and pixels.json()["code"] == "image_too_large"
+    truncated = post_photo(client, (FACES / "obama.jpg").read_bytes()[:20_000])
+    assert truncated.status_code == 422 and truncated.json()["code"] == "invalid_image"
+    assert post_photo(client, style="nope").json()["code"] == "unknown_style"
+    assert post_photo(client, style="nope").status_code == 404
+    wrong = post_photo(client, size=300)
+    assert wrong.status_code == 422 and wrong.json()["code"] == "invalid_request"
+    branch = post_photo(client, attribute="male")
+    assert branch.status_code == 422 and branch.json()["code"] == "unknown_attribute"
+    missing = client.post("/v1/stylize", data={"style": "demo"}, headers=auth())
+    assert missing.status_code == 422 and missing.json()["code"] == "invalid_request"
+    assert redis.llen("rq:queue:stylize") == 0  # nothing was queued
+
+
+def test_chunked_upload_over_the_limit_is_cut_off(make_client) -> None:
+    client = make_client(max_upload_bytes=100_000)
+
+    def chunks():
+        for _ in range(50):
+            yield b"x" * 10_000
+
+    r = client.post("/v1/stylize", content=chunks(), headers={**auth(), "content-type": "multipart/form-data; b=x"})
+    assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+
+
+def test_auth_roles_and_ownership(make_client, make_settings, start_worker) -> None:
+    client = make_client()
+    assert client.get("/v1/styles").status_code == 401
+    assert client.get("/v1/styles").json()["code"] == "unauthorized"
+    assert client.get("/v1/styles", headers=auth("wrong-key-but-long-enough")).status_code == 401
+    assert client.get("/v1/styles", headers={"Authorization": CLIENT_KEY}).status_code == 401
+    styles = client.get("/v1/styles", headers=auth()).json()["styles"]
+    assert [s["id"] for s in styles] == ["demo"] and "random-weights" in styles[0]["labels"]
+    assert client.get("/v1/styles/demo", headers=auth()).json()["resolution"] == 64
+    assert client.get("/v1/styles/nope", headers=auth()).status_code == 404
+    forbidden = client.get("/v1/jobs", headers=auth())
+    assert forbidden.status_code == 403 and forbidden.json()["code"] == "forbidden"
+
+    job = post_photo(client).json()
+    assert client.get(f"/v1/jobs/{job['id']}", headers=auth(OTHER_KEY)).status_code == 404  # not yours
+    assert client.get(f"/v1/jobs/{job['id']}", headers=auth(OPERATOR_KEY)).status_code == 200  # operator: all
+    assert [j["id"] for j in client.get("/v1/jobs", headers=auth(OPERATOR_KEY)).json()] == [job["id"]]
+    assert client.get("/v1/jobs/0123", headers=auth()).status_code == 404
+    not_ready = client.get(f"/v1/jobs/{job['id']}/result", headers=auth())
+    assert not_ready.status_code == 202 and not_ready.json()["code"] == "not_ready"
+
+
+def test_rate_limit_and_queue_full(make_client) -> None:
+    limited = make_client(rate_limit_per_minute=2)
+    assert post_photo(limited).status_code == 202
+    assert post_photo(limited).status_code == 202
+    third = post_photo(limited)
+    assert third.status_code == 429 and third.json()["code"] == "rate_limited"
+    assert 1 <= int(third.headers["retry-after"]) <= 61
+    assert post_photo(limited, key=OTHER_KEY).status_code == 202  # per key
+
+    full = make_client(max_queue_depth=3)  # three jobs are queued (no worker runs)
+    refused = post_photo(full)
+    assert refused.status_code == 503 and refused.json()["code"] == "queue_full"
+    assert refused.headers["retry-after"]
+
+
+def test_idempotency_key(make_client) -> None:
+    client = make_client()
+    first = post_photo(client, idempotency_key="order-17")
+    again = client.post(
+        "/v1/stylize",
+        files={"image": ("a.png", _astronaut_png())},
+        data={"style": "demo"},
+        headers={**auth(), "Idempotency-Key": "order-17"},
+    )
+    assert first.status_code == again.status_code == 202 and first.json()["id"] == again.json()["id"]
+    other = post_photo(client, idempotency_key="order-17", size=512)
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    assert post_photo(client, idempotency_key="order-17", key=OTHER_KEY).json()["id"] != first.json()["id"]
+
+
+def _astronaut_png() -> bytes:
+    from skimage import data as skdata
+
+    buf = io.BytesIO()
+    Image.fromarray(skdata.astronaut()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_cancel_a_queued_job(make_client, make_settings, start_worker) -> None:
+    client = make_client()
+    job = post_photo(client).json()
+    canceled = client.delete(f"/v1/jobs/{job['id']}", headers=auth())
+    assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
+    keep = post_photo(client).json()
+    start_worker(make_settings())
+    assert wait_for(client, keep["id"])["status"] == "succeeded"
+    assert client.get(f"/v1/jobs/{job['id']}", headers=auth()).json()["status"] == "canceled"
+    assert client.get(f"/v1/jobs/{job['id']}/result", headers=auth()).json()["code"] == "job_canceled"
+
+
+def test_readiness_needs_a_worker_on_each_queue(make_client, make_settings, start_worker) -> None:
+    client = make_client()
+    assert client.get("/healthz").json() == {"status": "ok"}
+    not_ready = client.get("/readyz")
+    assert not_ready.status_code == 503 and not_ready.json()["checks"]["redis"] == "ok"
+    start_worker(make_settings(), queues="stylize")
+    assert client.get("/readyz").status_code == 503  # nobody on "train"
+    start_worker(make_settings(), queues="train")
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["workers_stylize"] >= 1
+
+
+def test_openapi_docs(make_client) -> None:
+    client = make_client()
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert "/v1/stylize" in spec["paths"] and "/v1/jobs/{job_id}/result" in spec["paths"]
