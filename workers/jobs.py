@@ -2,9 +2,9 @@
 
 A job function reads its small payload, does its numbered steps on the process's warm runtime and
 records the outcome in our job record. Permanent failures (bad input, unavailable style) are recorded
-and *not* raised, so rq does not retry them; anything else is raised and rq retries it with backoff
-(`Retry` on enqueue); `on_stylize_failure` records the failure once no retry is left, including
-for a job whose worker died (rq's abandoned-job cleanup calls it).
+and *not* raised, so nothing retries them; transient errors are retried in process with backoff; what
+is still failing is raised to rq, and `on_stylize_failure` records it once no rq retry is left (rq's
+abandoned-job cleanup calls it too, for a job whose worker died).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from redis.exceptions import ConnectionError as RedisConnectionError
+from torch.cuda import OutOfMemoryError as TorchOOM
 
 from models.alignment import AlignedFace, Face, ffhq_crop, paste_back
 from models.errors import InputError
@@ -23,10 +25,15 @@ from models.images import load_image
 from models.stylizer import IncompatibleModels
 from service.contract import StylizeJob, cancel_key
 from service.jobmetrics import count_failure, observe
-from workers.runtime import StyleUnavailable, get_runtime
+from workers.runtime import Runtime, StyleUnavailable, get_runtime
 
 log = logging.getLogger("agilegan.worker")
 ALIGNED_SIZE = 1024
+# In-process retries with backoff for transient errors (storage hiccups, Redis reconnects, CUDA OOM).
+# A worker that dies is different: rq re-queues its job at once (Retry without interval, so recovery
+# does not wait for a scheduler).
+TRANSIENT_BACKOFF_S = (1.0, 4.0)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, RedisConnectionError, TorchOOM)
 
 
 class JobCanceled(Exception):
@@ -41,6 +48,36 @@ def stylize_job(payload: dict[str, Any]) -> dict[str, Any]:
         return {"skipped": record["status"]}  # a re-run after success (abandoned-job mix-up): keep the result
     rt.jobs.mark_running(job.job_id, rt.worker_name)
     timings: dict[str, float] = {"wait": max(0.0, time.time() - record.get("created_at", time.time()))}
+    for attempt in range(len(TRANSIENT_BACKOFF_S) + 1):
+        try:
+            result = _stylize(rt, job, timings)
+            break
+        except JobCanceled:
+            rt.jobs.mark_canceled(job.job_id)
+            return {"canceled": True}
+        except (InputError, StyleUnavailable, IncompatibleModels) as e:
+            code = getattr(e, "code", "style_unavailable")
+            rt.jobs.mark_failed(job.job_id, code, str(e))
+            count_failure(rt.redis, code)
+            return {"failed": code}
+        except TRANSIENT_ERRORS as e:
+            if attempt == len(TRANSIENT_BACKOFF_S):
+                raise  # rq records it (on_stylize_failure); a crash of the worker itself is retried by rq
+            log.warning(
+                "job %s: transient %s (%s); retrying in %.0f s",
+                job.job_id,
+                type(e).__name__,
+                e,
+                TRANSIENT_BACKOFF_S[attempt],
+            )
+            _release_gpu_memory()
+            time.sleep(TRANSIENT_BACKOFF_S[attempt])
+    rt.jobs.mark_succeeded(job.job_id, result)
+    observe(rt.redis, timings)
+    return result
+
+
+def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[str, Any]:
     clock = time.perf_counter()
 
     def step(name: str, fraction: float) -> None:
@@ -52,53 +89,46 @@ def stylize_job(payload: dict[str, Any]) -> dict[str, Any]:
             raise JobCanceled()
         rt.jobs.progress(job.job_id, name, fraction)
 
-    try:
-        # 1. The style's models (cached by the worker).
-        stylizer = rt.stylizer(job.style)
-        branch = None if job.attribute == "auto" else job.attribute
-        if branch is not None and branch not in stylizer.branches:
-            raise StyleUnavailable(f"style {job.style!r} has no attribute branch {branch!r}")
-        step("load", 0.1)
-        # 2. The FFHQ crop, from the landmarks the API found at upload.
-        photo = load_image(rt.storage.read_input(job.job_id), rt.settings.max_pixels).image
-        face = Face(box=(0, 0, 0, 0), score=0.0, landmarks=np.asarray(job.landmarks, dtype=np.float64))
-        quad, qsize = face.quad()
-        crop = ffhq_crop(photo, quad, qsize, ALIGNED_SIZE, max(ALIGNED_SIZE, rt.settings.align_transform_size))
-        step("align", 0.3)
-        # 3. Encoder → z+ → source mapping → w+ → the style's generator.
-        out = stylizer(crop, branch=branch, noise=job.noise)
-        step("generate", 0.8)
-        # 4. Resize, or paste back into the photo.
-        if job.output == "full":
-            image = paste_back(photo, out.image, AlignedFace(crop, face, quad), rt.aligner_config.feather)
-        else:
-            image = (
-                out.image
-                if out.image.size[0] == job.size
-                else out.image.resize((job.size, job.size), Image.Resampling.LANCZOS)
-            )
-        step("postprocess", 0.9)
-        # 5. Encode and store atomically.
-        rt.storage.write_result(job.job_id, job.format, encode(image, job.format))
-        step("store", 1.0)
-    except JobCanceled:
-        rt.jobs.mark_canceled(job.job_id)
-        return {"canceled": True}
-    except (InputError, StyleUnavailable, IncompatibleModels) as e:
-        code = getattr(e, "code", "style_unavailable")
-        rt.jobs.mark_failed(job.job_id, code, str(e))
-        count_failure(rt.redis, code)
-        return {"failed": code}
-    result = {
+    # 1. The style's models (cached by the worker).
+    stylizer = rt.stylizer(job.style)
+    branch = None if job.attribute == "auto" else job.attribute
+    if branch is not None and branch not in stylizer.branches:
+        raise StyleUnavailable(f"style {job.style!r} has no attribute branch {branch!r}")
+    step("load", 0.1)
+    # 2. The FFHQ crop, from the landmarks the API found at upload.
+    photo = load_image(rt.storage.read_input(job.job_id), rt.settings.max_pixels).image
+    face = Face(box=(0, 0, 0, 0), score=0.0, landmarks=np.asarray(job.landmarks, dtype=np.float64))
+    quad, qsize = face.quad()
+    crop = ffhq_crop(photo, quad, qsize, ALIGNED_SIZE, max(ALIGNED_SIZE, rt.settings.align_transform_size))
+    step("align", 0.3)
+    # 3. Encoder → z+ → source mapping → w+ → the style's generator.
+    out = stylizer(crop, branch=branch, noise=job.noise)
+    step("generate", 0.8)
+    # 4. Resize, or paste back into the photo.
+    if job.output == "full":
+        image = paste_back(photo, out.image, AlignedFace(crop, face, quad), rt.aligner_config.feather)
+    elif out.image.size[0] != job.size:
+        image = out.image.resize((job.size, job.size), Image.Resampling.LANCZOS)
+    else:
+        image = out.image
+    step("postprocess", 0.9)
+    # 5. Encode and store atomically.
+    rt.storage.write_result(job.job_id, job.format, encode(image, job.format))
+    step("store", 1.0)
+    return {
         "branch": out.branch,
         "width": image.size[0],
         "height": image.size[1],
         "format": job.format,
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }
-    rt.jobs.mark_succeeded(job.job_id, result)
-    observe(rt.redis, timings)
-    return result
+
+
+def _release_gpu_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:

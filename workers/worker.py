@@ -77,7 +77,7 @@ def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> No
     rt.worker_name = worker.name
     sweeper = threading.Thread(target=_sweep_loop, args=(rt, settings), daemon=True)
     sweeper.start()
-    worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    worker.work(burst=burst, logging_level="INFO")  # no scheduler: retries are immediate (see workers/jobs.py)
 
 
 def _sweep_loop(rt: runtime_module.Runtime, settings: Settings) -> None:

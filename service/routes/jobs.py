@@ -120,7 +120,7 @@ async def stylize(
         job_timeout=settings.job_timeout_s,
         result_ttl=settings.result_ttl_s,
         failure_ttl=settings.result_ttl_s,
-        retry=Retry(max=retries, interval=[2, 10, 30][:retries]) if retries else None,
+        retry=Retry(max=retries) if retries else None,  # re-runs after a worker crash, at once
         on_failure=Callback("workers.jobs.on_stylize_failure"),
     )
     if idem:
