@@ -23,7 +23,7 @@ system-deps:
 	  else echo "note: redis-server not found (Debian: sudo apt-get install -y redis-server)"; fi; }
 
 run: setup system-deps
-	$(BIN)/agilegan --help
+	$(BIN)/agilegan up
 
 test: setup system-deps
 	$(BIN)/ruff check .

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Header, Request, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from rq import Callback, Retry
@@ -225,9 +226,19 @@ def get_job(request: Request, job_id: str, principal: ClientDep, jobs: JobsDep) 
     response_model=None,
 )
 def get_result(
-    request: Request, job_id: str, principal: ClientDep, jobs: JobsDep, storage: StorageDep
+    request: Request,
+    job_id: str,
+    principal: ClientDep,
+    jobs: JobsDep,
+    storage: StorageDep,
+    wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the job to finish")] = 0,
 ) -> FileResponse | JSONResponse:
+    """The image once the job succeeded; 202 with `not_ready` while it runs (after `wait` seconds)."""
     record = _visible_record(job_id, principal, jobs)
+    deadline = time.monotonic() + wait
+    while record["status"] in (QUEUED, RUNNING) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        record = jobs.get(job_id) or record
     status = record["status"]
     if status in (QUEUED, RUNNING):
         body = {

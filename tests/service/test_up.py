@@ -1,0 +1,75 @@
+"""`agilegan up` (what `make run` runs): Redis when none answers, the demo style, a worker, the API."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+
+from tests.service.conftest import FACES, _free_port
+from workers.commands import redis_answers
+
+
+def test_up_runs_the_whole_path_on_a_fresh_data_directory(tmp_path: Path) -> None:
+    port, redis_port = _free_port(), _free_port()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    assert not redis_answers(redis_url)
+    env = {
+        **os.environ,
+        "AGILEGAN_PORT": str(port),
+        "AGILEGAN_REDIS_URL": redis_url,
+        "AGILEGAN_DATA_DIR": str(tmp_path / "data"),
+        "AGILEGAN_ALIGN_TRANSFORM_SIZE": "1024",
+    }
+    env.pop("AGILEGAN_API_KEYS", None)
+    log = tmp_path / "up.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "up"],
+        env=env,
+        stdout=open(log, "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        else:
+            raise TimeoutError(log.read_text()[-3000:])
+        assert redis_answers(redis_url)  # it started its own Redis
+        key = (tmp_path / "data" / "operator.key").read_text().strip()
+        assert key in log.read_text()  # printed for the operator
+        headers = {"Authorization": f"Bearer {key}"}
+        with open(FACES / "obama.jpg", "rb") as f:
+            job = httpx.post(
+                f"{base}/v1/stylize",
+                files={"image": f},
+                data={"style": "demo", "size": "256"},
+                headers=headers,
+                timeout=30,
+            )
+        assert job.status_code == 202, job.text
+        result = httpx.get(
+            f"{base}/v1/jobs/{job.json()['id']}/result", params={"wait": 60}, headers=headers, timeout=90
+        )
+        assert result.status_code == 200 and result.headers["content-type"] == "image/png"
+        styles = httpx.get(f"{base}/v1/styles", headers=headers, timeout=5).json()["styles"]
+        assert styles[0]["id"] == "demo" and "random-weights" in styles[0]["labels"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    deadline = time.time() + 10
+    while redis_answers(redis_url) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not redis_answers(redis_url)  # and stopped it again
