@@ -131,7 +131,8 @@ async def stylize(
             ex=settings.idempotency_ttl_s,
             nx=True,
         )
-    return _accepted(request, job_id)
+    record = {"status": QUEUED, "kind": "stylize", "created_at": time.time(), "options": options}
+    return _accepted(request, job_id, record)  # built here: no Redis round trip for a job just queued
 
 
 def _face_landmarks(aligner, data: bytes, settings, face_index: int) -> list[list[float]]:
@@ -162,18 +163,22 @@ def _idempotent_replay(request: Request, principal: Principal, key: str, fingerp
     return _accepted(request, record["job_id"])
 
 
-def _accepted(request: Request, job_id: str) -> JSONResponse:
-    body = _status(request, job_id, request.app.state.jobs.get(job_id) or {})
+def _accepted(request: Request, job_id: str, record: dict | None = None) -> JSONResponse:
+    if record is None:
+        record = request.app.state.jobs.get(job_id) or {}
+    body = _status(request, job_id, record, position=record.get("position"))
     return JSONResponse(body.model_dump(), status_code=202, headers={"Location": body.links.self, "Retry-After": "1"})
 
 
-def _status(request: Request, job_id: str, record: dict) -> JobStatus:
-    position = None
-    if record.get("status") == QUEUED:
+def _status(request: Request, job_id: str, record: dict, position: int | None = -1) -> JobStatus:
+    """The public view of a job record; `position` -1 means: look it up in the queue."""
+    if position == -1 and record.get("status") == QUEUED:
         try:
             position = Job.fetch(job_id, connection=request.app.state.redis).get_position()
         except NoSuchJobError:
             position = None
+    elif position == -1:
+        position = None
     error = None
     if record.get("error_code"):
         error = ErrorBody(

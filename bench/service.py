@@ -1,0 +1,204 @@
+"""Service throughput and latency: POST /v1/stylize under load, and end-to-end seconds per job.
+
+Usage:
+    python bench/service.py [--requests 60] [--jobs 5]
+
+Starts its own Redis (a private redis-server on a free port), an API process (`agilegan serve`) and one
+worker process (`agilegan worker`), all on this machine, on temporary data directories.
+
+1. POST latency: a 1-megapixel JPEG portrait posted by 1, 8 and 32 concurrent clients (threads), the
+   tiny test registry, while the worker does the real work of every job it dequeues. Each POST decodes
+   the upload, finds the face and its landmarks, stores the upload and enqueues. Reports requests/s
+   and p50/p99 latency over `--requests` POSTs per level (the first 4 are a warm-up, not counted).
+2. End to end: seconds from POST to the result image for the random-weight demo style (full-size demo
+   architecture, 256 px and 1024 px generators, FFHQ 4096 transform), median of `--jobs` sequential
+   jobs at size=1024 output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx2 as httpx  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from workers.commands import start_redis  # noqa: E402
+from workers.demo import demo_registry  # noqa: E402
+
+KEY = "bench-operator-key-000000001"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_megapixel_jpeg() -> bytes:
+    photo = Image.open(ROOT / "tests" / "data" / "faces" / "obama.jpg").convert("RGB")
+    scale = (1e6 / (photo.size[0] * photo.size[1])) ** 0.5
+    photo = photo.resize((round(photo.size[0] * scale), round(photo.size[1] * scale)), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    photo.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+class Stack:
+    """Redis + API + one worker on a data directory."""
+
+    def __init__(self, redis_url: str, data_dir: Path, env_extra: dict[str, str]) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "AGILEGAN_REDIS_URL": redis_url,
+            "AGILEGAN_DATA_DIR": str(data_dir),
+            "AGILEGAN_PORT": str(self.port),
+            "AGILEGAN_API_KEYS": f"{KEY}:operator",
+            "AGILEGAN_RATE_LIMIT_PER_MINUTE": "0",
+            "AGILEGAN_MAX_QUEUE_DEPTH": "100000",
+            **env_extra,
+        }
+        log = open(data_dir / "stack.log", "ab")  # noqa: SIM115
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "workers.cli", "worker", "--queues", "stylize,train"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ),
+            subprocess.Popen(
+                [sys.executable, "-m", "workers.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+            ),
+        ]
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise TimeoutError((data_dir / "stack.log").read_text()[-3000:])
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(timeout=30)
+
+
+def post(client: httpx.Client, base: str, jpeg: bytes, size: int = 256) -> tuple[float, str]:
+    start = time.perf_counter()
+    r = client.post(
+        f"{base}/v1/stylize",
+        files={"image": ("p.jpg", jpeg, "image/jpeg")},
+        data={"style": "demo", "size": str(size)},
+        headers={"Authorization": f"Bearer {KEY}"},
+    )
+    elapsed = time.perf_counter() - start
+    if r.status_code != 202:
+        raise RuntimeError(f"POST answered {r.status_code}: {r.text}")
+    return elapsed, r.json()["id"]
+
+
+def post_load(stack: Stack, jpeg: bytes, concurrency: int, requests: int) -> dict[str, float]:
+    local = threading.local()
+
+    def one(_: int) -> float:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=120)
+        return post(local.client, stack.base, jpeg)[0]
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(4)))  # warm-up
+        start = time.perf_counter()
+        latencies = sorted(pool.map(one, range(requests)))
+        wall = time.perf_counter() - start
+    return {
+        "rps": requests / wall,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[min(len(latencies) - 1, int(round(0.99 * (len(latencies) - 1))))] * 1000,
+    }
+
+
+def end_to_end(stack: Stack, jpeg: bytes, jobs: int) -> list[float]:
+    times = []
+    with httpx.Client(timeout=300) as client:
+        for _ in range(jobs + 1):
+            start = time.perf_counter()
+            _, job_id = post(client, stack.base, jpeg, size=1024)
+            r = client.get(
+                f"{stack.base}/v1/jobs/{job_id}/result", params={"wait": 60}, headers={"Authorization": f"Bearer {KEY}"}
+            )
+            if r.status_code != 200:
+                raise RuntimeError(f"result answered {r.status_code}: {r.text}")
+            times.append(time.perf_counter() - start)
+    return times[1:]  # the first job warms the style cache
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=60, help="POSTs per concurrency level")
+    parser.add_argument("--jobs", type=int, default=5, help="end-to-end jobs per demo size")
+    parser.add_argument("--api-workers", type=int, default=1, help="uvicorn processes for the POST test")
+    parser.add_argument("--skip-e2e", action="store_true")
+    args = parser.parse_args()
+    jpeg = one_megapixel_jpeg()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        redis_url = f"redis://127.0.0.1:{free_port()}/0"
+        redis = start_redis(redis_url, tmp_path / "redis")
+        try:
+            print(
+                f"# {os.cpu_count()} CPUs; {args.api_workers} API process(es), 1 worker; "
+                f"upload {len(jpeg) / 1e3:.0f} kB JPEG, {'x'.join(map(str, Image.open(io.BytesIO(jpeg)).size))}"
+            )
+            data = tmp_path / "tiny"
+            demo_registry(data / "registry", size=64, tiny=True)
+            stack = Stack(
+                redis_url,
+                data,
+                {"AGILEGAN_ALIGN_TRANSFORM_SIZE": "1024", "AGILEGAN_API_WORKERS": str(args.api_workers)},
+            )
+            try:
+                print(f"{'POST /v1/stylize':<20}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+                for concurrency in (1, 8, 32):
+                    r = post_load(stack, jpeg, concurrency, args.requests)
+                    print(f"{'':<20}{concurrency:>8}{r['rps']:>9.1f}{r['p50']:>9.0f}{r['p99']:>9.0f}")
+            finally:
+                stack.stop()
+            if args.skip_e2e:
+                return
+            print(f"{'end to end (s/job)':<20}{'demo px':>8}{'median':>9}  runs")
+            for size in (256, 1024):
+                data = tmp_path / f"demo{size}"
+                demo_registry(data / "registry", size=size)
+                stack = Stack(redis_url.rsplit("/", 1)[0] + f"/{1 + size // 1024}", data, {})
+                try:
+                    times = end_to_end(stack, jpeg, args.jobs)
+                finally:
+                    stack.stop()
+                print(f"{'':<20}{size:>8}{statistics.median(times):>9.2f}  {[round(t, 2) for t in times]}")
+        finally:
+            redis.terminate()
+            redis.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
