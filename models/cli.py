@@ -37,6 +37,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("dest", type=Path, help="output checkpoint directory")
     imp.set_defaults(handler=cmd_weights_import)
 
+    dl = wsub.add_parser("download", help="download a public release (resumable, sha256-checked) and import it")
+    dl.add_argument("name", nargs="?", help="a release from `agilegan weights list`")
+    dl.add_argument("--registry", type=Path, default=Path("data/registry"), help="model registry directory")
+    dl.add_argument("--cache", type=Path, default=Path("data/downloads"), help="where downloaded files are kept")
+    dl.add_argument("--url", help="a release not in the list: its URL (with --sha256, --format, --to)")
+    dl.add_argument("--sha256", help="expected sha256 (or its first 8+ hex characters)")
+    dl.add_argument("--format", choices=("rosinality", "agilegan-encoder", "agilegan-dual", "mmgen"))
+    dl.add_argument("--to", help="registry sub-directory, e.g. base/generator or styles/cartoon")
+    dl.set_defaults(handler=cmd_weights_download)
+    ls = wsub.add_parser("list", help="public releases `weights download` knows")
+    ls.set_defaults(handler=cmd_weights_list)
+
     gen = sub.add_parser("generate", help="render latents (or seeded samples) with a generator checkpoint")
     gen.add_argument("checkpoint", type=Path)
     gen.add_argument("--latents", type=Path, help=".npy of z [N, D] / z+ [N, L, D], w [N, D] or w+ [N, L, D]")
@@ -138,6 +150,46 @@ def cmd_weights_import(args: argparse.Namespace) -> None:
         print(f"note: {note}")
     if result.ignored_keys:
         print(f"note: {len(result.ignored_keys)} entries not imported: {', '.join(result.ignored_keys[:6])}")
+
+
+def cmd_weights_list(args: argparse.Namespace) -> None:
+    from models.downloads import CATALOG
+
+    for release in CATALOG.values():
+        print(f"{release.name:<18} → {release.registry_path:<20} {release.description}")
+        print(f"{'':<18}   licence: {release.license}")
+
+
+def cmd_weights_download(args: argparse.Namespace) -> None:
+    from models.downloads import CATALOG, DownloadError, Release, fetch_release
+
+    if args.url:
+        if not (args.sha256 and args.format and args.to):
+            raise CommandError("--url needs --sha256, --format and --to")
+        release = Release(
+            name=args.name or "custom",
+            url=args.url,
+            sha256=args.sha256,
+            format=args.format,
+            registry_path=args.to,
+            license="see the source",
+            description="custom release",
+        )
+    elif args.name in CATALOG:
+        release = CATALOG[args.name]
+    else:
+        raise CommandError(f"unknown release {args.name!r}; `agilegan weights list` shows them")
+
+    def progress(done: int, total: int | None) -> None:
+        share = f" ({100 * done / total:.0f} %)" if total else ""
+        print(f"\r{release.name}: {done / 1e6:.1f} MB{share}", end="", file=sys.stderr, flush=True)
+
+    try:
+        target = fetch_release(release, args.cache, args.registry, progress=progress)
+    except DownloadError as e:
+        raise CommandError(str(e)) from e
+    print(file=sys.stderr)
+    print(f"imported {release.name} into {target}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

@@ -121,12 +121,20 @@ def start_redis(url: str, directory: Path) -> subprocess.Popen:
 
 
 def cmd_up(args: argparse.Namespace) -> None:
+    """Redis (when none answers), the demo registry (when empty), one worker and the API, as child
+    processes; SIGINT/SIGTERM or the exit of any child stops them all."""
     from service.auth import ensure_operator_key
     from service.registry import Registry
     from workers.demo import demo_registry
 
     settings = _settings()
     children: list[subprocess.Popen] = []
+    stop = {"signal": None}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if not redis_answers(settings.redis_url):
             print(f"starting redis-server for {settings.redis_url} (data in {settings.data_dir / 'redis'})")
@@ -136,25 +144,28 @@ def cmd_up(args: argparse.Namespace) -> None:
             demo_registry(settings.registry_dir)
             print(f"created the random-weight demo style 'demo' in {settings.registry_dir}")
         key = ensure_operator_key(settings)
-        worker = subprocess.Popen([sys.executable, "-m", "workers.cli", "worker", "--queues", "stylize,train"])
-        children.append(worker)
+        cli = [sys.executable, "-m", "workers.cli"]
+        children.append(subprocess.Popen([*cli, "worker", "--queues", "stylize,train"]))
+        children.append(subprocess.Popen([*cli, "serve"]))
         base = f"http://{settings.host}:{settings.port}"
-        shown_key = key or "$AGILEGAN_KEY"
         print(f"\nAPI on {base}  (docs: {base}/docs)")
         if key:
             print(f"operator API key (kept in {settings.data_dir / 'operator.key'}): {key}")
         print(
-            f'try:  curl -s -H "Authorization: Bearer {shown_key}" -F image=@tests/data/faces/obama.jpg '
-            f"-F style=demo {base}/v1/stylize\n",
+            f'try:  curl -s -H "Authorization: Bearer {key or "$AGILEGAN_KEY"}" '
+            f"-F image=@tests/data/faces/obama.jpg -F style=demo {base}/v1/stylize\n",
             flush=True,
         )
-        cmd_serve(argparse.Namespace(host=None, port=None, workers=None))
+        while stop["signal"] is None and all(child.poll() is None for child in children):
+            time.sleep(0.2)
     finally:
         for child in reversed(children):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
         for child in children:
             try:
-                child.wait(timeout=15)
+                child.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 child.kill()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

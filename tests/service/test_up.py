@@ -67,9 +67,8 @@ def test_up_runs_the_whole_path_on_a_fresh_data_directory(tmp_path: Path) -> Non
         styles = httpx.get(f"{base}/v1/styles", headers=headers, timeout=5).json()["styles"]
         assert styles[0]["id"] == "demo" and "random-weights" in styles[0]["labels"]
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    deadline = time.time() + 10
-    while redis_answers(redis_url) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not redis_answers(redis_url)  # and stopped it again
+        proc.send_signal(signal.SIGTERM)  # to `up` alone: it must stop its children itself
+        proc.wait(timeout=60)
+    assert not redis_answers(redis_url)  # it stopped its Redis again,
+    orphans = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert orphans == [], orphans  # and its worker and API
