@@ -68,6 +68,11 @@ class Face:
         """FFHQ's oriented crop square from eyes and mouth corners: (quad [4, 2], side length)."""
         return ffhq_quad(self.landmarks)
 
+    @property
+    def size(self) -> float:
+        """Side of the FFHQ crop in photo pixels: how large the face is for our purposes."""
+        return self.quad()[1]
+
 
 def ffhq_quad(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
     """The FFHQ crop square (reference §5): centre eye_avg + 0.1·eye_to_mouth, half-side
@@ -130,7 +135,7 @@ class FaceAligner:
     # ------------------------------------------------------------------------------ detection
 
     def detect(self, image: Image.Image, exhaustive: bool = False) -> list[Face]:
-        """All faces, largest first. Detection on a downscaled copy, landmarks at full resolution.
+        """All faces, largest (FFHQ crop size) first. Detection on a downscaled copy, landmarks at full size.
 
         exhaustive: skip the fast first pass (it may miss small faces beside a large one).
         """
@@ -146,7 +151,9 @@ class FaceAligner:
             shape = self.predictor(rgb, rect)
             landmarks = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
             faces.append(Face((rect.left(), rect.top(), rect.right(), rect.bottom()), score, landmarks))
-        return sorted(faces, key=lambda f: f.area, reverse=True)
+        # Rank by the FFHQ crop size (from landmarks), which is steadier than the detector's box:
+        # two near-equal faces keep their order whichever pass found them.
+        return sorted(faces, key=lambda f: f.size, reverse=True)
 
     def _detect_scaled(
         self, image: Image.Image, max_side: int, upsample: int
