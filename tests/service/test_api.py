@@ -200,3 +200,20 @@ def test_openapi_docs(make_client) -> None:
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "/v1/stylize" in spec["paths"] and "/v1/jobs/{job_id}/result" in spec["paths"]
+
+
+def test_a_new_style_is_served_without_restarting_the_worker(
+    make_client, make_settings, start_worker, tiny_data_dir
+) -> None:
+    import shutil
+
+    client = make_client()
+    start_worker(make_settings())
+    assert post_photo(client, style="fresh").status_code == 404
+    registry = tiny_data_dir / "registry" / "styles"
+    shutil.copytree(registry / "demo", registry / "fresh")
+    try:
+        job = post_photo(client, style="fresh", size=256).json()
+        assert wait_for(client, job["id"])["status"] == "succeeded"
+    finally:
+        shutil.rmtree(registry / "fresh")
