@@ -275,3 +275,63 @@ class AlignerConfig(_Config):
             raise ConfigError("min_face_size and max_pixels must be positive, detect_max_side at least 64")
         if not 0.0 <= self.feather < 0.5:
             raise ConfigError("feather is a fraction of the crop size in [0, 0.5)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferConfig(_Config):
+    """Every value of a style's transfer learning (reference §4; FaceStylor's recipe as the default).
+
+    Saved with each trained style. The default schedule is what an H100-class GPU finishes well within
+    `minutes`; early stopping usually ends it sooner.
+    """
+
+    # data
+    batch_size: int = 4
+    holdout_fraction: float = 0.15  # exemplars kept out of training, for early stopping
+    min_holdout: int = 4
+    # optimisation (Adam; lr and betas get the lazy-regularisation ratio)
+    g_lr: float = 0.002
+    d_lr: float = 0.002
+    beta2: float = 0.99
+    loss: str = "hinge"  # "hinge" (FaceStylor) or "nonsaturating" (StyleGAN2)
+    ema_decay: float = 0.999
+    # regularisation
+    r1_gamma: float = 10.0
+    r1_every: int = 16
+    pl_weight: float = 2.0
+    pl_every: int = 4
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    # source consistency: LPIPS-VGG when `lpips_path` holds its weights, else source-D features
+    perceptual_weight: float = 0.5
+    lpips_path: str | None = None
+    # FreezeD: how many of the lowest-resolution discriminator blocks train (plus its final layers)
+    freeze_d: int = 5
+    # adaptive augmentation
+    ada_target: float = 0.6
+    ada_every: int = 4
+    ada_kimg: float = 100.0
+    ada_p_init: float = 0.0
+    # schedule, evaluation, early stopping
+    max_steps: int = 2000
+    minutes: float = 60.0
+    eval_every: int = 100
+    eval_samples: int = 64
+    patience: int = 5
+    min_delta: float = 0.0
+    score_overfit_weight: float = 0.1
+    score_consistency_weight: float = 0.1
+    checkpoint_every: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("hinge", "nonsaturating"):
+            raise ConfigError(f"loss must be hinge or nonsaturating, got {self.loss!r}")
+        if self.batch_size < 1 or self.max_steps < 1 or self.eval_every < 1 or self.checkpoint_every < 1:
+            raise ConfigError("batch_size, max_steps, eval_every and checkpoint_every must be positive")
+        if not 0.0 < self.holdout_fraction < 0.9:
+            raise ConfigError("holdout_fraction must be in (0, 0.9)")
+        if self.r1_every < 1 or self.pl_every < 1 or self.ada_every < 1 or self.patience < 1:
+            raise ConfigError("r1_every, pl_every, ada_every and patience must be at least 1")
+        if self.minutes <= 0:
+            raise ConfigError("minutes must be positive")

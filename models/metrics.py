@@ -1,0 +1,62 @@
+"""Features and distances for style training: the perceptual term and early-stopping scores.
+
+Everything is computed in the feature space of the *frozen source discriminator*, which every
+deployment has (the public FFHQ checkpoints carry it) — no Inception or VGG download needed. LPIPS-VGG
+is preferred for the perceptual term when its weights are configured (models/lpips.py).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.discriminator import Discriminator
+
+
+class SourceFeatures(nn.Module):
+    """A frozen copy of the source discriminator used as a feature extractor."""
+
+    def __init__(self, discriminator: Discriminator, blocks: int = 3) -> None:
+        super().__init__()
+        self.d = copy.deepcopy(discriminator).eval().requires_grad_(False)
+        self.blocks = blocks
+
+    def maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps of the last `blocks` residual blocks and of final_conv."""
+        _, feats = self.d(x, features=True)
+        return feats[-(self.blocks + 1) :]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3, S, S] → [B, F]: spatially averaged features, concatenated (for KID)."""
+        return torch.cat([f.mean(dim=(2, 3)) for f in self.maps(x)], dim=1)
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """LPIPS-like distance: channel-normalised feature maps, squared difference, mean. Scalar."""
+        total = a.new_zeros(())
+        for fa, fb in zip(self.maps(a), self.maps(b)):
+            fa = fa / (fa.norm(dim=1, keepdim=True) + 1e-8)
+            fb = fb / (fb.norm(dim=1, keepdim=True) + 1e-8)
+            total = total + (fa - fb).pow(2).sum(1).mean()
+        return total
+
+
+def kid(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Kernel Inception Distance (unbiased MMD² with the cubic polynomial kernel) between feature sets
+    x [n, F] and y [m, F]; here in source-discriminator feature space. Lower is closer."""
+    x, y = x.double(), y.double()
+    d = x.shape[1]
+
+    def k(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a @ b.T / d + 1) ** 3
+
+    n, m = x.shape[0], y.shape[0]
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    mmd = (kxx.sum() - kxx.diag().sum()) / (n * (n - 1)) + (kyy.sum() - kyy.diag().sum()) / (m * (m - 1))
+    return float(mmd - 2 * kxy.mean())
+
+
+def downsample_to(x: torch.Tensor, size: int) -> torch.Tensor:
+    return x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="area")

@@ -1,0 +1,458 @@
+"""Style transfer learning (AgileGAN §4) with early stopping: the FFHQ generator → a style generator.
+
+Recipe (FaceStylor's, the only runnable public one; every value in `TransferConfig`): z+ ~ N(0, I) per
+layer, mapped by the *frozen source mapping* (the path the encoder's inversion uses: what makes
+stylization inversion-consistent); hinge or non-saturating loss; lazy R1; path-length regularisation;
+a source-consistency term (LPIPS-VGG when configured, else source-discriminator features); FreezeD;
+adaptive augmentation; Adam with the lazy-regularisation ratio; an EMA generator.
+
+What no public trainer has: **early stopping**. A held-out part of the exemplars; every `eval_every`
+steps the EMA generator is scored (lower is better):
+
+    score = mean over branches of KID(generated, held-out exemplars)         (style match)
+          + score_overfit_weight     · relu(mean D(train) − mean D(held-out)) (discriminator memorising)
+          + score_consistency_weight · distance(source G(w), target G(w))     (losing the portrait)
+
+all in the frozen source discriminator's feature space, on fixed latents. The best-scoring EMA
+generator is kept; training stops after `patience` evaluations without improvement, at the time
+budget or at `max_steps`. With exemplar labels, the attribute-aware generator trains one branch per
+label (each branch against its own discriminator, the shared blocks from all).
+
+Every random draw of step s comes from a generator seeded by (seed, s), so a run resumed from its
+last checkpoint continues exactly as the uninterrupted run would have (on the same device).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from models import checkpoints
+from models.attribute_generator import AttributeAwareGenerator
+from models.augment import AdaptiveP, augment
+from models.checkpoint_files import Provenance, atomic_write_bytes
+from models.configs import AttributeGeneratorConfig, TransferConfig
+from models.discriminator import Discriminator
+from models.exemplars import ExemplarSet
+from models.losses import d_loss, g_loss, path_length_penalty, r1_penalty
+from models.metrics import SourceFeatures, kid
+from models.stylegan2 import Generator
+
+log = logging.getLogger("agilegan.train")
+STATE_DIR, BEST_DIR, REPORT_FILE = "train_state", "best", "training.json"
+
+
+class TrainingCanceled(Exception):
+    """`should_stop` asked the run to stop; its last checkpoint stays for a later resume."""
+
+
+@dataclass
+class EarlyStopping:
+    """Tracks the best (lowest) score; `should_stop` after `patience` evaluations without improvement."""
+
+    patience: int
+    min_delta: float = 0.0
+    best: float = math.inf
+    best_step: int = -1
+    bad: int = 0
+
+    def update(self, score: float, step: int) -> bool:
+        if score < self.best - self.min_delta:
+            self.best, self.best_step, self.bad = score, step, 0
+            return True
+        self.bad += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad >= self.patience
+
+
+@dataclass
+class TrainingResult:
+    out_dir: Path
+    steps: int
+    best_step: int
+    best_score: float
+    stop_reason: str
+    curve: list[dict[str, float]]
+    perceptual: str
+    branches: list[str] = field(default_factory=list)
+
+
+def _split(n: int, fraction: float, minimum: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    order = torch.randperm(n, generator=gen)
+    held = max(minimum, int(round(n * fraction)))
+    held = min(held, n - 2)
+    if held < 2:
+        raise ValueError(f"{n} exemplars are too few: at least 4 per branch are needed")
+    return order[held:], order[:held]
+
+
+class Trainer:
+    """Holds the networks, optimisers and state of one transfer-learning run (see the module docs)."""
+
+    def __init__(
+        self,
+        source_g: Generator,
+        source_d: Discriminator,
+        exemplars: ExemplarSet,
+        config: TransferConfig,
+        out_dir: Path,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.config, self.out_dir, self.device = config, Path(out_dir), torch.device(device)
+        if exemplars.images.shape[-1] != source_g.config.size:
+            raise ValueError(f"exemplars are {exemplars.images.shape[-1]} px; the generator is {source_g.config.size}")
+        # 1. Exemplars: per branch, a training and a held-out split.
+        self.branches = exemplars.branches if len(exemplars.branches) >= 2 else []
+        groups = self.branches or [None]
+        gen = torch.Generator().manual_seed(config.seed)
+        images = exemplars.images.to(self.device)
+        self.train_sets, self.holdout_sets = [], []
+        for label in groups:
+            idx = [i for i, lab in enumerate(exemplars.labels) if label is None or lab == label]
+            train, held = _split(len(idx), config.holdout_fraction, config.min_holdout, gen)
+            chosen = torch.tensor(idx)
+            self.train_sets.append(images[chosen[train]])
+            self.holdout_sets.append(images[chosen[held]])
+        # 2. Networks: the frozen source, the trained copy (mapping frozen), its EMA, one D per branch.
+        self.source_g = copy.deepcopy(source_g).to(self.device).eval().requires_grad_(False)
+        if self.branches:
+            size = source_g.config.size
+            attr = AttributeGeneratorConfig(
+                generator=source_g.config,
+                branches=tuple(self.branches),
+                split_resolution=min(64, size // 2),
+                default_branch=self.branches[0],
+            )
+            self.g: nn.Module = AttributeAwareGenerator.from_generator(self.source_g, attr)
+        else:
+            self.g = copy.deepcopy(self.source_g)
+        self.g.to(self.device).train().requires_grad_(True)
+        self.g.style.requires_grad_(False)
+        self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False)
+        self.ds = nn.ModuleList(copy.deepcopy(source_d) for _ in groups).to(self.device).train()
+        self.d_params = [p for d in self.ds for p in self._freeze_d(d)]
+        self.features = SourceFeatures(source_d).to(self.device)
+        self.perceptual = "source-discriminator-features"
+        if config.lpips_path:
+            log.warning("LPIPS weights at %s are not supported yet; using %s", config.lpips_path, self.perceptual)
+        # 3. Optimisers with the lazy-regularisation ratio.
+        g_ratio = config.pl_every / (config.pl_every + 1)
+        d_ratio = config.r1_every / (config.r1_every + 1)
+        g_params = [p for p in self.g.parameters() if p.requires_grad]
+        self.g_opt = torch.optim.Adam(g_params, lr=config.g_lr * g_ratio, betas=(0.0, config.beta2**g_ratio))
+        self.d_opt = torch.optim.Adam(self.d_params, lr=config.d_lr * d_ratio, betas=(0.0, config.beta2**d_ratio))
+        # 4. State.
+        self.step, self.elapsed = 0, 0.0
+        self.ada = AdaptiveP(config.ada_target, config.ada_kimg, config.ada_p_init)
+        self.pl_mean = torch.zeros((), device=self.device)
+        self.stopper = EarlyStopping(config.patience, config.min_delta)
+        self.curve: list[dict[str, float]] = []
+        latent_gen = torch.Generator().manual_seed(config.seed + 7)
+        n, d = source_g.config.n_latent, source_g.config.style_dim
+        z = torch.randn(config.eval_samples, n, d, generator=latent_gen).to(self.device)
+        with torch.no_grad():
+            self.eval_w = self.source_g.style.map_per_layer(z)
+            self.holdout_feats = [self.features.embed(h) for h in self.holdout_sets]
+
+    def _freeze_d(self, d: Discriminator) -> list[nn.Parameter]:
+        """FreezeD: only the `freeze_d` lowest-resolution blocks and the final layers train."""
+        d.requires_grad_(False)
+        trainable = [*list(d.convs)[-self.config.freeze_d :], d.final_conv, d.final_linear]
+        for module in trainable:
+            module.requires_grad_(True)
+        return [p for m in trainable for p in m.parameters()]
+
+    # ------------------------------------------------------------------------------------- steps
+
+    def _render(
+        self, model: nn.Module, w: torch.Tensor, k: int, rng: torch.Generator | None, noise: str = "random"
+    ) -> torch.Tensor:
+        kwargs: dict[str, Any] = {"space": "wplus", "noise": noise, "rng": rng}
+        if self.branches:
+            kwargs["branch"] = k
+        return model(w, **kwargs)
+
+    def train_step(self) -> dict[str, float]:
+        cfg, s = self.config, self.step
+        rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + s)
+        k = s % len(self.ds)
+        d, real_pool = self.ds[k], self.train_sets[k]
+        real = real_pool[torch.randint(len(real_pool), (cfg.batch_size,), generator=rng).to(self.device)]
+        z = torch.randn(cfg.batch_size, self.g.config.n_latent, self.g.config.style_dim, generator=rng)
+        with torch.no_grad():
+            w = self.source_g.style.map_per_layer(z.to(self.device))
+        losses: dict[str, float] = {}
+
+        # 1. Discriminator step (R1 every r1_every steps, lazily scaled).
+        for p in self.d_params:
+            p.requires_grad_(True)
+        with torch.no_grad():
+            fake = self._render(self.g, w, k, rng)
+        real_in = real.detach().requires_grad_(s % cfg.r1_every == 0)
+        real_logits = d(augment(real_in, self.ada.p, rng))
+        fake_logits = d(augment(fake, self.ada.p, rng))
+        loss = d_loss(real_logits, fake_logits, cfg.loss)
+        losses["d"] = float(loss.detach())
+        if s % cfg.r1_every == 0:
+            r1 = r1_penalty(real_logits, real_in)
+            loss = loss + cfg.r1_gamma / 2 * r1 * cfg.r1_every
+            losses["r1"] = float(r1.detach())
+        self.d_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.d_opt.step()
+        self.ada.observe(real_logits)
+        if (s + 1) % cfg.ada_every == 0:
+            self.ada.update(cfg.batch_size * cfg.ada_every)
+
+        # 2. Generator step: adversarial + source consistency (+ path length every pl_every steps).
+        for p in self.d_params:
+            p.requires_grad_(False)
+        noise_seed = int(torch.randint(2**31 - 1, (1,), generator=rng))  # the same noise for source and target
+        fake = self._render(self.g, w, k, torch.Generator().manual_seed(noise_seed))
+        loss = g_loss(d(augment(fake, self.ada.p, rng)), cfg.loss)
+        losses["g"] = float(loss.detach())
+        if cfg.perceptual_weight > 0:
+            with torch.no_grad():
+                source = self.source_g(w, space="wplus", noise="random", rng=torch.Generator().manual_seed(noise_seed))
+            perc = self.features.distance(source, fake)
+            loss = loss + cfg.perceptual_weight * perc
+            losses["perceptual"] = float(perc.detach())
+        if cfg.pl_weight > 0 and s % cfg.pl_every == 0:
+            shrunk = max(1, cfg.batch_size // cfg.pl_batch_shrink)
+            w_pl = w[:shrunk].detach().requires_grad_(True)
+            penalty, self.pl_mean, length = path_length_penalty(
+                self._render(self.g, w_pl, k, rng), w_pl, self.pl_mean, cfg.pl_decay, rng
+            )
+            loss = loss + cfg.pl_weight * cfg.pl_every * penalty
+            losses["pl"] = float(penalty.detach())
+        self.g_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.g_opt.step()
+
+        # 3. EMA of the generator.
+        with torch.no_grad():
+            for pe, p in zip(self.g_ema.parameters(), self.g.parameters()):
+                pe.lerp_(p, 1 - cfg.ema_decay)
+        self.step += 1
+        losses["ada_p"] = self.ada.p
+        return losses
+
+    # -------------------------------------------------------------------------------- evaluation
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        cfg = self.config
+        kids, gaps = [], []
+        for k, d in enumerate(self.ds):
+            generated = torch.cat([self._render(self.g_ema, w, k, None, noise="const") for w in self.eval_w.split(16)])
+            kids.append(kid(self.features.embed(generated), self.holdout_feats[k]))
+            d.eval()
+            gaps.append(float(d(self.train_sets[k]).mean() - d(self.holdout_sets[k]).mean()))
+            d.train()
+        source = torch.cat([self.source_g(w, space="wplus") for w in self.eval_w.split(16)])
+        target = torch.cat([self._render(self.g_ema, w, 0, None, noise="const") for w in self.eval_w.split(16)])
+        consistency = float(self.features.distance(source, target))
+        kid_mean, gap = sum(kids) / len(kids), sum(gaps) / len(gaps)
+        score = kid_mean + cfg.score_overfit_weight * max(gap, 0.0) + cfg.score_consistency_weight * consistency
+        return {
+            "step": self.step,
+            "score": score,
+            "kid": kid_mean,
+            "overfit_gap": gap,
+            "consistency": consistency,
+            "ada_p": self.ada.p,
+        }
+
+    # ------------------------------------------------------------------------------ persistence
+
+    def save_state(self) -> None:
+        """Checkpoint everything needed to resume (safetensors + JSON), atomically enough: the JSON,
+        written last, names the step the tensors belong to."""
+        folder = self.out_dir / STATE_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for name, module in (("g", self.g), ("g_ema", self.g_ema), ("d", self.ds)):
+            tensors.update({f"{name}.{k}": v for k, v in checkpoints.model_tensors(module).items()})
+        meta: dict[str, Any] = {}
+        for name, opt in (("g_opt", self.g_opt), ("d_opt", self.d_opt)):
+            t, m = _flatten_optimizer(name, opt)
+            tensors.update(t)
+            meta[name] = m
+        tensors["pl_mean"] = self.pl_mean.detach().cpu().reshape(1).clone()
+        tmp = folder / ".tensors.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(folder / "tensors.safetensors")
+        meta.update(
+            {
+                "step": self.step,
+                "elapsed": self.elapsed,
+                "ada_p": self.ada.p,
+                "curve": self.curve,
+                "stopper": asdict(self.stopper),
+                "config": self.config.to_dict(),
+                "branches": self.branches,
+            }
+        )
+        atomic_write_bytes(folder / "state.json", json.dumps(meta).encode())
+
+    def load_state(self) -> bool:
+        folder = self.out_dir / STATE_DIR
+        if not (folder / "state.json").is_file():
+            return False
+        meta = json.loads((folder / "state.json").read_text())
+        if meta["config"] != self.config.to_dict() or meta["branches"] != self.branches:
+            raise ValueError(f"{folder}: a checkpoint of a different configuration; remove it to start afresh")
+        tensors = load_file(str(folder / "tensors.safetensors"), device=str(self.device))
+        for name, module in (("g", self.g), ("g_ema", self.g_ema), ("d", self.ds)):
+            sub = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(f"{name}.")}
+            module.load_state_dict({k: v for k, v in sub.items() if k in module.state_dict()}, strict=True)
+            if "latent_avg" in sub and hasattr(module, "latent_avg"):
+                module.latent_avg.copy_(sub["latent_avg"])
+        for name, opt in (("g_opt", self.g_opt), ("d_opt", self.d_opt)):
+            opt.load_state_dict(_unflatten_optimizer(name, tensors, meta[name]))
+        self.pl_mean = tensors["pl_mean"].reshape(())
+        self.step, self.elapsed, self.ada.p, self.curve = meta["step"], meta["elapsed"], meta["ada_p"], meta["curve"]
+        self.stopper = EarlyStopping(**meta["stopper"])
+        return True
+
+    def save_best(self) -> None:
+        model = copy.deepcopy(self.g_ema).cpu()
+        checkpoints.save(self.out_dir / BEST_DIR, model, Provenance(source="transfer-learning", license="see source"))
+
+
+def _flatten_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{name}.{idx}.{key}"] = value.detach().cpu().contiguous().clone()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars, "indices": list(sd["state"])}
+
+
+def _unflatten_optimizer(name: str, tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {int(i): {} for i in meta["indices"]}
+    for key, value in tensors.items():
+        if key.startswith(f"{name}."):
+            idx, field_name = key[len(name) + 1 :].split(".", 1)
+            state[int(idx)][field_name] = value
+    for key, value in meta["scalars"].items():
+        idx, field_name = key.split(".", 1)
+        state[int(idx)][field_name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def train_style(
+    source_g: Generator,
+    source_d: Discriminator,
+    exemplars: ExemplarSet,
+    config: TransferConfig,
+    out_dir: Path,
+    device: str | torch.device = "cpu",
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainingResult:
+    """Train (or resume) a style into `out_dir`; the best generator is published there at the end.
+
+    `out_dir` ends up as a checkpoint directory (model.safetensors + config.json) plus training.json
+    (config, curve, stop reason). Until then it only holds `train_state/` and `best/`, so a canceled or
+    crashed run never leaves a loadable half-trained style.
+    """
+    trainer = Trainer(source_g, source_d, exemplars, config, out_dir, device)
+    if trainer.load_state():
+        log.info("resumed from step %d", trainer.step)
+    started = time.monotonic() - trainer.elapsed
+    stop_reason = "max_steps"
+    while trainer.step < config.max_steps:
+        if should_stop is not None and should_stop():
+            trainer.save_state()
+            raise TrainingCanceled(f"canceled at step {trainer.step}")
+        losses = trainer.train_step()
+        trainer.elapsed = time.monotonic() - started
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise FloatingPointError(f"non-finite loss at step {trainer.step}: {losses}")
+        evaluated = None
+        if trainer.step % config.eval_every == 0:
+            evaluated = trainer.evaluate()
+            trainer.curve.append(evaluated)
+            if trainer.stopper.update(evaluated["score"], trainer.step):
+                trainer.save_best()
+        if trainer.step % config.checkpoint_every == 0:
+            trainer.save_state()
+        if progress is not None:
+            rate = trainer.step / max(trainer.elapsed, 1e-6)
+            progress(
+                {
+                    "step": trainer.step,
+                    "max_steps": config.max_steps,
+                    "losses": losses,
+                    "score": evaluated["score"] if evaluated else None,
+                    "best_score": trainer.stopper.best,
+                    "elapsed_s": trainer.elapsed,
+                    "eta_s": min((config.max_steps - trainer.step) / rate, config.minutes * 60 - trainer.elapsed),
+                }
+            )
+        if trainer.stopper.should_stop:
+            stop_reason = "early_stopping"
+            break
+        if trainer.elapsed >= config.minutes * 60:
+            stop_reason = "time_budget"
+            break
+    if not trainer.curve or trainer.curve[-1]["step"] != trainer.step:
+        evaluated = trainer.evaluate()
+        trainer.curve.append(evaluated)
+        if trainer.stopper.update(evaluated["score"], trainer.step):
+            trainer.save_best()
+    trainer.save_state()
+    return _publish(trainer, stop_reason, exemplars)
+
+
+def _publish(trainer: Trainer, stop_reason: str, exemplars: ExemplarSet) -> TrainingResult:
+    """Copy the best checkpoint into out_dir (config.json last) and write training.json."""
+    out, best = trainer.out_dir, trainer.out_dir / BEST_DIR
+    report = {
+        "stop_reason": stop_reason,
+        "steps": trainer.step,
+        "best_step": trainer.stopper.best_step,
+        "best_score": trainer.stopper.best,
+        "curve": trainer.curve,
+        "perceptual": trainer.perceptual,
+        "branches": trainer.branches,
+        "elapsed_s": trainer.elapsed,
+        "config": trainer.config.to_dict(),
+        "exemplars": {
+            "total": len(exemplars),
+            "train": sum(len(t) for t in trainer.train_sets),
+            "holdout": sum(len(h) for h in trainer.holdout_sets),
+        },
+        "score": "kid + score_overfit_weight·relu(gap) + score_consistency_weight·consistency",
+    }
+    atomic_write_bytes(out / REPORT_FILE, (json.dumps(report, indent=2) + "\n").encode())
+    (out / "model.safetensors").write_bytes((best / "model.safetensors").read_bytes())
+    (out / "config.json").write_bytes((best / "config.json").read_bytes())
+    return TrainingResult(
+        out,
+        trainer.step,
+        trainer.stopper.best_step,
+        trainer.stopper.best,
+        stop_reason,
+        trainer.curve,
+        trainer.perceptual,
+        trainer.branches,
+    )

@@ -1,0 +1,136 @@
+"""Style transfer learning on tiny models on the CPU: losses, checkpoints, early stopping, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import checkpoints
+from models.attribute_generator import AttributeAwareGenerator
+from models.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
+from models.discriminator import Discriminator
+from models.exemplars import tensor_exemplars
+from models.stylegan2 import Generator
+from models.transfer import EarlyStopping, TrainingCanceled, train_style
+from tests.conftest import seeded
+
+FAST = {"batch_size": 4, "eval_samples": 8, "r1_every": 4, "pl_every": 2, "min_holdout": 2, "holdout_fraction": 0.25}
+
+
+@pytest.fixture
+def source() -> tuple[Generator, Discriminator]:
+    g = seeded(Generator(GeneratorConfig.tiny(32)), 1)
+    d = seeded(Discriminator(DiscriminatorConfig.tiny(32)), 2)
+    return g, d
+
+
+def exemplars(n: int = 12, labels: list[str] | None = None):
+    gen = torch.Generator().manual_seed(5)
+    # a "style": smooth colour gradients unlike the random source generator's output
+    ramp = torch.linspace(-1, 1, 32)
+    base = torch.stack(
+        [ramp.view(1, 32).expand(32, 32), ramp.view(32, 1).expand(32, 32), -ramp.view(1, 32).expand(32, 32)]
+    )
+    images = (base.unsqueeze(0) * 0.8 + 0.2 * torch.randn(n, 3, 32, 32, generator=gen)).clamp(-1, 1)
+    return tensor_exemplars(images, labels)
+
+
+def test_a_training_run_moves_the_generator_and_publishes_the_best(source, tmp_path: Path) -> None:
+    g, d = source
+    config = TransferConfig(max_steps=12, eval_every=4, checkpoint_every=4, **FAST)
+    seen: list[dict] = []
+    result = train_style(g, d, exemplars(), config, tmp_path, progress=seen.append)
+    assert result.steps == 12 and result.stop_reason == "max_steps"
+    assert [c["step"] for c in result.curve] == [4, 8, 12]
+    assert all(torch.isfinite(torch.tensor(list(s["losses"].values()))).all() for s in seen)
+    assert {"d", "g", "perceptual", "r1", "pl"} <= set().union(*(s["losses"] for s in seen))
+    assert seen[-1]["eta_s"] >= 0 and seen[3]["score"] is not None
+    # checkpoints written: resumable state, the best EMA generator, the published style
+    assert (tmp_path / "train_state" / "tensors.safetensors").is_file()
+    report = json.loads((tmp_path / "training.json").read_text())
+    assert report["best_step"] == result.best_step and len(report["curve"]) == 3
+    assert report["perceptual"] == "source-discriminator-features" and report["config"]["max_steps"] == 12
+    style = checkpoints.load(tmp_path, expected=Generator)
+    moved = [
+        float((a - b).abs().max())
+        for (name, a), b in zip(style.state_dict().items(), g.state_dict().values())
+        if name.startswith("convs.")
+    ]
+    assert max(moved) > 1e-4  # the synthesis weights moved
+    assert all(
+        torch.equal(a, b)
+        for (name, a), b in zip(style.state_dict().items(), g.state_dict().values())
+        if name.startswith("style.")
+    )  # the mapping stayed frozen
+
+
+def test_early_stopping_logic() -> None:
+    stopper = EarlyStopping(patience=2)
+    verdicts = [stopper.update(score, step) for step, score in enumerate([5.0, 4.0, 4.5, 3.0, 3.1, 3.2], 1)]
+    assert verdicts == [True, True, False, True, False, False]
+    assert stopper.best == 3.0 and stopper.best_step == 4 and stopper.should_stop
+
+
+def test_a_run_whose_score_stops_improving_stops_on_patience(source, tmp_path: Path) -> None:
+    g, d = source
+    frozen = TransferConfig(max_steps=100, eval_every=2, patience=2, g_lr=0.0, d_lr=0.0, **FAST)
+    result = train_style(g, d, exemplars(), frozen, tmp_path)
+    assert result.stop_reason == "early_stopping"
+    assert result.steps == 6 and result.best_step == 2  # evals at 2 (best), 4 and 6 (no better)
+    assert len({round(c["score"], 9) for c in result.curve}) == 1
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(source, tmp_path: Path) -> None:
+    g, d = source
+    config = TransferConfig(max_steps=8, eval_every=4, checkpoint_every=4, **FAST)
+
+    def kill_at_6(info: dict) -> None:
+        if info["step"] == 6:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        train_style(g, d, exemplars(), config, tmp_path / "a", progress=kill_at_6)
+    assert not (tmp_path / "a" / "model.safetensors").exists()  # nothing published
+    resumed_steps: list[int] = []
+    result = train_style(g, d, exemplars(), config, tmp_path / "a", progress=lambda i: resumed_steps.append(i["step"]))
+    assert resumed_steps[0] == 5 and result.steps == 8  # continued after the checkpoint at step 4
+    straight = train_style(g, d, exemplars(), config, tmp_path / "b")
+    assert straight.steps == 8
+    a, b = checkpoints.load(tmp_path / "a"), checkpoints.load(tmp_path / "b")
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name  # bit for bit the run it would have been without the interruption
+
+
+def test_cancel_leaves_no_style(source, tmp_path: Path) -> None:
+    g, d = source
+    calls = iter(range(100))
+    with pytest.raises(TrainingCanceled):
+        train_style(
+            g,
+            d,
+            exemplars(),
+            TransferConfig(max_steps=50, eval_every=5, **FAST),
+            tmp_path,
+            should_stop=lambda: next(calls) >= 3,
+        )
+    assert not (tmp_path / "config.json").exists()
+    assert json.loads((tmp_path / "train_state" / "state.json").read_text())["step"] == 3
+
+
+def test_labelled_exemplars_train_an_attribute_aware_generator(source, tmp_path: Path) -> None:
+    g, d = source
+    labels = ["female"] * 6 + ["male"] * 6
+    result = train_style(g, d, exemplars(12, labels), TransferConfig(max_steps=6, eval_every=3, **FAST), tmp_path)
+    assert result.branches == ["female", "male"]
+    style = checkpoints.load(tmp_path, expected=AttributeAwareGenerator)
+    assert style.branch_names == ("female", "male")
+    z = torch.randn(2, 32)
+    with torch.no_grad():
+        assert not torch.allclose(style(z, branch="female"), style(z, branch="male"))
