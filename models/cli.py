@@ -72,6 +72,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     add_align_command(sub)
 
+    tr = sub.add_parser("train-style", help="train a style from exemplars (transfer learning, early stopping)")
+    tr.add_argument("--exemplars", type=Path, required=True, help="folder or zip; subfolders = attribute labels")
+    tr.add_argument(
+        "--base",
+        type=Path,
+        required=True,
+        help="source generator checkpoint (with its discriminator in BASE/discriminator)",
+    )
+    tr.add_argument("--out", type=Path, required=True, help="output style directory (resumes if interrupted)")
+    tr.add_argument("--minutes", type=float, help="time budget (default 60)")
+    tr.add_argument("--config", type=Path, help="JSON file of TransferConfig overrides")
+    tr.add_argument("--device", default="auto")
+    tr.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, exit")
+    tr.set_defaults(handler=cmd_train_style)
+
 
 def add_align_command(sub: argparse._SubParsersAction) -> None:
     al = sub.add_parser("align", help="detect faces and write FFHQ-aligned crops (one JSON line per input)")
@@ -150,6 +165,70 @@ def cmd_weights_import(args: argparse.Namespace) -> None:
         print(f"note: {note}")
     if result.ignored_keys:
         print(f"note: {len(result.ignored_keys)} entries not imported: {', '.join(result.ignored_keys[:6])}")
+
+
+def cmd_train_style(args: argparse.Namespace) -> None:
+    import json
+
+    from models import checkpoints
+    from models.alignment import FaceAligner
+    from models.configs import AlignerConfig, TransferConfig
+    from models.discriminator import Discriminator
+    from models.exemplars import iter_files, load_exemplars
+    from models.stylegan2 import Generator
+    from models.transfer import train_style
+
+    overrides = {}
+    if args.config is not None:
+        try:
+            overrides = json.loads(args.config.read_text())
+        except (OSError, ValueError) as e:
+            raise CommandError(f"--config {args.config}: {e}") from e
+    if args.minutes is not None:
+        overrides["minutes"] = args.minutes
+    config = TransferConfig.from_dict({**TransferConfig().to_dict(), **overrides})
+    device = _device(args.device)
+    source_g = checkpoints.load(args.base, expected=Generator, device=device)
+    if not (args.base / "discriminator" / "config.json").is_file():
+        raise CommandError(
+            f"{args.base}/discriminator: the source discriminator is needed (import a training checkpoint that has 'd')"
+        )
+    source_d = checkpoints.load(args.base / "discriminator", expected=Discriminator, device=device)
+    try:
+        files = iter_files(args.exemplars)
+    except FileNotFoundError as e:
+        raise CommandError(str(e)) from e
+    aligner = FaceAligner(
+        AlignerConfig(output_size=source_g.config.size, transform_size=max(source_g.config.size, 1024))
+    )
+    exemplars = load_exemplars(files, aligner, source_g.config.size)
+    rejected = [r for r in exemplars.report if not r["accepted"]]
+    print(f"exemplars: {len(exemplars)} accepted, {len(rejected)} rejected; labels: {exemplars.branches or 'none'}")
+    for r in rejected:
+        print(f"  rejected {r['file']}: {r['reason']}")
+    if args.dry_run:
+        print(json.dumps(config.to_dict(), indent=2))
+        return
+    if len(exemplars) < 8:
+        raise CommandError(f"only {len(exemplars)} usable exemplars; at least 8 are needed (about 100 is typical)")
+
+    def bar(info: dict) -> None:
+        losses = " ".join(f"{k} {v:.3f}" for k, v in info["losses"].items() if k != "ada_p")
+        best = f" | best {info['best_score']:.4f}" if info["best_score"] != float("inf") else ""
+        eta = int(info["eta_s"])
+        print(
+            f"\rstep {info['step']}/{info['max_steps']} | {losses}{best} | ETA {eta // 60}:{eta % 60:02d}   ",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    result = train_style(source_g, source_d, exemplars, config, args.out, device=device, progress=bar)
+    print(file=sys.stderr)
+    print(
+        f"{result.stop_reason} after {result.steps} steps; best score {result.best_score:.4f} at step "
+        f"{result.best_step}; style written to {result.out_dir}"
+    )
 
 
 def cmd_weights_list(args: argparse.Namespace) -> None:

@@ -134,3 +134,75 @@ def test_labelled_exemplars_train_an_attribute_aware_generator(source, tmp_path:
     z = torch.randn(2, 32)
     with torch.no_grad():
         assert not torch.allclose(style(z, branch="female"), style(z, branch="male"))
+
+
+def _exemplar_zip(path: Path) -> Path:
+    """Posterized and mirrored copies of the test portraits (a crude 'style'), a dog and a text file."""
+    import io
+    import zipfile
+
+    from PIL import Image, ImageOps
+
+    faces = Path(__file__).parents[1] / "data" / "faces"
+    with zipfile.ZipFile(path, "w") as z:
+        for name in ("obama.jpg", "biden.jpg", "alex-lacamoire.png", "two_people.jpg"):
+            photo = Image.open(faces / name).convert("RGB")
+            for variant, image in (
+                ("poster", ImageOps.posterize(photo, 2)),
+                ("mirror", ImageOps.mirror(photo)),
+                ("solar", ImageOps.solarize(photo, 160)),
+            ):
+                buf = io.BytesIO()
+                image.save(buf, format="PNG")
+                z.writestr(f"{variant}-{name}.png", buf.getvalue())
+        z.writestr("dog.jpg", (faces / "dogs.jpg").read_bytes())
+        z.writestr("notes.txt", b"not an image")
+    return path
+
+
+def test_the_train_style_command(source, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    g, d = source
+    checkpoints.save(tmp_path / "base", g)
+    checkpoints.save(tmp_path / "base" / "discriminator", d)
+    archive = _exemplar_zip(tmp_path / "style.zip")
+    overrides = {
+        "max_steps": 4,
+        "eval_every": 2,
+        "batch_size": 2,
+        "eval_samples": 4,
+        "min_holdout": 2,
+        "holdout_fraction": 0.25,
+        "r1_every": 2,
+        "pl_every": 2,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(overrides))
+    agilegan = Path(sys.executable).with_name("agilegan")
+    base_args = [
+        str(agilegan),
+        "train-style",
+        "--exemplars",
+        str(archive),
+        "--base",
+        str(tmp_path / "base"),
+        "--config",
+        str(tmp_path / "config.json"),
+        "--device",
+        "cpu",
+    ]
+    dry = subprocess.run(
+        [*base_args, "--out", str(tmp_path / "dry"), "--dry-run"], capture_output=True, text=True, timeout=300
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "12 accepted, 2 rejected" in dry.stdout and "rejected dog.jpg: no_face" in dry.stdout
+    assert '"max_steps": 4' in dry.stdout and not (tmp_path / "dry").exists()
+    run = subprocess.run(
+        [*base_args, "--out", str(tmp_path / "style"), "--minutes", "5"], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert "after 4 steps" in run.stdout and "step 4/4" in run.stderr
+    style = checkpoints.load(tmp_path / "style", expected=Generator)
+    assert style.config == g.config
+    assert json.loads((tmp_path / "style" / "training.json").read_text())["config"]["minutes"] == 5
