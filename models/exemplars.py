@@ -16,9 +16,8 @@ import torch
 
 from models.alignment import FaceAligner
 from models.errors import InputError
+from models.exemplar_files import IMAGE_SUFFIXES, label_of
 from models.images import load_image
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 @dataclass
@@ -53,15 +52,6 @@ def iter_files(source: Path) -> list[tuple[str, bytes]]:
                 if not i.is_dir() and not any(p.startswith((".", "__MACOSX")) for p in PurePosixPath(i.filename).parts)
             ]
     raise FileNotFoundError(f"{source}: not a folder or a zip file")
-
-
-def _hidden(parts: tuple[str, ...]) -> bool:
-    return any(part.startswith((".", "__MACOSX")) for part in parts)
-
-
-def label_of(name: str) -> str | None:
-    parts = PurePosixPath(name).parts
-    return parts[0].lower() if len(parts) > 1 else None
 
 
 def load_exemplars(

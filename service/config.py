@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(120, ge=0, description="stylize requests per key per minute; 0 = off")
     max_queue_depth: int = Field(200, ge=1, description="queued stylize jobs before 503")
 
+    # --- style training uploads
+    max_style_upload_bytes: int = Field(512 * 1024 * 1024, ge=1024, description="body cap of POST /v1/styles")
+    max_style_files: int = Field(500, ge=1)
+    min_exemplars: int = Field(20, ge=4, description="usable exemplars a style needs")
+    train_minutes: float = Field(60.0, gt=0, description="default time budget of a training job")
+
     # --- jobs
     job_timeout_s: int = Field(300, ge=5, description="hard cap on one stylize job's run time")
     job_retries: int = Field(2, ge=0, le=10, description="re-runs after a worker crash or transient error")

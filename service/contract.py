@@ -14,6 +14,7 @@ STYLIZE_QUEUE = "stylize"
 TRAIN_QUEUE = "train"
 QUEUES = (STYLIZE_QUEUE, TRAIN_QUEUE)
 STYLIZE_FUNCTION = "workers.jobs.stylize_job"
+TRAIN_FUNCTION = "workers.training_job.train_style_job"
 
 KEY_PREFIX = "agilegan"
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -44,6 +45,23 @@ def job_key(job_id: str) -> str:
 
 def cancel_key(job_id: str) -> str:
     return f"{KEY_PREFIX}:cancel:{job_id}"
+
+
+def style_progress_key(style_id: str) -> str:
+    """Redis hash with a training style's live progress (step, losses, score curve, ETA)."""
+    return f"{KEY_PREFIX}:style-progress:{style_id}"
+
+
+def style_cancel_key(style_id: str) -> str:
+    return f"{KEY_PREFIX}:style-cancel:{style_id}"
+
+
+class TrainJob(BaseModel):
+    """The payload of one training job; the exemplars and their landmarks are in storage."""
+
+    job_id: str = Field(pattern=JOB_ID.pattern)
+    style_id: str = Field(pattern=STYLE_ID.pattern)
+    overrides: dict = Field(default_factory=dict)
 
 
 def metrics_key(name: str) -> str:

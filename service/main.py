@@ -23,7 +23,7 @@ from service.contract import QUEUES
 from service.jobstore import JobStore
 from service.middleware import BodyLimit, RequestContext, RequestMetrics
 from service.registry import Registry
-from service.routes import health, jobs, styles
+from service.routes import health, jobs, style_training, styles
 from service.storage import Storage
 
 log = logging.getLogger("agilegan.api")
@@ -67,9 +67,12 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(styles.router)
+    app.include_router(style_training.router)
     app.include_router(health.router)
     # Outermost first: request id, then metrics, then the body cap.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_upload_bytes, per_path={"/v1/styles": settings.max_style_upload_bytes}
+    )
     app.add_middleware(RequestMetrics, redis=redis)
     app.add_middleware(RequestContext)
     return app

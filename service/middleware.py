@@ -50,17 +50,19 @@ class BodyLimit:
     then replayed to the app.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
+        limit = self.per_path.get(scope["path"].rstrip("/"), self.max_bytes)
         headers = dict(scope.get("headers", []))
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._refuse(scope, send, limit)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -69,8 +71,8 @@ class BodyLimit:
                 return
             body = message.get("body", b"")
             size += len(body)
-            if size > self.max_bytes:
-                return await self._refuse(scope, send)
+            if size > limit:
+                return await self._refuse(scope, send, limit)
             chunks.append(body)
             if not message.get("more_body", False):
                 break
@@ -86,12 +88,12 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:
         request_id = scope.get("state", {}).get("request_id")
         body = json.dumps(
             {
                 "code": "payload_too_large",
-                "message": f"request body is larger than {self.max_bytes} bytes",
+                "message": f"request body is larger than {limit} bytes",
                 "request_id": request_id,
             }
         ).encode()

@@ -33,6 +33,8 @@ class StyleInfo:
     provenance: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
     labels: list[str] = field(default_factory=list)
+    training: dict[str, Any] | None = None  # summary once trained (steps, best score, stop reason)
+    error: dict[str, Any] | None = None  # code and message when training failed
 
     def public(self) -> dict[str, Any]:
         return {
@@ -47,6 +49,8 @@ class StyleInfo:
             "provenance": self.provenance,
             "created_at": self.created_at,
             "labels": self.labels,
+            "training": self.training,
+            "error": self.error,
         }
 
 
@@ -110,6 +114,8 @@ class Registry:
             provenance=provenance,
             created_at=meta.get("created_at", ""),
             labels=list(meta.get("labels", [])),
+            training=meta.get("training"),
+            error=meta.get("error"),
         )
 
     def write_style_meta(self, style_id: str, meta: dict[str, Any]) -> None:

@@ -46,6 +46,8 @@ class StyleOut(BaseModel):
     provenance: dict[str, Any]
     created_at: str
     labels: list[str]
+    training: dict[str, Any] | None = Field(None, description="live progress while training; summary when ready")
+    error: dict[str, Any] | None = None
 
 
 class StyleList(BaseModel):

@@ -11,13 +11,14 @@ inputs and results older than the result TTL.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from service.contract import JOB_ID
+from service.contract import JOB_ID, STYLE_ID
 
 RESULT_EXTENSIONS = ("png", "jpeg", "webp")
 
@@ -55,6 +56,26 @@ class Storage:
             if path.is_file():
                 return path
         return None
+
+    # style-training uploads: <data_dir>/style-uploads/<style_id>/{0000.png, …, manifest.json}
+
+    def style_upload_dir(self, style_id: str) -> Path:
+        if not STYLE_ID.fullmatch(style_id):
+            raise ValueError(f"not a style id: {style_id!r}")
+        return self.root / "style-uploads" / style_id
+
+    def write_style_upload(self, style_id: str, files: list[bytes], manifest: dict) -> Path:
+        folder = self.style_upload_dir(style_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, data in enumerate(files):
+            atomic_write(folder / f"{i:04d}", data)
+        atomic_write(folder / "manifest.json", json.dumps(manifest).encode())
+        return folder
+
+    def read_style_upload(self, style_id: str) -> tuple[dict, list[bytes]]:
+        folder = self.style_upload_dir(style_id)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return manifest, [(folder / f"{i:04d}").read_bytes() for i in range(len(manifest["files"]))]
 
     def delete(self, job_id: str) -> None:
         shutil.rmtree(self.inputs / self._check(job_id), ignore_errors=True)

@@ -1,7 +1,8 @@
 """The offline demo registry: random-weight models, clearly labelled, so the whole request path runs
 on a fresh machine with no downloads. They produce abstract patterns, not portraits.
 
-`demo_registry(registry_dir, size=...)` writes `base/encoder` and `styles/demo` when absent.
+`demo_registry(registry_dir, size=...)` writes `base/encoder`, `base/generator` (with its
+discriminator, for style training) and `styles/demo` when absent.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import torch
 
 from models import checkpoints
 from models.checkpoint_files import Provenance
-from models.configs import EncoderConfig, GeneratorConfig, InverterConfig, MappingConfig
+from models.configs import DiscriminatorConfig, EncoderConfig, GeneratorConfig, InverterConfig, MappingConfig
+from models.discriminator import Discriminator
 from models.encoder import Inverter
 from models.stylegan2 import Generator
 from service.registry import Registry
@@ -48,9 +50,17 @@ def demo_registry(registry_dir: Path, size: int = 1024, tiny: bool = False, seed
         inverter = Inverter(inverter_config).eval()
         with torch.no_grad():  # a non-zero mu head, so different photos give different codes
             inverter.encoder.fc_mu.weight.normal_(0, 0.5)
-        source = Generator(generator_config)
+        source = Generator(generator_config).eval()
+        source.compute_latent_avg(1024)
         inverter.mapping.load_state_dict(source.style.state_dict())
-        checkpoints.save(registry.encoder_dir, inverter, Provenance(source="random-init", license="demo", notes=NOTE))
+        prov = Provenance(source="random-init", license="demo", notes=NOTE)
+        checkpoints.save(registry.encoder_dir, inverter, prov)
+        # the source generator and discriminator that style training starts from
+        checkpoints.save(registry.source_generator_dir, source, prov)
+        disc = Discriminator(
+            DiscriminatorConfig(size=size, channel_multiplier=1, channel_max=generator_config.channel_max)
+        )
+        checkpoints.save(registry.source_generator_dir / "discriminator", disc, prov)
         wrote = True
     if registry.style(DEMO_STYLE) is None:
         generator = Generator(generator_config).eval()

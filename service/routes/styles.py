@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
 
+from fastapi import APIRouter, Request
+
+from service.contract import style_progress_key
 from service.deps import ClientDep, RegistryDep
 from service.errors import ApiError
 from service.schemas import StyleList, StyleOut
@@ -17,8 +20,23 @@ def list_styles(_: ClientDep, registry: RegistryDep) -> StyleList:
 
 
 @router.get("/styles/{style_id}", response_model=StyleOut)
-def get_style(style_id: str, _: ClientDep, registry: RegistryDep) -> StyleOut:
+def get_style(request: Request, style_id: str, _: ClientDep, registry: RegistryDep) -> StyleOut:
+    """A style; while it trains, `training` has the step, losses, score curve and ETA."""
     info = registry.style(style_id)
     if info is None:
         raise ApiError(404, "unknown_style", f"no style {style_id!r}")
-    return StyleOut(**info.public())
+    out = StyleOut(**info.public())
+    if info.status in ("pending", "training"):
+        redis = request.app.state.redis
+        live = {k.decode(): v.decode() for k, v in redis.hgetall(style_progress_key(style_id)).items()}
+        if live:
+            curve = [json.loads(x) for x in redis.lrange(style_progress_key(style_id) + ":curve", 0, -1)]
+            out.training = {
+                "step": int(live["step"]),
+                "max_steps": int(live["max_steps"]),
+                "eta_s": float(live["eta_s"]),
+                "losses": json.loads(live["losses"]),
+                "best_score": float(live["best_score"]) if live.get("best_score") else None,
+                "curve": curve,
+            }
+    return out

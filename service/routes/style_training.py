@@ -1,0 +1,215 @@
+"""Operators create styles: upload exemplars → a training job on the `train` queue; cancel or retire."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import re
+import time
+import uuid
+import zipfile
+from pathlib import PurePosixPath
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from rq import Retry
+
+from models.configs import ConfigError, TransferConfig
+from models.errors import InputError, NoFaceFound
+from models.exemplar_files import IMAGE_SUFFIXES, label_of
+from models.images import load_image
+from service.contract import (
+    QUEUED,
+    STYLE_ID,
+    TRAIN_FUNCTION,
+    TRAIN_QUEUE,
+    TrainJob,
+    style_cancel_key,
+)
+from service.deps import JobsDep, OperatorDep, RegistryDep, StorageDep
+from service.errors import ApiError
+
+router = APIRouter(prefix="/v1", tags=["styles"])
+
+
+def style_id_for(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:64]
+    if not STYLE_ID.fullmatch(slug):
+        raise ApiError(422, "invalid_name", "the name needs at least one letter or digit")
+    return slug
+
+
+def _gather(request: Request, files: list[tuple[str, bytes]], archive: bytes | None) -> list[tuple[str, bytes]]:
+    settings = request.app.state.settings
+    items = list(files)
+    if archive is not None:
+        try:
+            with zipfile.ZipFile(io.BytesIO(archive)) as z:
+                entries = [
+                    i
+                    for i in z.infolist()
+                    if not i.is_dir()
+                    and not any(p.startswith((".", "__MACOSX")) for p in PurePosixPath(i.filename).parts)
+                ]
+                if sum(i.file_size for i in entries) > settings.max_style_upload_bytes * 4:
+                    raise ApiError(413, "payload_too_large", "the zip expands to too many bytes")
+                if len(entries) + len(items) > settings.max_style_files:
+                    raise ApiError(413, "too_many_files", f"more than {settings.max_style_files} files")
+                items += [(i.filename, z.read(i)) for i in entries]
+        except zipfile.BadZipFile as e:
+            raise ApiError(422, "invalid_archive", "the archive is not a readable zip file") from e
+    if len(items) > settings.max_style_files:
+        raise ApiError(413, "too_many_files", f"more than {settings.max_style_files} files")
+    return items
+
+
+def _check_exemplar(aligner, name: str, data: bytes, max_pixels: int, min_face: int) -> dict:
+    if not name.lower().endswith(IMAGE_SUFFIXES):
+        return {"file": name, "accepted": False, "reason": "not_an_image", "message": "expected jpg, png or webp"}
+    try:
+        photo = load_image(data, max_pixels).image
+        faces = aligner.detect(photo)
+        if not faces:
+            raise NoFaceFound("no face found")
+        face = faces[0]
+        if face.size < min_face:
+            return {
+                "file": name,
+                "accepted": False,
+                "reason": "face_too_small",
+                "message": f"the face is {face.size:.0f} px across; at least {min_face} px is needed",
+            }
+    except InputError as e:
+        return {"file": name, "accepted": False, "reason": e.code, "message": e.message}
+    return {"file": name, "accepted": True, "label": label_of(name), "landmarks": face.landmarks.tolist()}
+
+
+@router.post("/styles", status_code=202, summary="Train a new style from exemplar images (operator)")
+async def create_style(
+    request: Request,
+    principal: OperatorDep,
+    registry: RegistryDep,
+    storage: StorageDep,
+    jobs: JobsDep,
+    name: Annotated[str, Form(min_length=1, max_length=80)],
+    files: Annotated[list[UploadFile], File(description="exemplar images")] = [],  # noqa: B006
+    archive: Annotated[UploadFile | None, File(description="a zip; first-level folders are labels")] = None,
+    description: Annotated[str, Form(max_length=2000)] = "",
+    config: Annotated[str, Form(description="JSON object of TransferConfig overrides")] = "{}",
+) -> JSONResponse:
+    settings = request.app.state.settings
+    # 1. Name, id, config overrides.
+    style_id = style_id_for(name)
+    if registry.style(style_id) is not None or storage.style_upload_dir(style_id).exists():
+        raise ApiError(409, "duplicate_name", f"a style {style_id!r} already exists")
+    try:
+        overrides = json.loads(config)
+        if not isinstance(overrides, dict):
+            raise ValueError("not an object")
+        TransferConfig.from_dict({**TransferConfig().to_dict(), "minutes": settings.train_minutes, **overrides})
+    except (ValueError, ConfigError, TypeError) as e:
+        raise ApiError(422, "invalid_config", f"config: {e}") from e
+    # 2. Every exemplar through the aligner (detection and landmarks; the worker renders the crops).
+    uploads = [(f.filename or f"file-{i}", await f.read()) for i, f in enumerate(files)]
+    items = _gather(request, uploads, await archive.read() if archive is not None else None)
+    aligner = request.app.state.aligner
+
+    def check_all() -> list[dict]:
+        return [_check_exemplar(aligner, n, d, settings.max_pixels, settings.min_face_size) for n, d in items]
+
+    report = await run_in_threadpool(check_all)
+    public = [{k: v for k, v in r.items() if k != "landmarks"} for r in report]
+    accepted = [i for i, r in enumerate(report) if r["accepted"]]
+    if len(accepted) < settings.min_exemplars:
+        return JSONResponse(
+            status_code=422,
+            content={
+                "code": "too_few_exemplars",
+                "request_id": request.state.request_id,
+                "files": public,
+                "message": f"{len(accepted)} usable exemplars; at least {settings.min_exemplars} are needed",
+            },
+        )
+    # 3. Store, register as pending, enqueue on the train queue (timeout above the time budget).
+    job_id = uuid.uuid4().hex
+    manifest = {
+        "files": [
+            {"name": report[i]["file"], "label": report[i]["label"], "landmarks": report[i]["landmarks"]}
+            for i in accepted
+        ]
+    }
+    storage.write_style_upload(style_id, [items[i][1] for i in accepted], manifest)
+    minutes = float(overrides.get("minutes", settings.train_minutes))
+    registry.write_style_meta(
+        style_id,
+        {
+            "name": name,
+            "description": description,
+            "status": "pending",
+            "job_id": job_id,
+            "labels": [],
+            "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        },
+    )
+    jobs.create(job_id, principal.key_id, "train", {"style": style_id, "name": name})
+    payload = TrainJob(job_id=job_id, style_id=style_id, overrides={"minutes": minutes, **overrides})
+    request.app.state.queues[TRAIN_QUEUE].enqueue(
+        TRAIN_FUNCTION,
+        payload.model_dump(),
+        job_id=job_id,
+        job_timeout=int(minutes * 60 * 1.5 + 900),
+        result_ttl=settings.result_ttl_s,
+        failure_ttl=settings.result_ttl_s,
+        retry=Retry(max=settings.job_retries),
+    )
+    body = {
+        "id": style_id,
+        "status": "pending",
+        "job_id": job_id,
+        "accepted": len(accepted),
+        "rejected": len(report) - len(accepted),
+        "files": public,
+        "links": {
+            "self": f"/v1/styles/{style_id}",
+            "job": f"/v1/jobs/{job_id}",
+            "preview": f"/v1/styles/{style_id}/preview",
+        },
+    }
+    return JSONResponse(body, status_code=202, headers={"Location": f"/v1/styles/{style_id}", "Retry-After": "30"})
+
+
+@router.get("/styles/{style_id}/preview", response_model=None, summary="A grid: fixed portraits, stylized")
+def style_preview(style_id: str, _: OperatorDep, registry: RegistryDep) -> FileResponse:
+    info = registry.style(style_id)
+    if info is None:
+        raise ApiError(404, "unknown_style", f"no style {style_id!r}")
+    path = registry.style_dir(style_id) / "preview.png"
+    if not path.is_file():
+        raise ApiError(404, "preview_not_ready", "no preview yet: the first evaluation has not finished")
+    return FileResponse(path, media_type="image/png")
+
+
+@router.delete("/styles/{style_id}", summary="Cancel a style's training, or retire a ready style")
+def delete_style(request: Request, style_id: str, _: OperatorDep, registry: RegistryDep, jobs: JobsDep) -> dict:
+    info = registry.style(style_id)
+    if info is None:
+        raise ApiError(404, "unknown_style", f"no style {style_id!r}")
+    meta = json.loads((registry.style_dir(style_id) / "style.json").read_text())
+    if info.status in ("pending", "training"):
+        request.app.state.redis.set(style_cancel_key(style_id), "1", ex=7 * 86400)
+        job_id = meta.get("job_id")
+        record = jobs.get(job_id) if job_id else None
+        if record is not None and record["status"] == QUEUED:
+            from rq.job import Job
+
+            Job.fetch(job_id, connection=request.app.state.redis).cancel()
+            jobs.mark_canceled(job_id)
+            registry.write_style_meta(style_id, {**meta, "status": "canceled"})
+        return {"id": style_id, "status": "canceling" if info.status == "training" else "canceled"}
+    if info.status == "ready":
+        registry.write_style_meta(style_id, {**meta, "status": "retired", "retired_at": time.time()})
+        return {"id": style_id, "status": "retired"}
+    return {"id": style_id, "status": info.status}

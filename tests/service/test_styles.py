@@ -1,0 +1,160 @@
+"""Style training end to end: upload exemplars → train queue → ready → served by /v1/stylize."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+import zipfile
+
+from PIL import Image, ImageOps
+
+from tests.service.conftest import CLIENT_KEY, FACES, OPERATOR_KEY, auth, post_photo, wait_for
+
+TINY_TRAINING = {
+    "max_steps": 6,
+    "eval_every": 3,
+    "batch_size": 2,
+    "eval_samples": 4,
+    "min_holdout": 2,
+    "holdout_fraction": 0.25,
+    "r1_every": 2,
+    "pl_every": 2,
+    "minutes": 5,
+}
+
+
+def exemplar_zip() -> bytes:
+    """Posterized, solarized and mirrored copies of the test portraits, a dog photo and a text file."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name in ("obama.jpg", "biden.jpg", "alex-lacamoire.png", "two_people.jpg"):
+            photo = Image.open(FACES / name).convert("RGB")
+            for variant, image in (
+                ("poster", ImageOps.posterize(photo, 2)),
+                ("mirror", ImageOps.mirror(photo)),
+                ("solar", ImageOps.solarize(photo, 160)),
+            ):
+                out = io.BytesIO()
+                image.save(out, format="PNG")
+                z.writestr(f"{variant}-{name}.png", out.getvalue())
+        z.writestr("dog.jpg", (FACES / "dogs.jpg").read_bytes())
+        z.writestr("readme.txt", b"not an image")
+    return buf.getvalue()
+
+
+def wait_style(client, style_id: str, timeout: float = 120) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        body = client.get(f"/v1/styles/{style_id}", headers=auth(OPERATOR_KEY)).json()
+        if body["status"] in ("ready", "failed", "canceled"):
+            return body
+        time.sleep(0.2)
+    raise TimeoutError(body)
+
+
+def test_a_style_is_trained_and_served(make_client, make_settings, start_worker, tiny_data_dir) -> None:
+    client = make_client(min_exemplars=8)
+    start_worker(make_settings(min_exemplars=8))
+    archive = exemplar_zip()
+    created = client.post(
+        "/v1/styles",
+        files={"archive": ("style.zip", archive, "application/zip")},
+        data={"name": "Poster Test", "description": "posterized portraits", "config": json.dumps(TINY_TRAINING)},
+        headers=auth(OPERATOR_KEY),
+    )
+    assert created.status_code == 202, created.text
+    body = created.json()
+    assert body["id"] == "poster-test" and body["accepted"] == 12 and body["rejected"] == 2
+    reasons = {f["file"]: f.get("reason") for f in body["files"] if not f["accepted"]}
+    assert reasons == {"dog.jpg": "no_face", "readme.txt": "not_an_image"}
+    try:
+        ready = wait_style(client, "poster-test")
+        assert ready["status"] == "ready", ready
+        assert ready["training"]["steps"] == 6 and ready["resolution"] == 64
+        preview = client.get("/v1/styles/poster-test/preview", headers=auth(OPERATOR_KEY))
+        assert preview.status_code == 200 and Image.open(io.BytesIO(preview.content)).size == (4 * 64, 2 * 64)
+
+        # served without a worker restart, and different from the untrained base generator
+        registry = tiny_data_dir / "registry"
+        shutil.copytree(
+            registry / "base" / "generator",
+            registry / "styles" / "untrained",
+            ignore=shutil.ignore_patterns("discriminator"),
+        )
+        (registry / "styles" / "untrained" / "style.json").write_text(json.dumps({"name": "base", "status": "ready"}))
+        images = {}
+        for style in ("poster-test", "untrained"):
+            job = post_photo(client, style=style, size=256).json()
+            assert wait_for(client, job["id"])["status"] == "succeeded"
+            images[style] = client.get(f"/v1/jobs/{job['id']}/result", headers=auth()).content
+        assert images["poster-test"] != images["untrained"]
+
+        # duplicate names, too few exemplars, clients
+        again = client.post(
+            "/v1/styles",
+            files={"archive": ("s.zip", archive)},
+            data={"name": "poster test"},
+            headers=auth(OPERATOR_KEY),
+        )
+        assert again.status_code == 409 and again.json()["code"] == "duplicate_name"
+        few = client.post(
+            "/v1/styles",
+            files=[("files", ("a.png", _png("obama.jpg"))), ("files", ("b.jpg", (FACES / "dogs.jpg").read_bytes()))],
+            data={"name": "tiny set"},
+            headers=auth(OPERATOR_KEY),
+        )
+        assert few.status_code == 422 and few.json()["code"] == "too_few_exemplars"
+        assert [f["accepted"] for f in few.json()["files"]] == [True, False]
+        assert client.post("/v1/styles", data={"name": "x"}, headers=auth(CLIENT_KEY)).status_code == 403
+        bad_config = client.post(
+            "/v1/styles",
+            files={"archive": ("s.zip", archive)},
+            data={"name": "other", "config": '{"loss": "wasserstein"}'},
+            headers=auth(OPERATOR_KEY),
+        )
+        assert bad_config.status_code == 422 and bad_config.json()["code"] == "invalid_config"
+
+        # retire: the style stops being served
+        assert client.delete("/v1/styles/poster-test", headers=auth(OPERATOR_KEY)).json()["status"] == "retired"
+        retired = post_photo(client, style="poster-test")
+        assert retired.status_code == 409 and retired.json()["code"] == "style_not_ready"
+    finally:
+        for name in ("poster-test", "untrained"):
+            shutil.rmtree(tiny_data_dir / "registry" / "styles" / name, ignore_errors=True)
+        shutil.rmtree(tiny_data_dir / "style-uploads", ignore_errors=True)
+
+
+def _png(name: str) -> bytes:
+    out = io.BytesIO()
+    Image.open(FACES / name).convert("RGB").save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_training_can_be_canceled(make_client, make_settings, start_worker, tiny_data_dir) -> None:
+    client = make_client(min_exemplars=8)
+    long_run = {**TINY_TRAINING, "max_steps": 100000, "eval_every": 1000}
+    created = client.post(
+        "/v1/styles",
+        files={"archive": ("style.zip", exemplar_zip())},
+        data={"name": "endless", "config": json.dumps(long_run)},
+        headers=auth(OPERATOR_KEY),
+    )
+    assert created.status_code == 202
+    try:
+        start_worker(make_settings(min_exemplars=8))
+        deadline = time.time() + 60
+        while client.get("/v1/styles/endless", headers=auth(OPERATOR_KEY)).json().get("training") is None:
+            assert time.time() < deadline
+            time.sleep(0.2)
+        progress = client.get("/v1/styles/endless", headers=auth(OPERATOR_KEY)).json()
+        assert progress["status"] == "training" and progress["training"]["step"] >= 1
+        assert client.delete("/v1/styles/endless", headers=auth(OPERATOR_KEY)).json()["status"] == "canceling"
+        done = wait_style(client, "endless")
+        assert done["status"] == "canceled"
+        assert not (tiny_data_dir / "registry" / "styles" / "endless" / "model.safetensors").exists()
+        assert post_photo(client, style="endless").status_code == 409
+    finally:
+        shutil.rmtree(tiny_data_dir / "registry" / "styles" / "endless", ignore_errors=True)
+        shutil.rmtree(tiny_data_dir / "style-uploads", ignore_errors=True)

@@ -1,0 +1,161 @@
+"""The style-training job (train queue): exemplars from storage → `models.transfer.train_style`.
+
+Resumable: a re-queued job (its worker died) finds `train_state/` in the style directory and goes on
+from the last checkpoint. Cancel: the API sets a cancel key; training stops at its next step and the
+style is marked canceled (its directory holds no published weights). Progress (step, losses, score
+curve, ETA) goes to a Redis hash that `GET /v1/styles/{id}` reads, throttled to once a second.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models import checkpoints
+from models.alignment import Face, ffhq_crop
+from models.configs import TransferConfig
+from models.discriminator import Discriminator
+from models.errors import InputError
+from models.exemplars import ExemplarSet
+from models.images import load_image
+from models.stylegan2 import Generator
+from models.stylizer import to_image
+from models.transfer import TrainingCanceled, train_style
+from service.contract import TrainJob, style_cancel_key, style_progress_key
+from service.jobmetrics import count_failure
+from workers.runtime import Runtime, get_runtime
+
+log = logging.getLogger("agilegan.train")
+
+
+def _meta(rt: Runtime, style_id: str) -> dict[str, Any]:
+    return json.loads((rt.registry.style_dir(style_id) / "style.json").read_text())
+
+
+def _set_status(rt: Runtime, style_id: str, status: str, **extra: Any) -> None:
+    meta = _meta(rt, style_id)
+    meta.pop("id", None)
+    rt.registry.write_style_meta(style_id, {**meta, "status": status, **extra})
+
+
+def train_style_job(payload: dict[str, Any]) -> dict[str, Any]:
+    rt = get_runtime()
+    job = TrainJob.model_validate(payload)
+    if _meta(rt, job.style_id).get("status") in ("ready", "canceled", "retired"):
+        return {"skipped": True}
+    rt.jobs.mark_running(job.job_id, rt.worker_name)
+    _set_status(rt, job.style_id, "training")
+    try:
+        result = _train(rt, job)
+    except TrainingCanceled:
+        _set_status(rt, job.style_id, "canceled")
+        rt.jobs.mark_canceled(job.job_id, "training canceled by an operator")
+        return {"canceled": True}
+    except (InputError, ValueError) as e:
+        code = getattr(e, "code", "invalid_training_input")
+        _set_status(rt, job.style_id, "failed", error={"code": code, "message": str(e)[:500]})
+        rt.jobs.mark_failed(job.job_id, code, str(e))
+        count_failure(rt.redis, code)
+        return {"failed": code}
+    _set_status(rt, job.style_id, "ready", training=result, ready_at=datetime.datetime.now(datetime.UTC).isoformat())
+    rt.jobs.mark_succeeded(job.job_id, result)
+    return result
+
+
+def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
+    # 1. The source generator and discriminator of the registry.
+    base = rt.registry.source_generator_dir
+    source_g = checkpoints.load(base, expected=Generator, device=rt.device)
+    source_d = checkpoints.load(base / "discriminator", expected=Discriminator, device=rt.device)
+    size = source_g.config.size
+    # 2. The exemplar crops, from the landmarks found at upload.
+    manifest, files = rt.storage.read_style_upload(job.style_id)
+    crops, labels, names = [], [], []
+    for entry, data in zip(manifest["files"], files):
+        photo = load_image(data, rt.settings.max_pixels).image
+        face = Face(box=(0, 0, 0, 0), score=0.0, landmarks=np.asarray(entry["landmarks"], dtype=np.float64))
+        quad, qsize = face.quad()
+        crop = ffhq_crop(photo, quad, qsize, size, max(size, min(4096, rt.settings.align_transform_size)))
+        crops.append(torch.from_numpy(np.asarray(crop, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1))
+        labels.append(entry["label"])
+        names.append(entry["name"])
+    exemplars = ExemplarSet(torch.stack(crops), labels, names)
+    config = TransferConfig.from_dict({**TransferConfig().to_dict(), **job.overrides})
+    out = rt.registry.style_dir(job.style_id)
+    preview_latents = torch.randn(
+        4, source_g.config.n_latent, source_g.config.style_dim, generator=torch.Generator().manual_seed(1234)
+    ).to(rt.device)
+    last = {"t": 0.0, "best": float("inf")}
+
+    # 3. Train, reporting progress and writing a preview at each new best.
+    def progress(info: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if info["best_score"] < last["best"]:
+            last["best"] = info["best_score"]
+            _write_preview(out / "best", source_g, preview_latents, out / "preview.png")
+        if now - last["t"] < 1.0 and info["score"] is None:
+            return
+        last["t"] = now
+        fields = {
+            "step": info["step"],
+            "max_steps": info["max_steps"],
+            "eta_s": round(info["eta_s"], 1),
+            "losses": json.dumps({k: round(v, 5) for k, v in info["losses"].items()}),
+            "best_score": info["best_score"] if info["best_score"] != float("inf") else "",
+        }
+        with rt.redis.pipeline() as p:
+            p.hset(style_progress_key(job.style_id), mapping=fields)
+            if info["score"] is not None:
+                p.rpush(
+                    style_progress_key(job.style_id) + ":curve",
+                    json.dumps({"step": info["step"], "score": info["score"]}),
+                )
+            p.expire(style_progress_key(job.style_id), 7 * 86400)
+            p.execute()
+        rt.jobs.progress(job.job_id, "training", info["step"] / info["max_steps"])
+
+    result = train_style(
+        source_g,
+        source_d,
+        exemplars,
+        config,
+        out,
+        device=rt.device,
+        progress=progress,
+        should_stop=lambda: bool(rt.redis.exists(style_cancel_key(job.style_id))),
+    )
+    _write_preview(out, source_g, preview_latents, out / "preview.png")
+    return {
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "best_score": result.best_score,
+        "stop_reason": result.stop_reason,
+        "branches": result.branches,
+        "perceptual": result.perceptual,
+        "exemplars": len(exemplars),
+    }
+
+
+@torch.no_grad()
+def _write_preview(style_dir, source_g: Generator, latents: torch.Tensor, path) -> None:
+    """Top row: fixed FFHQ portraits (the source generator); bottom row: the same latents stylized."""
+    style = checkpoints.load(style_dir, device=latents.device)
+    w = source_g.style.map_per_layer(latents)
+    top = source_g(w, space="wplus")
+    kwargs = {"branch": style.attribute_config.default_branch} if hasattr(style, "attribute_config") else {}
+    bottom = style(w, space="wplus", **kwargs)
+    tiles = [to_image(t) for t in torch.cat([top, bottom])]
+    size = tiles[0].size[0]
+    grid = Image.new("RGB", (size * len(latents), size * 2))
+    for i, tile in enumerate(tiles):
+        grid.paste(tile, ((i % len(latents)) * size, (i // len(latents)) * size))
+    tmp = path.with_name(".preview.png")
+    grid.save(tmp)
+    tmp.replace(path)
