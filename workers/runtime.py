@@ -11,6 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import torch
 from redis import Redis
@@ -58,6 +59,12 @@ class Runtime:
         self._styles: OrderedDict[str, tuple[float, Stylizer]] = OrderedDict()
         self._lock = threading.Lock()
         self.worker_name = "worker"
+        self.worker: Any = None  # the rq worker running this runtime (set by run_worker)
+
+    @property
+    def shutting_down(self) -> bool:
+        """SIGTERM arrived while a job runs (rq's warm shutdown): long jobs should checkpoint and stop."""
+        return bool(getattr(self.worker, "_stop_requested", False))
 
     @property
     def inverter(self) -> Inverter:

@@ -35,6 +35,10 @@ from workers.runtime import Runtime, get_runtime
 log = logging.getLogger("agilegan.train")
 
 
+class WorkerShutdown(Exception):
+    """Raised to rq so that the checkpointed job is re-queued (its Retry budget allows for redeploys)."""
+
+
 def _meta(rt: Runtime, style_id: str) -> dict[str, Any]:
     return json.loads((rt.registry.style_dir(style_id) / "style.json").read_text())
 
@@ -54,7 +58,10 @@ def train_style_job(payload: dict[str, Any]) -> dict[str, Any]:
     _set_status(rt, job.style_id, "training")
     try:
         result = _train(rt, job)
-    except TrainingCanceled:
+    except TrainingCanceled as e:
+        if not rt.redis.exists(style_cancel_key(job.style_id)):  # the worker is shutting down (SIGTERM)
+            _set_status(rt, job.style_id, "pending")
+            raise WorkerShutdown("training checkpointed for a worker shutdown; it resumes on the next worker") from e
         _set_status(rt, job.style_id, "canceled")
         rt.jobs.mark_canceled(job.job_id, "training canceled by an operator")
         return {"canceled": True}
@@ -67,6 +74,20 @@ def train_style_job(payload: dict[str, Any]) -> dict[str, Any]:
     _set_status(rt, job.style_id, "ready", training=result, ready_at=datetime.datetime.now(datetime.UTC).isoformat())
     rt.jobs.mark_succeeded(job.job_id, result)
     return result
+
+
+def on_train_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+    """rq failure callback: once no retry is left, the job and its style are marked failed."""
+    if job.retries_left:
+        return
+    rt = get_runtime()
+    name = getattr(exc_type, "__name__", str(exc_type))
+    code = "worker_lost" if name == "AbandonedJobError" else "timeout" if "Timeout" in name else "training_error"
+    rt.jobs.mark_failed(job.id, code, f"{name}: {exc_value}"[:300])
+    style_id = (job.args[0] if job.args else {}).get("style_id")
+    if style_id:
+        _set_status(rt, style_id, "failed", error={"code": code, "message": f"{name}: {exc_value}"[:300]})
+    count_failure(connection, code)
 
 
 def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:

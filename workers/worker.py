@@ -75,6 +75,7 @@ def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> No
     worker.heartbeat_interval = settings.heartbeat_interval_s
     worker.job_heartbeat_ttl = settings.heartbeat_ttl_s
     rt.worker_name = worker.name
+    rt.worker = worker
     sweeper = threading.Thread(target=_sweep_loop, args=(rt, settings), daemon=True)
     sweeper.start()
     worker.work(burst=burst, logging_level="INFO")  # no scheduler: retries are immediate (see workers/jobs.py)

@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
-from rq import Retry
+from rq import Callback, Retry
 
 from models.configs import ConfigError, TransferConfig
 from models.errors import InputError, NoFaceFound
@@ -33,6 +33,7 @@ from service.deps import JobsDep, OperatorDep, RegistryDep, StorageDep
 from service.errors import ApiError
 
 router = APIRouter(prefix="/v1", tags=["styles"])
+TRAIN_RETRIES = 10  # each worker crash or redeploy (SIGTERM: checkpoint, re-queue) uses one
 
 
 def style_id_for(name: str) -> str:
@@ -163,7 +164,8 @@ async def create_style(
         job_timeout=int(minutes * 60 * 1.5 + 900),
         result_ttl=settings.result_ttl_s,
         failure_ttl=settings.result_ttl_s,
-        retry=Retry(max=settings.job_retries),
+        retry=Retry(max=TRAIN_RETRIES),
+        on_failure=Callback("workers.training_job.on_train_failure"),
     )
     body = {
         "id": style_id,
