@@ -26,6 +26,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     worker.set_defaults(handler=cmd_worker)
 
+    alive = sub.add_parser("worker-alive", help="exit 0 when a worker of this host is registered (healthcheck)")
+    alive.set_defaults(handler=cmd_worker_alive)
+
     up = sub.add_parser("up", help="run everything locally: Redis (if none answers), demo models, a worker, the API")
     up.set_defaults(handler=cmd_up)
 
@@ -62,6 +65,19 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     run_worker(_settings(), [q.strip() for q in args.queues.split(",") if q.strip()], burst=args.burst)
+
+
+def cmd_worker_alive(args: argparse.Namespace) -> None:
+    from redis import Redis
+    from rq import Worker
+
+    settings = _settings()
+    host = os.uname().nodename
+    workers = Worker.all(connection=Redis.from_url(settings.redis_url, socket_connect_timeout=2))
+    if not any(w.name.startswith(f"{host}.") for w in workers):
+        print(f"no live worker of {host} is registered", file=sys.stderr)
+        raise SystemExit(1)
+    print("ok")
 
 
 def cmd_demo_registry(args: argparse.Namespace) -> None:

@@ -217,3 +217,14 @@ def test_a_new_style_is_served_without_restarting_the_worker(
         assert wait_for(client, job["id"])["status"] == "succeeded"
     finally:
         shutil.rmtree(registry / "fresh")
+
+
+def test_two_workers_share_the_stylize_queue(make_client, make_settings, start_worker, redis) -> None:
+    client = make_client()
+    first, second = start_worker(make_settings(), queues="stylize"), start_worker(make_settings(), queues="stylize")
+    jobs = [post_photo(client, size=256).json()["id"] for _ in range(8)]
+    done = [wait_for(client, job) for job in jobs]
+    assert all(d["status"] == "succeeded" for d in done)
+    workers = {redis.hget(f"agilegan:job:{job}", "worker").decode() for job in jobs}
+    assert {f"{n.rsplit('.', 1)[0]}.{w.proc.pid}" for w in (first, second) for n in workers} >= workers
+    assert len(workers) == 2, workers  # both processes completed jobs
