@@ -114,7 +114,8 @@ def write_info(
     atomic_write_bytes(directory / CONFIG_FILE, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
+def atomic_write_bytes(path: Path, payload: bytes) -> Path:
+    """Write via a temporary file in the same folder, fsync, rename: readers never see half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -125,3 +126,4 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.checkpoint_files import CheckpointError, read_info
+from models.checkpoint_files import CheckpointError, atomic_write_bytes, read_info
 from service.contract import STYLE_ID
 
 STYLE_FILE = "style.json"
@@ -119,8 +119,6 @@ class Registry:
         )
 
     def write_style_meta(self, style_id: str, meta: dict[str, Any]) -> None:
-        from service.storage import atomic_write
-
         directory = self.style_dir(style_id)
         directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(directory / STYLE_FILE, (json.dumps({"id": style_id, **meta}, indent=2) + "\n").encode())
+        atomic_write_bytes(directory / STYLE_FILE, (json.dumps({"id": style_id, **meta}, indent=2) + "\n").encode())

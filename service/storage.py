@@ -12,12 +12,11 @@ inputs and results older than the result TTL.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
+from models.checkpoint_files import atomic_write_bytes as atomic_write
 from service.contract import JOB_ID, STYLE_ID
 
 RESULT_EXTENSIONS = ("png", "jpeg", "webp")
@@ -94,17 +93,3 @@ class Storage:
             except FileNotFoundError:
                 continue
         return removed
-
-
-def atomic_write(path: Path, data: bytes) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

@@ -16,6 +16,7 @@ from models.exemplars import tensor_exemplars
 from models.stylegan2 import Generator
 from models.transfer import EarlyStopping, TrainingCanceled, train_style
 from tests.conftest import seeded
+from tests.exemplar_data import exemplar_zip_bytes
 
 FAST = {"batch_size": 4, "eval_samples": 8, "r1_every": 4, "pl_every": 2, "min_holdout": 2, "holdout_fraction": 0.25}
 
@@ -136,30 +137,6 @@ def test_labelled_exemplars_train_an_attribute_aware_generator(source, tmp_path:
         assert not torch.allclose(style(z, branch="female"), style(z, branch="male"))
 
 
-def _exemplar_zip(path: Path) -> Path:
-    """Posterized and mirrored copies of the test portraits (a crude 'style'), a dog and a text file."""
-    import io
-    import zipfile
-
-    from PIL import Image, ImageOps
-
-    faces = Path(__file__).parents[1] / "data" / "faces"
-    with zipfile.ZipFile(path, "w") as z:
-        for name in ("obama.jpg", "biden.jpg", "alex-lacamoire.png", "two_people.jpg"):
-            photo = Image.open(faces / name).convert("RGB")
-            for variant, image in (
-                ("poster", ImageOps.posterize(photo, 2)),
-                ("mirror", ImageOps.mirror(photo)),
-                ("solar", ImageOps.solarize(photo, 160)),
-            ):
-                buf = io.BytesIO()
-                image.save(buf, format="PNG")
-                z.writestr(f"{variant}-{name}.png", buf.getvalue())
-        z.writestr("dog.jpg", (faces / "dogs.jpg").read_bytes())
-        z.writestr("notes.txt", b"not an image")
-    return path
-
-
 def test_the_train_style_command(source, tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -167,7 +144,8 @@ def test_the_train_style_command(source, tmp_path: Path) -> None:
     g, d = source
     checkpoints.save(tmp_path / "base", g)
     checkpoints.save(tmp_path / "base" / "discriminator", d)
-    archive = _exemplar_zip(tmp_path / "style.zip")
+    archive = tmp_path / "style.zip"
+    archive.write_bytes(exemplar_zip_bytes())
     overrides = {
         "max_steps": 4,
         "eval_every": 2,
@@ -197,6 +175,7 @@ def test_the_train_style_command(source, tmp_path: Path) -> None:
     )
     assert dry.returncode == 0, dry.stderr
     assert "12 accepted, 2 rejected" in dry.stdout and "rejected dog.jpg: no_face" in dry.stdout
+    assert "rejected readme.txt" in dry.stdout
     assert '"max_steps": 4' in dry.stdout and not (tmp_path / "dry").exists()
     run = subprocess.run(
         [*base_args, "--out", str(tmp_path / "style"), "--minutes", "5"], capture_output=True, text=True, timeout=300

@@ -6,10 +6,10 @@ import io
 import json
 import shutil
 import time
-import zipfile
 
-from PIL import Image, ImageOps
+from PIL import Image
 
+from tests.exemplar_data import exemplar_zip_bytes
 from tests.service.conftest import CLIENT_KEY, FACES, OPERATOR_KEY, auth, post_photo, wait_for
 
 TINY_TRAINING = {
@@ -25,25 +25,6 @@ TINY_TRAINING = {
 }
 
 
-def exemplar_zip() -> bytes:
-    """Posterized, solarized and mirrored copies of the test portraits, a dog photo and a text file."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for name in ("obama.jpg", "biden.jpg", "alex-lacamoire.png", "two_people.jpg"):
-            photo = Image.open(FACES / name).convert("RGB")
-            for variant, image in (
-                ("poster", ImageOps.posterize(photo, 2)),
-                ("mirror", ImageOps.mirror(photo)),
-                ("solar", ImageOps.solarize(photo, 160)),
-            ):
-                out = io.BytesIO()
-                image.save(out, format="PNG")
-                z.writestr(f"{variant}-{name}.png", out.getvalue())
-        z.writestr("dog.jpg", (FACES / "dogs.jpg").read_bytes())
-        z.writestr("readme.txt", b"not an image")
-    return buf.getvalue()
-
-
 def wait_style(client, style_id: str, timeout: float = 120) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -57,7 +38,7 @@ def wait_style(client, style_id: str, timeout: float = 120) -> dict:
 def test_a_style_is_trained_and_served(make_client, make_settings, start_worker, tiny_data_dir) -> None:
     client = make_client(min_exemplars=8)
     start_worker(make_settings(min_exemplars=8))
-    archive = exemplar_zip()
+    archive = exemplar_zip_bytes()
     created = client.post(
         "/v1/styles",
         files={"archive": ("style.zip", archive, "application/zip")},
@@ -137,7 +118,7 @@ def test_training_can_be_canceled(make_client, make_settings, start_worker, tiny
     long_run = {**TINY_TRAINING, "max_steps": 100000, "eval_every": 1000}
     created = client.post(
         "/v1/styles",
-        files={"archive": ("style.zip", exemplar_zip())},
+        files={"archive": ("style.zip", exemplar_zip_bytes())},
         data={"name": "endless", "config": json.dumps(long_run)},
         headers=auth(OPERATOR_KEY),
     )
