@@ -100,6 +100,7 @@ async def create_style(
     archive: Annotated[UploadFile | None, File(description="a zip; first-level folders are labels")] = None,
     description: Annotated[str, Form(max_length=2000)] = "",
     config: Annotated[str, Form(description="JSON object of TransferConfig overrides")] = "{}",
+    labels: Annotated[str, Form(description='JSON {"file name": "attribute label"}; overrides zip folders')] = "{}",
 ) -> JSONResponse:
     settings = request.app.state.settings
     # 1. Name, id, config overrides.
@@ -122,6 +123,15 @@ async def create_style(
         return [_check_exemplar(aligner, n, d, settings.max_pixels, settings.min_face_size) for n, d in items]
 
     report = await run_in_threadpool(check_all)
+    try:
+        given = json.loads(labels)
+        if not isinstance(given, dict) or not all(isinstance(v, str) and v.isidentifier() for v in given.values()):
+            raise ValueError("expected an object of file name → identifier-like label")
+    except ValueError as e:
+        raise ApiError(422, "invalid_labels", f"labels: {e}") from e
+    for entry in report:
+        if entry["accepted"] and entry["file"] in given:
+            entry["label"] = given[entry["file"]].lower()
     public = [{k: v for k, v in r.items() if k != "landmarks"} for r in report]
     accepted = [i for i, r in enumerate(report) if r["accepted"]]
     if len(accepted) < settings.min_exemplars:

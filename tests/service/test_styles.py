@@ -89,6 +89,20 @@ def test_a_style_is_trained_and_served(make_client, make_settings, start_worker,
         assert few.status_code == 422 and few.json()["code"] == "too_few_exemplars"
         assert [f["accepted"] for f in few.json()["files"]] == [True, False]
         assert client.post("/v1/styles", data={"name": "x"}, headers=auth(CLIENT_KEY)).status_code == 403
+        labelled = client.post(
+            "/v1/styles",
+            files=[("files", ("a.png", _png("obama.jpg")))],
+            data={"name": "labelled", "labels": json.dumps({"a.png": "male"})},
+            headers=auth(OPERATOR_KEY),
+        )
+        assert labelled.status_code == 422 and labelled.json()["files"][0]["label"] == "male"
+        bad_labels = client.post(
+            "/v1/styles",
+            files=[("files", ("a.png", _png("obama.jpg")))],
+            data={"name": "labelled", "labels": "[1]"},
+            headers=auth(OPERATOR_KEY),
+        )
+        assert bad_labels.json()["code"] == "invalid_labels"
         bad_config = client.post(
             "/v1/styles",
             files={"archive": ("s.zip", archive)},
