@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from models.attribute_classifier import AttributeClassifier
 from models.attribute_generator import AttributeAwareGenerator
 from models.checkpoint_files import (
     FORMAT_VERSION,
@@ -29,6 +30,7 @@ from models.checkpoint_files import (
     write_info,
 )
 from models.configs import (
+    AttributeClassifierConfig,
     AttributeGeneratorConfig,
     ConfigError,
     DiscriminatorConfig,
@@ -45,6 +47,7 @@ MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {
     "AttributeAwareGenerator": (AttributeAwareGenerator, AttributeGeneratorConfig),
     "Discriminator": (Discriminator, DiscriminatorConfig),
     "Inverter": (Inverter, InverterConfig),
+    "AttributeClassifier": (AttributeClassifier, AttributeClassifierConfig),
 }
 
 

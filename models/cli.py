@@ -72,6 +72,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     add_align_command(sub)
 
+    fit = sub.add_parser(
+        "fit-attribute-classifier", help="fit the attribute=auto classifier from labelled photos (label subfolders)"
+    )
+    fit.add_argument("--encoder", type=Path, required=True, help="an Inverter checkpoint")
+    fit.add_argument("--photos", type=Path, required=True, help="folder or zip: <label>/<photo>")
+    fit.add_argument("--out", type=Path, required=True, help="e.g. data/registry/base/attribute-classifier")
+    fit.set_defaults(handler=cmd_fit_attribute_classifier)
+
     tr = sub.add_parser("train-style", help="train a style from exemplars (transfer learning, early stopping)")
     tr.add_argument("--exemplars", type=Path, required=True, help="folder or zip; subfolders = attribute labels")
     tr.add_argument(
@@ -165,6 +173,38 @@ def cmd_weights_import(args: argparse.Namespace) -> None:
         print(f"note: {note}")
     if result.ignored_keys:
         print(f"note: {len(result.ignored_keys)} entries not imported: {', '.join(result.ignored_keys[:6])}")
+
+
+def cmd_fit_attribute_classifier(args: argparse.Namespace) -> None:
+    import torch
+
+    from models import checkpoints
+    from models.alignment import FaceAligner
+    from models.attribute_classifier import fit_classifier
+    from models.checkpoint_files import Provenance
+    from models.configs import AlignerConfig
+    from models.encoder import Inverter
+    from models.exemplars import iter_files, load_exemplars
+
+    inverter = checkpoints.load(args.encoder, expected=Inverter)
+    size = inverter.config.encoder.input_size
+    try:
+        files = iter_files(args.photos)
+    except FileNotFoundError as e:
+        raise CommandError(str(e)) from e
+    photos = load_exemplars(files, FaceAligner(AlignerConfig(output_size=size, transform_size=max(size, 1024))), size)
+    usable = [i for i, label in enumerate(photos.labels) if label is not None]
+    if len({photos.labels[i] for i in usable}) < 2:
+        raise CommandError("need labelled photos of at least two classes (one subfolder per label)")
+    with torch.inference_mode():
+        wplus = torch.cat([inverter(photos.images[i : i + 1]).wplus for i in usable])
+    classifier, accuracy = fit_classifier(wplus.clone(), [photos.labels[i] for i in usable])
+    checkpoints.save(args.out, classifier, Provenance(source=args.photos.name, license="your labelled photos"))
+    rejected = sum(not r["accepted"] for r in photos.report)
+    print(
+        f"fitted on {len(usable)} photos ({rejected} rejected), labels {list(classifier.config.labels)}, "
+        f"training accuracy {accuracy:.3f}; written to {args.out}"
+    )
 
 
 def cmd_train_style(args: argparse.Namespace) -> None:

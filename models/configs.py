@@ -335,3 +335,16 @@ class TransferConfig(_Config):
             raise ConfigError("r1_every, pl_every, ada_every and patience must be at least 1")
         if self.minutes <= 0:
             raise ConfigError("minutes must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttributeClassifierConfig(_Config):
+    """A linear classifier of a portrait attribute (e.g. the branch of an attribute-aware style) from the
+    inverted latent; `labels` are the classes in output order."""
+
+    labels: tuple[str, ...] = ("female", "male")
+    style_dim: int = 512
+
+    def __post_init__(self) -> None:
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise ConfigError("an attribute classifier needs at least two distinct labels")

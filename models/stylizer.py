@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.attribute_classifier import AttributeClassifier
 from models.attribute_generator import AttributeAwareGenerator
 from models.encoder import Inverter, image_to_tensor
 from models.stylegan2 import Generator
@@ -26,10 +27,17 @@ class Stylized:
     image: Image.Image  # RGB, the generator's resolution
     branch: str | None  # the attribute branch that ran (None for a plain generator)
     wplus: torch.Tensor  # [1, L, D]
+    branch_source: str | None = None  # "request", "classifier" or "default"
+    confidence: float | None = None  # the classifier's probability for the chosen branch
 
 
 class Stylizer:
-    def __init__(self, inverter: Inverter, generator: Generator | AttributeAwareGenerator) -> None:
+    def __init__(
+        self,
+        inverter: Inverter,
+        generator: Generator | AttributeAwareGenerator,
+        classifier: AttributeClassifier | None = None,
+    ) -> None:
         enc, gen = inverter.config, generator.config
         if enc.encoder.n_styles != gen.n_latent or enc.mapping.style_dim != gen.style_dim:
             raise IncompatibleModels(
@@ -37,6 +45,8 @@ class Stylizer:
                 f"{gen.n_latent}×{gen.style_dim}"
             )
         self.inverter, self.generator = inverter, generator
+        usable = classifier is not None and set(classifier.config.labels) & set(self.branches)
+        self.classifier = classifier if usable else None
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -61,14 +71,22 @@ class Stylizer:
         wplus = self.inverter(x).wplus
         # 3. Render with the style generator (the attribute branch for attribute-aware styles).
         rng = torch.Generator().manual_seed(seed)
+        source, confidence = None, None
         if isinstance(self.generator, AttributeAwareGenerator):
-            branch = branch or self.default_branch
+            # 3a. The branch: as asked; else the classifier's choice among this style's branches; else the default.
+            if branch is not None:
+                source = "request"
+            elif self.classifier is not None:
+                branch, confidence = self.classifier.predict(wplus, allowed=self.branches)
+                source = "classifier"
+            else:
+                branch, source = self.default_branch, "default"
             out = self.generator(wplus, branch=branch, space="wplus", noise=noise, rng=rng)
         else:
             branch = None
             out = self.generator(wplus, space="wplus", noise=noise, rng=rng)
         # 4. [-1, 1] float → 8-bit RGB.
-        return Stylized(to_image(out[0]), branch, wplus)
+        return Stylized(to_image(out[0]), branch, wplus, source, confidence)
 
 
 def to_image(chw: torch.Tensor) -> Image.Image:

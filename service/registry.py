@@ -2,6 +2,7 @@
 
     <registry>/base/encoder/          Inverter checkpoint (HVAE encoder + FFHQ mapping)
     <registry>/base/generator/        the source FFHQ generator (for training styles)
+    <registry>/base/attribute-classifier/  optional: picks the branch for attribute=auto
     <registry>/styles/<id>/           a style: generator checkpoint + style.json
 
 `style.json`: {"id", "name", "description", "status": "ready" | "training" | …, "created_at", "labels"}.
@@ -61,6 +62,10 @@ class Registry:
     @property
     def encoder_dir(self) -> Path:
         return self.root / "base" / "encoder"
+
+    @property
+    def attribute_classifier_dir(self) -> Path:
+        return self.root / "base" / "attribute-classifier"
 
     @property
     def source_generator_dir(self) -> Path:

@@ -117,6 +117,8 @@ def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[st
     step("store", 1.0)
     return {
         "branch": out.branch,
+        "branch_source": out.branch_source,
+        "branch_confidence": out.confidence,
         "width": image.size[0],
         "height": image.size[1],
         "format": job.format,

@@ -17,6 +17,7 @@ import torch
 from redis import Redis
 
 from models import checkpoints
+from models.attribute_classifier import AttributeClassifier
 from models.attribute_generator import AttributeAwareGenerator
 from models.configs import AlignerConfig
 from models.encoder import Inverter
@@ -56,7 +57,8 @@ class Runtime:
             max_pixels=settings.max_pixels,
         )
         self._inverter: Inverter | None = None
-        self._styles: OrderedDict[str, tuple[float, Stylizer]] = OrderedDict()
+        self._styles: OrderedDict[str, tuple[tuple[float, float], Stylizer]] = OrderedDict()
+        self._classifier_cache: tuple[float, AttributeClassifier | None] = (0.0, None)
         self._lock = threading.Lock()
         self.worker_name = "worker"
         self.worker: Any = None  # the rq worker running this runtime (set by run_worker)
@@ -80,20 +82,32 @@ class Runtime:
         if info is None or info.status != "ready":
             raise StyleUnavailable(f"style {style_id!r} is not available")
         directory = self.registry.style_dir(style_id)
-        stamp = max(p.stat().st_mtime for p in Path(directory).glob("*") if p.is_file())
+        classifier, classifier_stamp = self._classifier()
+        stamp = (max(p.stat().st_mtime for p in Path(directory).glob("*") if p.is_file()), classifier_stamp)
         with self._lock:
             cached = self._styles.get(style_id)
             if cached is not None and cached[0] == stamp:
                 self._styles.move_to_end(style_id)
                 return cached[1]
             generator = checkpoints.load(directory, expected=(Generator, AttributeAwareGenerator), device=self.device)
-            stylizer = Stylizer(self.inverter, generator)
+            stylizer = Stylizer(self.inverter, generator, classifier)
             self._styles[style_id] = (stamp, stylizer)
             self._styles.move_to_end(style_id)
             while len(self._styles) > self.settings.style_cache_size:
                 evicted, _ = self._styles.popitem(last=False)
                 log.info("evicted style %s from the cache", evicted)
             return stylizer
+
+    def _classifier(self) -> tuple[AttributeClassifier | None, float]:
+        """The registry's attribute classifier (reloaded when it changes), or None."""
+        config = self.registry.attribute_classifier_dir / "config.json"
+        if not config.is_file():
+            return None, 0.0
+        stamp = config.stat().st_mtime
+        if self._classifier_cache[0] != stamp:
+            model = checkpoints.load(config.parent, expected=AttributeClassifier, device=self.device)
+            self._classifier_cache = (stamp, model)
+        return self._classifier_cache[1], stamp
 
     def warm_up(self) -> float:
         """Load the encoder and every ready style (up to the cache size) and run one pass; seconds."""

@@ -142,15 +142,11 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
             p.execute()
         rt.jobs.progress(job.job_id, "training", info["step"] / info["max_steps"])
 
+    def should_stop() -> bool:  # canceled by an operator, or the worker got SIGTERM
+        return rt.shutting_down or bool(rt.redis.exists(style_cancel_key(job.style_id)))
+
     result = train_style(
-        source_g,
-        source_d,
-        exemplars,
-        config,
-        out,
-        device=rt.device,
-        progress=progress,
-        should_stop=lambda: bool(rt.redis.exists(style_cancel_key(job.style_id))),
+        source_g, source_d, exemplars, config, out, device=rt.device, progress=progress, should_stop=should_stop
     )
     _write_preview(out, source_g, preview_latents, out / "preview.png")
     return {

@@ -228,3 +228,40 @@ def test_two_workers_share_the_stylize_queue(make_client, make_settings, start_w
     assert all(d["status"] == "succeeded" for d in done)
     workers = {redis.hget(f"agilegan:job:{job}", "worker").decode() for job in jobs}
     assert workers == {f"{os.uname().nodename}.{w.proc.pid}" for w in (first, second)}  # both completed jobs
+
+
+def test_attribute_auto_uses_the_registry_classifier(make_client, make_settings, start_worker, tiny_data_dir) -> None:
+    import json
+    import shutil
+
+    import torch
+
+    from models import checkpoints
+    from models.attribute_classifier import AttributeClassifier
+    from models.attribute_generator import AttributeAwareGenerator
+    from models.configs import AttributeClassifierConfig, AttributeGeneratorConfig
+
+    registry = tiny_data_dir / "registry"
+    source = checkpoints.load(registry / "base" / "generator")
+    dual = AttributeAwareGenerator.from_generator(source, AttributeGeneratorConfig(source.config, split_resolution=16))
+    checkpoints.save(registry / "styles" / "dual", dual)
+    (registry / "styles" / "dual" / "style.json").write_text(json.dumps({"name": "dual", "status": "ready"}))
+    client = make_client()
+    start_worker(make_settings())
+    try:
+        info = client.get("/v1/styles/dual", headers=auth()).json()
+        assert info["attribute_branches"] == ["female", "male"] and info["default_branch"] == "female"
+        first = wait_for(client, post_photo(client, style="dual", size=256).json()["id"])
+        assert (first["result"]["branch"], first["result"]["branch_source"]) == ("female", "default")
+        says_male = AttributeClassifier(AttributeClassifierConfig(labels=("female", "male"), style_dim=32))
+        with torch.no_grad():
+            says_male.linear.weight.zero_()
+            says_male.linear.bias.copy_(torch.tensor([-3.0, 3.0]))
+        checkpoints.save(registry / "base" / "attribute-classifier", says_male)
+        auto = wait_for(client, post_photo(client, style="dual", size=256).json()["id"])
+        assert (auto["result"]["branch"], auto["result"]["branch_source"]) == ("male", "classifier")
+        asked = wait_for(client, post_photo(client, style="dual", size=256, attribute="female").json()["id"])
+        assert (asked["result"]["branch"], asked["result"]["branch_source"]) == ("female", "request")
+    finally:
+        shutil.rmtree(registry / "styles" / "dual", ignore_errors=True)
+        shutil.rmtree(registry / "base" / "attribute-classifier", ignore_errors=True)

@@ -153,3 +153,49 @@ def test_training_can_be_canceled(make_client, make_settings, start_worker, tiny
     finally:
         shutil.rmtree(tiny_data_dir / "registry" / "styles" / "endless", ignore_errors=True)
         shutil.rmtree(tiny_data_dir / "style-uploads", ignore_errors=True)
+
+
+def test_training_survives_a_worker_restart(make_client, make_settings, start_worker, tiny_data_dir) -> None:
+    """SIGTERM: the job checkpoints and re-queues itself; the next worker resumes from the checkpoint."""
+    import signal
+
+    client = make_client(min_exemplars=8)
+    run = {**TINY_TRAINING, "max_steps": 100000, "eval_every": 1000, "checkpoint_every": 2}
+    created = client.post(
+        "/v1/styles",
+        files={"archive": ("style.zip", exemplar_zip_bytes())},
+        data={"name": "restart", "config": json.dumps(run)},
+        headers=auth(OPERATOR_KEY),
+    )
+    assert created.status_code == 202
+    try:
+        first = start_worker(make_settings(min_exemplars=8), queues="train")
+
+        def step() -> int:
+            training = client.get("/v1/styles/restart", headers=auth(OPERATOR_KEY)).json().get("training")
+            return training["step"] if training else 0
+
+        deadline = time.time() + 60
+        while step() < 6:
+            assert time.time() < deadline
+            time.sleep(0.2)
+        first.proc.send_signal(signal.SIGTERM)
+        first.proc.wait(timeout=60)
+        stopped_at = step()
+        state = json.loads(
+            (tiny_data_dir / "registry" / "styles" / "restart" / "train_state" / "state.json").read_text()
+        )
+        assert state["step"] >= 6  # checkpointed on the way out
+        assert client.get("/v1/styles/restart", headers=auth(OPERATOR_KEY)).json()["status"] == "pending"
+
+        start_worker(make_settings(min_exemplars=8), queues="train")
+        deadline = time.time() + 60
+        while step() == stopped_at:  # the progress hash still holds the first worker's last report
+            assert time.time() < deadline
+            time.sleep(0.1)
+        assert step() >= state["step"]  # resumed from the checkpoint, not restarted from step 0
+        client.delete("/v1/styles/restart", headers=auth(OPERATOR_KEY))
+        assert wait_style(client, "restart")["status"] == "canceled"
+    finally:
+        shutil.rmtree(tiny_data_dir / "registry" / "styles" / "restart", ignore_errors=True)
+        shutil.rmtree(tiny_data_dir / "style-uploads", ignore_errors=True)
