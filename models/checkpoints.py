@@ -36,9 +36,11 @@ from models.configs import (
     DiscriminatorConfig,
     GeneratorConfig,
     InverterConfig,
+    LPIPSConfig,
 )
 from models.discriminator import Discriminator
 from models.encoder import Inverter
+from models.lpips import LPIPS
 from models.stylegan2 import Generator
 
 # The classes a checkpoint may name, with the config class that builds each.
@@ -48,6 +50,7 @@ MODEL_TYPES: dict[str, tuple[type[nn.Module], type]] = {
     "Discriminator": (Discriminator, DiscriminatorConfig),
     "Inverter": (Inverter, InverterConfig),
     "AttributeClassifier": (AttributeClassifier, AttributeClassifierConfig),
+    "LPIPS": (LPIPS, LPIPSConfig),
 }
 
 

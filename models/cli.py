@@ -32,7 +32,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     weights = sub.add_parser("weights", help="import public weights into our checkpoint format")
     wsub = weights.add_subparsers(dest="weights_command", required=True)
     imp = wsub.add_parser("import", help="convert a pickled checkpoint to safetensors + config.json")
-    imp.add_argument("--format", required=True, choices=("rosinality", "agilegan-encoder", "agilegan-dual", "mmgen"))
+    imp.add_argument(
+        "--format", required=True, choices=("rosinality", "agilegan-encoder", "agilegan-dual", "mmgen", "lpips-vgg")
+    )
+    imp.add_argument("--vgg", type=Path, help="lpips-vgg only: torchvision's VGG16 weights (vgg16-397923af.pth)")
     imp.add_argument("src", type=Path, help="the .pt/.pth file")
     imp.add_argument("dest", type=Path, help="output checkpoint directory")
     imp.set_defaults(handler=cmd_weights_import)
@@ -166,7 +169,7 @@ def cmd_align(args: argparse.Namespace) -> None:
 def cmd_weights_import(args: argparse.Namespace) -> None:
     from models.importers import import_weights
 
-    result = import_weights(args.format, args.src, args.dest)
+    result = import_weights(args.format, args.src, args.dest, vgg=args.vgg)
     for directory, name in zip(result.directories, result.class_names):
         print(f"wrote {name} to {directory}")
     for note in result.notes:

@@ -348,3 +348,10 @@ class AttributeClassifierConfig(_Config):
     def __post_init__(self) -> None:
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ConfigError("an attribute classifier needs at least two distinct labels")
+
+
+@dataclasses.dataclass(frozen=True)
+class LPIPSConfig(_Config):
+    """LPIPS (Zhang et al. 2018) with a VGG16 backbone: torchvision's VGG16 features + LPIPS v0.1 heads."""
+
+    version: str = "0.1"

@@ -45,7 +45,7 @@ from models.discriminator import Discriminator
 from models.encoder import Inverter
 from models.stylegan2 import Generator
 
-FORMATS = ("rosinality", "agilegan-encoder", "agilegan-dual", "mmgen")
+FORMATS = ("rosinality", "agilegan-encoder", "agilegan-dual", "mmgen", "lpips-vgg")
 SAFE_GLOBALS: list[Any] = [argparse.Namespace]
 
 LICENSE_NOTES = {
@@ -55,6 +55,8 @@ LICENSE_NOTES = {
     "the embedded FFHQ mapping is NVIDIA's (Source Code License-NC).",
     "agilegan-dual": "Official AgileGAN style weights (research release, no licence stated); derived from "
     "NVIDIA's FFHQ StyleGAN2 (Source Code License-NC).",
+    "lpips-vgg": "LPIPS heads: BSD-2-Clause (richzhang/PerceptualSimilarity); VGG16: torchvision's ImageNet "
+    "weights (check the ImageNet terms for your use).",
     "mmgen": "OpenMMLab MMGen/FaceStylor release (Apache-2.0 code; weights trained on FFHQ/MetFaces/etc., "
     "whose dataset licences apply).",
 }
@@ -98,8 +100,18 @@ def _last_reason(message: str) -> str:
     return (specific or lines or ["unknown error"])[0][:200]
 
 
-def import_weights(fmt: str, src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> ImportResult:
-    """Import `src` (in format `fmt`) into the checkpoint directory `dest`."""
+def import_weights(
+    fmt: str, src: str | os.PathLike[str], dest: str | os.PathLike[str], vgg: str | os.PathLike[str] | None = None
+) -> ImportResult:
+    """Import `src` (in format `fmt`) into the checkpoint directory `dest`.
+
+    lpips-vgg: `src` is the LPIPS heads file (`vgg.pth` of the lpips package), `vgg` torchvision's
+    VGG16 ImageNet weights (`vgg16-397923af.pth`).
+    """
+    if fmt == "lpips-vgg":
+        if vgg is None:
+            raise ImportFailure("lpips-vgg needs the VGG16 weights too (--vgg FILE)")
+        return _import_lpips(Path(src), Path(vgg), Path(dest))
     importers: dict[str, Callable[[Any, Path, Provenance], ImportResult]] = {
         "rosinality": _import_rosinality,
         "agilegan-encoder": _import_agilegan_encoder,
@@ -295,6 +307,27 @@ def _import_agilegan_dual(ckpt: dict, dest: Path, provenance: Provenance) -> Imp
     _latent_avg(model, ckpt, notes)
     ignored = sorted(set(ckpt) - {"g_ema", "latent_avg"})
     return ImportResult([checkpoints.save(dest, model, provenance)], ["AttributeAwareGenerator"], ignored, notes)
+
+
+def _import_lpips(heads_path: Path, vgg_path: Path, dest: Path) -> ImportResult:
+    from models.configs import LPIPSConfig
+    from models.lpips import LPIPS
+
+    heads = _tensors(load_pickle(heads_path), heads_path.name)
+    vgg = _tensors(load_pickle(vgg_path), vgg_path.name)
+    model = LPIPS(LPIPSConfig())
+    state = {"shift": model.shift, "scale": model.scale}
+    state.update({k.removeprefix("module."): v for k, v in heads.items()})
+    state.update({f"net.{k}": v for k, v in vgg.items() if k.startswith("features.")})
+    _strict_assign(model, state, f"{heads_path.name} + {vgg_path.name}")
+    provenance = Provenance(
+        source=f"{heads_path.name}+{vgg_path.name}",
+        source_sha256=sha256_file(heads_path),
+        license=LICENSE_NOTES["lpips-vgg"],
+        extra={"vgg_sha256": sha256_file(vgg_path)},
+    )
+    ignored = sorted({k.split(".")[0] + ".*" for k in vgg if not k.startswith("features.")})
+    return ImportResult([checkpoints.save(dest, model, provenance)], ["LPIPS"], ignored, [])
 
 
 _MMGEN_RULES = [

@@ -46,7 +46,8 @@ from models.configs import AttributeGeneratorConfig, TransferConfig
 from models.discriminator import Discriminator
 from models.exemplars import ExemplarSet
 from models.losses import d_loss, g_loss, path_length_penalty, r1_penalty
-from models.metrics import SourceFeatures, kid
+from models.lpips import LPIPS
+from models.metrics import SourceFeatures, downsample_to, kid
 from models.stylegan2 import Generator
 
 log = logging.getLogger("agilegan.train")
@@ -146,9 +147,13 @@ class Trainer:
         self.ds = nn.ModuleList(copy.deepcopy(source_d) for _ in groups).to(self.device).train()
         self.d_params = [p for d in self.ds for p in self._freeze_d(d)]
         self.features = SourceFeatures(source_d).to(self.device)
-        self.perceptual = "source-discriminator-features"
-        if config.lpips_path:
-            log.warning("LPIPS weights at %s are not supported yet; using %s", config.lpips_path, self.perceptual)
+        self.perceptual, self.lpips = "source-discriminator-features", None
+        if config.lpips_path and (Path(config.lpips_path) / "config.json").is_file():
+            self.lpips = checkpoints.load(config.lpips_path, expected=LPIPS, device=self.device).requires_grad_(False)
+            self.perceptual = "lpips-vgg"
+        elif config.lpips_path:
+            log.warning("no LPIPS checkpoint at %s; the consistency term uses %s", config.lpips_path, self.perceptual)
+        log.info("source-consistency term: %s", self.perceptual)
         # 3. Optimisers with the lazy-regularisation ratio.
         g_ratio = config.pl_every / (config.pl_every + 1)
         d_ratio = config.r1_every / (config.r1_every + 1)
@@ -228,7 +233,11 @@ class Trainer:
         if cfg.perceptual_weight > 0:
             with torch.no_grad():
                 source = self.source_g(w, space="wplus", noise="random", rng=torch.Generator().manual_seed(noise_seed))
-            perc = self.features.distance(source, fake)
+            if self.lpips is not None:  # on ≤ 256 px, as FaceStylor (avg-pooled)
+                side = min(256, fake.shape[-1])
+                perc = self.lpips(downsample_to(source, side), downsample_to(fake, side)).mean()
+            else:
+                perc = self.features.distance(source, fake)
             loss = loss + cfg.perceptual_weight * perc
             losses["perceptual"] = float(perc.detach())
         if cfg.pl_weight > 0 and s % cfg.pl_every == 0:
