@@ -199,3 +199,40 @@ def test_training_survives_a_worker_restart(make_client, make_settings, start_wo
     finally:
         shutil.rmtree(tiny_data_dir / "registry" / "styles" / "restart", ignore_errors=True)
         shutil.rmtree(tiny_data_dir / "style-uploads", ignore_errors=True)
+
+
+def test_style_upload_limits(make_client) -> None:
+    client = make_client(min_exemplars=8, max_style_files=3, max_style_upload_bytes=200_000)
+    many = [("files", (f"{i}.png", b"x")) for i in range(4)]
+    r = client.post("/v1/styles", files=many, data={"name": "many"}, headers=auth(OPERATOR_KEY))
+    assert r.status_code == 413 and r.json()["code"] == "too_many_files"
+    big = client.post(
+        "/v1/styles",
+        files={"archive": ("s.zip", exemplar_zip_bytes())},
+        data={"name": "big"},
+        headers=auth(OPERATOR_KEY),
+    )
+    assert big.status_code == 413 and big.json()["code"] == "payload_too_large"
+    broken = client.post(
+        "/v1/styles",
+        files={"archive": ("s.zip", b"PK not really")},
+        data={"name": "broken"},
+        headers=auth(OPERATOR_KEY),
+    )
+    assert broken.status_code == 422 and broken.json()["code"] == "invalid_archive"
+
+
+def test_jobs_queued_for_a_retired_style_fail_with_a_code(
+    make_client, make_settings, start_worker, tiny_data_dir
+) -> None:
+    registry = tiny_data_dir / "registry" / "styles"
+    shutil.copytree(registry / "demo", registry / "soon-gone")
+    client = make_client()
+    try:
+        queued = post_photo(client, style="soon-gone", size=256).json()  # no worker yet: it waits
+        assert client.delete("/v1/styles/soon-gone", headers=auth(OPERATOR_KEY)).json()["status"] == "retired"
+        start_worker(make_settings(), queues="stylize")
+        failed = wait_for(client, queued["id"])
+        assert failed["status"] == "failed" and failed["error"]["code"] == "style_unavailable"
+    finally:
+        shutil.rmtree(registry / "soon-gone", ignore_errors=True)
