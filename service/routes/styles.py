@@ -15,15 +15,17 @@ router = APIRouter(prefix="/v1", tags=["styles"])
 
 
 @router.get("/styles", response_model=StyleList)
-def list_styles(_: ClientDep, registry: RegistryDep) -> StyleList:
-    return StyleList(styles=[StyleOut(**s.public()) for s in registry.styles()])
+def list_styles(principal: ClientDep, registry: RegistryDep) -> StyleList:
+    """Clients see the styles they can use (ready); operators see every style, training ones included."""
+    styles = [s for s in registry.styles() if principal.is_operator or s.status == "ready"]
+    return StyleList(styles=[StyleOut(**s.public()) for s in styles])
 
 
 @router.get("/styles/{style_id}", response_model=StyleOut)
-def get_style(request: Request, style_id: str, _: ClientDep, registry: RegistryDep) -> StyleOut:
-    """A style; while it trains, `training` has the step, losses, score curve and ETA."""
+def get_style(request: Request, style_id: str, principal: ClientDep, registry: RegistryDep) -> StyleOut:
+    """A style; while it trains, `training` has the step, losses, score curve and ETA (operators)."""
     info = registry.style(style_id)
-    if info is None:
+    if info is None or not (principal.is_operator or info.status == "ready"):
         raise ApiError(404, "unknown_style", f"no style {style_id!r}")
     out = StyleOut(**info.public())
     if info.status in ("pending", "training"):

@@ -111,8 +111,12 @@ def test_a_style_is_trained_and_served(make_client, make_settings, start_worker,
         )
         assert bad_config.status_code == 422 and bad_config.json()["code"] == "invalid_config"
 
-        # retire: the style stops being served
+        # retire: the style stops being served and disappears from the clients' list
         assert client.delete("/v1/styles/poster-test", headers=auth(OPERATOR_KEY)).json()["status"] == "retired"
+        client_view = [s["id"] for s in client.get("/v1/styles", headers=auth(CLIENT_KEY)).json()["styles"]]
+        operator_view = [s["id"] for s in client.get("/v1/styles", headers=auth(OPERATOR_KEY)).json()["styles"]]
+        assert "poster-test" not in client_view and "poster-test" in operator_view
+        assert client.get("/v1/styles/poster-test", headers=auth(CLIENT_KEY)).status_code == 404
         retired = post_photo(client, style="poster-test")
         assert retired.status_code == 409 and retired.json()["code"] == "style_not_ready"
     finally:
