@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -62,21 +63,30 @@ def require_operator(principal: Annotated[Principal, Depends(authenticate)]) -> 
     return principal
 
 
+# Sliding-window limiter, atomic in Redis: drop entries older than the window, refuse when full
+# (returning the oldest entry's time for Retry-After), else record this request.
+_RATE_LIMIT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1] - 60)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+redis.call('EXPIRE', KEYS[1], 120)
+return false
+"""
+
+
 def rate_limit(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-    """Fixed one-minute window per key, counted in Redis so every API process shares it."""
+    """At most `rate_limit_per_minute` accepted requests per key in any 60 s (shared by every API
+    process; refused requests do not count)."""
     limit = request.app.state.settings.rate_limit_per_minute
     if limit <= 0:
         return principal
     now = time.time()
-    window = int(now // 60)
-    key = metrics_key(f"rate:{principal.key_id}:{window}")
-    redis = request.app.state.redis
-    with redis.pipeline() as p:
-        p.incr(key)
-        p.expire(key, 120)
-        count, _ = p.execute()
-    if count > limit:
-        retry = max(1, int(60 - now % 60) + 1)
+    script = request.app.state.redis.register_script(_RATE_LIMIT)
+    oldest = script(keys=[metrics_key(f"rate:{principal.key_id}")], args=[now, limit, f"{now}:{uuid.uuid4().hex}"])
+    if oldest is not None:
+        retry = max(1, int(float(oldest) + 60 - now) + 1)
         raise ApiError(
             429, "rate_limited", f"more than {limit} requests per minute for this key", {"Retry-After": str(retry)}
         )
