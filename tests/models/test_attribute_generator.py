@@ -53,11 +53,13 @@ def test_branch_is_computed_only_for_its_own_samples(model: AttributeAwareGenera
     calls: list[int] = []
     for k, b in enumerate(model.branches):
         b.convs[0].register_forward_hook(lambda _m, inp, _out, k=k: calls.append((k, inp[0].shape[0])))
-    with torch.enable_grad():  # batched: one gathered call per branch
+    model.per_sample_on_cpu = False  # whole batches (CUDA's path): one gathered call per branch
+    with torch.no_grad():
         model(torch.randn(3, 32), branch=[0, 1, 1])
     assert sorted(calls) == [(0, 1), (1, 2)]
     calls.clear()
-    with torch.no_grad():  # CPU inference renders sample by sample
+    model.per_sample_on_cpu = True  # the CPU renders sample by sample
+    with torch.no_grad():
         model(torch.randn(3, 32), branch=[0, 1, 1])
     assert sorted(calls) == [(0, 1), (1, 1), (1, 1)]
 

@@ -51,10 +51,12 @@ def test_const_noise_is_deterministic_and_other_modes_differ(tiny_generator: Gen
 
 
 def test_batch_paths_agree(tiny_generator: Generator) -> None:
-    """Batch 1 modulates the weights; batches under autograd modulate the activations: one function."""
+    """Batch 1 modulates the weights; whole batches (CUDA's path) modulate the activations: one function."""
     z = torch.randn(3, 32)
-    with torch.enable_grad():
-        batched = tiny_generator(z).detach()
+    tiny_generator.per_sample_on_cpu = False
+    with torch.no_grad():
+        batched = tiny_generator(z)
+    tiny_generator.per_sample_on_cpu = True
     with torch.no_grad():
         single = torch.cat([tiny_generator(z[i : i + 1]) for i in range(3)])
         per_sample = tiny_generator(z)
@@ -62,9 +64,11 @@ def test_batch_paths_agree(tiny_generator: Generator) -> None:
     assert rel_l2(per_sample, single) < 1e-6
 
 
-def test_gradients_match_out_of_place_reference(tiny_generator: Generator) -> None:
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_gradients_match_out_of_place_reference(tiny_generator: Generator, per_sample: bool) -> None:
     """The in-place noise/activation ops are autograd-safe: same gradients as out-of-place ops."""
     g = tiny_generator.train()
+    g.per_sample_on_cpu = per_sample
     z = torch.randn(2, 32)
 
     def grads() -> list[torch.Tensor]:
@@ -154,5 +158,6 @@ def test_parity_with_the_reference_implementation() -> None:
         assert rel_l2(g(z), ref["img_z"]) <= 1e-5
         assert rel_l2(g(wplus, space="wplus"), ref["img_wplus"]) <= 1e-5
         assert rel_l2(g(z, truncation=float(ref["truncation"])), ref["img_trunc"]) <= 1e-5
-    with torch.enable_grad():  # the batched (activation-modulation) path
-        assert rel_l2(g(z).detach(), ref["img_z"]) <= 1e-5
+    g.per_sample_on_cpu = False  # the whole-batch (activation-modulation) path, as on CUDA
+    with torch.no_grad():
+        assert rel_l2(g(z), ref["img_z"]) <= 1e-5
