@@ -158,7 +158,7 @@ class AttributeAwareGenerator(StyleStem):
         n = self.attribute_config.n_branch_stages
         out = {}
         for key, value in self.state_dict().items():
-            new = _branch_key_to_plain(key, k, n)
+            new = branch_key_to_plain(key, k, n)
             if new is not None:
                 out[new] = value
         return out
@@ -185,7 +185,7 @@ class AttributeAwareGenerator(StyleStem):
 _STAGE_KEY = re.compile(r"^(branches\.(\d+)\.)?(convs|to_rgbs)\.(\d+)\.(.*)$")
 
 
-def _branch_key_to_plain(key: str, branch: int, n_branch_stages: int) -> str | None:
+def branch_key_to_plain(key: str, branch: int, n_branch_stages: int) -> str | None:
     """Map an attribute-generator key to the plain key of `branch` (None: another branch's key)."""
     m = _STAGE_KEY.match(key)
     if m is None:
@@ -202,4 +202,4 @@ def _plain_value(key: str, config: AttributeGeneratorConfig, plain: dict[str, to
     if m is None:
         return plain[key].clone()
     branch = int(m.group(2)) if m.group(2) is not None else 0
-    return plain[_branch_key_to_plain(key, branch, config.n_branch_stages)].clone()  # type: ignore[index]
+    return plain[branch_key_to_plain(key, branch, config.n_branch_stages)].clone()  # type: ignore[index]

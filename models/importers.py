@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from models import checkpoints
-from models.attribute_generator import AttributeAwareGenerator
+from models.attribute_generator import AttributeAwareGenerator, branch_key_to_plain
 from models.checkpoint_files import Provenance, sha256_file
 from models.configs import (
     AttributeGeneratorConfig,
@@ -283,17 +283,12 @@ def _import_agilegan_dual(ckpt: dict, dest: Path, provenance: Provenance) -> Imp
     for key, value in sd.items():
         m = _DUAL_KEY.match(key)
         renamed[f"{branch_of[m.group(2)]}{m.group(1)}.{m.group(3)}" if m else key] = value
-    plain_a = {}
     n_branch = len({k.split(".")[1] for k in sd if k.startswith("to_rgbsA.")})
+    plain_a = {}  # branch A as a plain generator's state dict, to infer the shape
     for key, value in renamed.items():
-        m = re.match(r"^(branches\.0\.)?(convs|to_rgbs)\.(\d+)\.(.*)$", key)
-        if m is None:
-            plain_a[key] = value
-        elif m.group(1):
-            plain_a[f"{m.group(2)}.{m.group(3)}.{m.group(4)}"] = value
-        elif not key.startswith("branches."):
-            offset = 2 * n_branch if m.group(2) == "convs" else n_branch
-            plain_a[f"{m.group(2)}.{int(m.group(3)) + offset}.{m.group(4)}"] = value
+        plain = branch_key_to_plain(key, 0, n_branch)
+        if plain is not None:
+            plain_a[plain] = value
     g_config = infer_generator_config(plain_a, provenance.source)
     config = AttributeGeneratorConfig(
         generator=g_config, branches=("female", "male"), split_resolution=2 ** (n_branch + 2), default_branch="female"

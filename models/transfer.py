@@ -243,7 +243,7 @@ class Trainer:
         if cfg.pl_weight > 0 and s % cfg.pl_every == 0:
             shrunk = max(1, cfg.batch_size // cfg.pl_batch_shrink)
             w_pl = w[:shrunk].detach().requires_grad_(True)
-            penalty, self.pl_mean, length = path_length_penalty(
+            penalty, self.pl_mean, _ = path_length_penalty(
                 self._render(self.g, w_pl, k, rng), w_pl, self.pl_mean, cfg.pl_decay, rng
             )
             loss = loss + cfg.pl_weight * cfg.pl_every * penalty
@@ -265,16 +265,15 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         cfg = self.config
-        kids, gaps = [], []
+        kids, gaps, generated = [], [], []
         for k, d in enumerate(self.ds):
-            generated = torch.cat([self._render(self.g_ema, w, k, None, noise="const") for w in self.eval_w.split(16)])
-            kids.append(kid(self.features.embed(generated), self.holdout_feats[k]))
+            generated.append(torch.cat([self._render(self.g_ema, w, k, None, "const") for w in self.eval_w.split(16)]))
+            kids.append(kid(self.features.embed(generated[k]), self.holdout_feats[k]))
             d.eval()
             gaps.append(float(d(self.train_sets[k]).mean() - d(self.holdout_sets[k]).mean()))
             d.train()
         source = torch.cat([self.source_g(w, space="wplus") for w in self.eval_w.split(16)])
-        target = torch.cat([self._render(self.g_ema, w, 0, None, noise="const") for w in self.eval_w.split(16)])
-        consistency = float(self.features.distance(source, target))
+        consistency = float(self.features.distance(source, generated[0]))  # branch 0's renders, reused
         kid_mean, gap = sum(kids) / len(kids), sum(gaps) / len(gaps)
         score = kid_mean + cfg.score_overfit_weight * max(gap, 0.0) + cfg.score_consistency_weight * consistency
         return {
