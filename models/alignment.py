@@ -222,6 +222,16 @@ class FaceAligner:
         return AlignedFace(crop, face, quad)
 
 
+def align_landmarks(
+    photo: Image.Image, landmarks: np.ndarray | list, output_size: int, transform_size: int
+) -> AlignedFace:
+    """The FFHQ crop of a face already located (68 landmarks, e.g. found when it was uploaded)."""
+    face = Face(box=(0, 0, 0, 0), score=0.0, landmarks=np.asarray(landmarks, dtype=np.float64))
+    quad, qsize = face.quad()
+    rgb = photo if photo.mode == "RGB" else photo.convert("RGB")
+    return AlignedFace(ffhq_crop(rgb, quad, qsize, output_size, max(output_size, transform_size)), face, quad)
+
+
 def ffhq_crop(
     image: Image.Image,
     quad: np.ndarray,

@@ -123,6 +123,15 @@ class Registry:
             error=meta.get("error"),
         )
 
+    def read_style_meta(self, style_id: str) -> dict[str, Any]:
+        return json.loads((self.style_dir(style_id) / STYLE_FILE).read_text())
+
+    def update_style_meta(self, style_id: str, **changes: Any) -> None:
+        """Change some fields of style.json (status, error, …), keeping the others."""
+        meta = self.read_style_meta(style_id)
+        meta.pop("id", None)
+        self.write_style_meta(style_id, {**meta, **changes})
+
     def write_style_meta(self, style_id: str, meta: dict[str, Any]) -> None:
         directory = self.style_dir(style_id)
         directory.mkdir(parents=True, exist_ok=True)

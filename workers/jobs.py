@@ -14,12 +14,11 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
 from PIL import Image
 from redis.exceptions import ConnectionError as RedisConnectionError
 from torch.cuda import OutOfMemoryError as TorchOOM
 
-from models.alignment import AlignedFace, Face, ffhq_crop, paste_back
+from models.alignment import align_landmarks, paste_back
 from models.errors import InputError
 from models.images import load_image
 from models.stylizer import IncompatibleModels
@@ -97,16 +96,14 @@ def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[st
     step("load", 0.1)
     # 2. The FFHQ crop, from the landmarks the API found at upload.
     photo = load_image(rt.storage.read_input(job.job_id), rt.settings.max_pixels).image
-    face = Face(box=(0, 0, 0, 0), score=0.0, landmarks=np.asarray(job.landmarks, dtype=np.float64))
-    quad, qsize = face.quad()
-    crop = ffhq_crop(photo, quad, qsize, ALIGNED_SIZE, max(ALIGNED_SIZE, rt.settings.align_transform_size))
+    aligned = align_landmarks(photo, job.landmarks, ALIGNED_SIZE, rt.settings.align_transform_size)
     step("align", 0.3)
     # 3. Encoder → z+ → source mapping → w+ → the style's generator.
-    out = stylizer(crop, branch=branch, noise=job.noise)
+    out = stylizer(aligned.image, branch=branch, noise=job.noise)
     step("generate", 0.8)
     # 4. Resize, or paste back into the photo.
     if job.output == "full":
-        image = paste_back(photo, out.image, AlignedFace(crop, face, quad), rt.aligner_config.feather)
+        image = paste_back(photo, out.image, aligned, rt.aligner_config.feather)
     elif out.image.size[0] != job.size:
         image = out.image.resize((job.size, job.size), Image.Resampling.LANCZOS)
     else:
@@ -150,7 +147,13 @@ def on_stylize_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any,
     if job.retries_left:
         log.warning("job %s failed (%s); %d retries left", job.id, exc_type, job.retries_left)
         return
-    name = getattr(exc_type, "__name__", str(exc_type))
-    code = "worker_lost" if name == "AbandonedJobError" else "timeout" if "Timeout" in name else "internal_error"
-    get_runtime().jobs.mark_failed(job.id, code, f"{name}: {exc_value}"[:300])
+    code, message = failure_code(exc_type, exc_value, "internal_error")
+    get_runtime().jobs.mark_failed(job.id, code, message)
     count_failure(connection, code)
+
+
+def failure_code(exc_type: Any, exc_value: Any, default: str) -> tuple[str, str]:
+    """(code, message) for a job failure that rq reports: a dead worker, a timeout, or `default`."""
+    name = getattr(exc_type, "__name__", str(exc_type))
+    code = "worker_lost" if name == "AbandonedJobError" else "timeout" if "Timeout" in name else default
+    return code, f"{name}: {exc_value}"[:300]

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from models import checkpoints
-from models.alignment import Face, ffhq_crop
+from models.alignment import align_landmarks
 from models.configs import TransferConfig
 from models.discriminator import Discriminator
 from models.errors import InputError
@@ -30,6 +30,7 @@ from models.stylizer import to_image
 from models.transfer import TrainingCanceled, train_style
 from service.contract import TrainJob, style_cancel_key, style_progress_key
 from service.jobmetrics import count_failure
+from workers.jobs import failure_code
 from workers.runtime import Runtime, get_runtime
 
 log = logging.getLogger("agilegan.train")
@@ -39,39 +40,31 @@ class WorkerShutdown(Exception):
     """Raised to rq so that the checkpointed job is re-queued (its Retry budget allows for redeploys)."""
 
 
-def _meta(rt: Runtime, style_id: str) -> dict[str, Any]:
-    return json.loads((rt.registry.style_dir(style_id) / "style.json").read_text())
-
-
-def _set_status(rt: Runtime, style_id: str, status: str, **extra: Any) -> None:
-    meta = _meta(rt, style_id)
-    meta.pop("id", None)
-    rt.registry.write_style_meta(style_id, {**meta, "status": status, **extra})
-
-
 def train_style_job(payload: dict[str, Any]) -> dict[str, Any]:
     rt = get_runtime()
     job = TrainJob.model_validate(payload)
-    if _meta(rt, job.style_id).get("status") in ("ready", "canceled", "retired"):
+    if rt.registry.read_style_meta(job.style_id).get("status") in ("ready", "canceled", "retired"):
         return {"skipped": True}
     rt.jobs.mark_running(job.job_id, rt.worker_name)
-    _set_status(rt, job.style_id, "training")
+    rt.registry.update_style_meta(job.style_id, status="training")
     try:
         result = _train(rt, job)
     except TrainingCanceled as e:
         if not rt.redis.exists(style_cancel_key(job.style_id)):  # the worker is shutting down (SIGTERM)
-            _set_status(rt, job.style_id, "pending")
+            rt.registry.update_style_meta(job.style_id, status="pending")
             raise WorkerShutdown("training checkpointed for a worker shutdown; it resumes on the next worker") from e
-        _set_status(rt, job.style_id, "canceled")
+        rt.registry.update_style_meta(job.style_id, status="canceled")
         rt.jobs.mark_canceled(job.job_id, "training canceled by an operator")
         return {"canceled": True}
     except (InputError, ValueError) as e:
         code = getattr(e, "code", "invalid_training_input")
-        _set_status(rt, job.style_id, "failed", error={"code": code, "message": str(e)[:500]})
+        rt.registry.update_style_meta(job.style_id, status="failed", error={"code": code, "message": str(e)[:500]})
         rt.jobs.mark_failed(job.job_id, code, str(e))
         count_failure(rt.redis, code)
         return {"failed": code}
-    _set_status(rt, job.style_id, "ready", training=result, ready_at=datetime.datetime.now(datetime.UTC).isoformat())
+    rt.registry.update_style_meta(
+        job.style_id, status="ready", training=result, ready_at=datetime.datetime.now(datetime.UTC).isoformat()
+    )
     rt.jobs.mark_succeeded(job.job_id, result)
     return result
 
@@ -81,12 +74,11 @@ def on_train_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, t
     if job.retries_left:
         return
     rt = get_runtime()
-    name = getattr(exc_type, "__name__", str(exc_type))
-    code = "worker_lost" if name == "AbandonedJobError" else "timeout" if "Timeout" in name else "training_error"
-    rt.jobs.mark_failed(job.id, code, f"{name}: {exc_value}"[:300])
+    code, message = failure_code(exc_type, exc_value, "training_error")
+    rt.jobs.mark_failed(job.id, code, message)
     style_id = (job.args[0] if job.args else {}).get("style_id")
     if style_id:
-        _set_status(rt, style_id, "failed", error={"code": code, "message": f"{name}: {exc_value}"[:300]})
+        rt.registry.update_style_meta(style_id, status="failed", error={"code": code, "message": message})
     count_failure(connection, code)
 
 
@@ -101,9 +93,7 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
     crops, labels, names = [], [], []
     for entry, data in zip(manifest["files"], files):
         photo = load_image(data, rt.settings.max_pixels).image
-        face = Face(box=(0, 0, 0, 0), score=0.0, landmarks=np.asarray(entry["landmarks"], dtype=np.float64))
-        quad, qsize = face.quad()
-        crop = ffhq_crop(photo, quad, qsize, size, max(size, min(4096, rt.settings.align_transform_size)))
+        crop = align_landmarks(photo, entry["landmarks"], size, min(4096, rt.settings.align_transform_size)).image
         crops.append(torch.from_numpy(np.asarray(crop, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1))
         labels.append(entry["label"])
         names.append(entry["name"])

@@ -15,8 +15,6 @@ from rq import Callback, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from models.errors import FaceIndexOutOfRange, FaceTooSmall, NoFaceFound
-from models.images import load_image
 from service.auth import Principal
 from service.contract import (
     CONTENT_TYPES,
@@ -38,6 +36,7 @@ from service.deps import (
     StylizeQueueDep,
 )
 from service.errors import ApiError
+from service.faces import face_landmarks
 from service.schemas import ErrorBody, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["stylize"])
@@ -104,7 +103,9 @@ async def stylize(
         raise ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})
 
     # 4. Decode and find the face now, so a bad photo is refused at once (the worker renders the crop).
-    landmarks = await run_in_threadpool(_face_landmarks, request.app.state.aligner, data, settings, face_index)
+    landmarks = await run_in_threadpool(
+        face_landmarks, request.app.state.aligner, data, settings.max_pixels, settings.min_face_size, face_index
+    )
 
     # 5. Store the upload, record the job, enqueue it.
     job_id = uuid.uuid4().hex
@@ -133,20 +134,6 @@ async def stylize(
         )
     record = {"status": QUEUED, "kind": "stylize", "created_at": time.time(), "options": options}
     return _accepted(request, job_id, record)  # built here: no Redis round trip for a job just queued
-
-
-def _face_landmarks(aligner, data: bytes, settings, face_index: int) -> list[list[float]]:
-    photo = load_image(data, settings.max_pixels).image
-    faces = aligner.detect(photo, exhaustive=face_index > 0)
-    if not faces:
-        raise NoFaceFound("no human face was found in the image")
-    if face_index >= len(faces):
-        raise FaceIndexOutOfRange(f"face_index {face_index} asked, but {len(faces)} face(s) were found")
-    face = faces[face_index]
-    _, qsize = face.quad()
-    if qsize < settings.min_face_size:
-        raise FaceTooSmall(f"the face is {qsize:.0f} px across; at least {settings.min_face_size} px is needed")
-    return face.landmarks.tolist()
 
 
 def _idem_key(principal: Principal, key: str) -> str:

@@ -18,9 +18,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from rq import Callback, Retry
 
 from models.configs import ConfigError, TransferConfig
-from models.errors import InputError, NoFaceFound
+from models.errors import InputError
 from models.exemplar_files import IMAGE_SUFFIXES, label_of
-from models.images import load_image
 from service.contract import (
     QUEUED,
     STYLE_ID,
@@ -31,6 +30,7 @@ from service.contract import (
 )
 from service.deps import JobsDep, OperatorDep, RegistryDep, StorageDep
 from service.errors import ApiError
+from service.faces import face_landmarks
 
 router = APIRouter(prefix="/v1", tags=["styles"])
 TRAIN_RETRIES = 10  # each worker crash or redeploy (SIGTERM: checkpoint, re-queue) uses one
@@ -71,21 +71,10 @@ def _check_exemplar(aligner, name: str, data: bytes, max_pixels: int, min_face: 
     if not name.lower().endswith(IMAGE_SUFFIXES):
         return {"file": name, "accepted": False, "reason": "not_an_image", "message": "expected jpg, png or webp"}
     try:
-        photo = load_image(data, max_pixels).image
-        faces = aligner.detect(photo)
-        if not faces:
-            raise NoFaceFound("no face found")
-        face = faces[0]
-        if face.size < min_face:
-            return {
-                "file": name,
-                "accepted": False,
-                "reason": "face_too_small",
-                "message": f"the face is {face.size:.0f} px across; at least {min_face} px is needed",
-            }
+        landmarks = face_landmarks(aligner, data, max_pixels, min_face)
     except InputError as e:
         return {"file": name, "accepted": False, "reason": e.code, "message": e.message}
-    return {"file": name, "accepted": True, "label": label_of(name), "landmarks": face.landmarks.tolist()}
+    return {"file": name, "accepted": True, "label": label_of(name), "landmarks": landmarks}
 
 
 @router.post("/styles", status_code=202, summary="Train a new style from exemplar images (operator)")
@@ -209,19 +198,18 @@ def delete_style(request: Request, style_id: str, _: OperatorDep, registry: Regi
     info = registry.style(style_id)
     if info is None:
         raise ApiError(404, "unknown_style", f"no style {style_id!r}")
-    meta = json.loads((registry.style_dir(style_id) / "style.json").read_text())
     if info.status in ("pending", "training"):
         request.app.state.redis.set(style_cancel_key(style_id), "1", ex=7 * 86400)
-        job_id = meta.get("job_id")
+        job_id = registry.read_style_meta(style_id).get("job_id")
         record = jobs.get(job_id) if job_id else None
         if record is not None and record["status"] == QUEUED:
             from rq.job import Job
 
             Job.fetch(job_id, connection=request.app.state.redis).cancel()
             jobs.mark_canceled(job_id)
-            registry.write_style_meta(style_id, {**meta, "status": "canceled"})
+            registry.update_style_meta(style_id, status="canceled")
         return {"id": style_id, "status": "canceling" if info.status == "training" else "canceled"}
     if info.status == "ready":
-        registry.write_style_meta(style_id, {**meta, "status": "retired", "retired_at": time.time()})
+        registry.update_style_meta(style_id, status="retired", retired_at=time.time())
         return {"id": style_id, "status": "retired"}
     return {"id": style_id, "status": info.status}
