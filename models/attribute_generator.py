@@ -198,8 +198,7 @@ def branch_key_to_plain(key: str, branch: int, n_branch_stages: int) -> str | No
 
 
 def _plain_value(key: str, config: AttributeGeneratorConfig, plain: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The plain generator's tensor for an attribute-generator key (every branch copies the same one)."""
     m = _STAGE_KEY.match(key)
-    if m is None:
-        return plain[key].clone()
-    branch = int(m.group(2)) if m.group(2) is not None else 0
-    return plain[branch_key_to_plain(key, branch, config.n_branch_stages)].clone()  # type: ignore[index]
+    owner = int(m.group(2)) if m is not None and m.group(2) is not None else 0
+    return plain[branch_key_to_plain(key, owner, config.n_branch_stages)].clone()  # type: ignore[index]

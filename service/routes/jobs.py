@@ -153,19 +153,18 @@ def _idempotent_replay(request: Request, principal: Principal, key: str, fingerp
 def _accepted(request: Request, job_id: str, record: dict | None = None) -> JSONResponse:
     if record is None:
         record = request.app.state.jobs.get(job_id) or {}
-    body = _status(request, job_id, record, position=record.get("position"))
+    body = _status(request, job_id, record, lookup_position=False)  # the 202 costs no queue walk
     return JSONResponse(body.model_dump(), status_code=202, headers={"Location": body.links.self, "Retry-After": "1"})
 
 
-def _status(request: Request, job_id: str, record: dict, position: int | None = -1) -> JobStatus:
-    """The public view of a job record; `position` -1 means: look it up in the queue."""
-    if position == -1 and record.get("status") == QUEUED:
+def _status(request: Request, job_id: str, record: dict, lookup_position: bool = True) -> JobStatus:
+    """The public view of a job record (with its queue position while queued, when looked up)."""
+    position = None
+    if lookup_position and record.get("status") == QUEUED:
         try:
             position = Job.fetch(job_id, connection=request.app.state.redis).get_position()
         except NoSuchJobError:
             position = None
-    elif position == -1:
-        position = None
     error = None
     if record.get("error_code"):
         error = ErrorBody(
