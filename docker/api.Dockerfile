@@ -10,7 +10,6 @@ RUN pip install -r /app/requirements-api.txt
 
 COPY models /app/models
 COPY service /app/service
-COPY workers/__init__.py /app/workers/__init__.py
 
 USER agilegan
 ENV AGILEGAN_HOST=0.0.0.0 AGILEGAN_PORT=8000 AGILEGAN_DATA_DIR=/data

@@ -6,7 +6,6 @@ unlabelled. Every file is reported accepted or rejected with a reason (the API r
 
 from __future__ import annotations
 
-import io
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -82,12 +81,3 @@ def tensor_exemplars(images: torch.Tensor, labels: list[str | None] | None = Non
     """An exemplar set from ready-made aligned tensors (tests, synthetic data)."""
     n = images.shape[0]
     return ExemplarSet(images, labels or [None] * n, [f"exemplar-{i}" for i in range(n)])
-
-
-def encode_png(image: torch.Tensor) -> bytes:
-    from PIL import Image
-
-    array = ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()

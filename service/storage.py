@@ -76,11 +76,6 @@ class Storage:
         manifest = json.loads((folder / "manifest.json").read_text())
         return manifest, [(folder / f"{i:04d}").read_bytes() for i in range(len(manifest["files"]))]
 
-    def delete(self, job_id: str) -> None:
-        shutil.rmtree(self.inputs / self._check(job_id), ignore_errors=True)
-        for ext in RESULT_EXTENSIONS:
-            (self.results / f"{job_id}.{ext}").unlink(missing_ok=True)
-
     def sweep(self, max_age_s: float, now: float | None = None) -> int:
         """Delete inputs and results older than max_age_s; returns how many entries went."""
         cutoff = (now or time.time()) - max_age_s
