@@ -1,15 +1,25 @@
-"""Style-training speed: steps per second and peak memory at 256 and 1024, and the projected time of
-the default schedule.
+"""Style-training speed: seconds per step, peak memory and the projected time of the default schedule.
 
 Usage:
-    python bench/train.py [--device cpu|cuda] [--steps 4] [--sizes 256,1024]
+    python bench/train.py [--device cpu|cuda] [--sizes 256,1024] [--micro-batch 0] [--repeats 3]
+                          [--mem-cap-gb N] [--flops]
 
 Random-weight config-f generator and discriminator (speed does not depend on the values), the default
 `TransferConfig` (batch 4, lazy R1 every 16 steps, path length every 4, FreezeD 5, perceptual term in
-source-D feature space), random exemplars. Each size runs in its own subprocess so peak memory is its
-own (peak RSS growth on the CPU, torch.cuda.max_memory_allocated on CUDA). Steps/s is measured over
-`--steps` steps after 2 warm-up steps and includes the periodic regularisers in proportion; "projected"
-is the default schedule's `max_steps` at that rate (early stopping usually ends sooner).
+source-D feature space, 64 evaluation samples), random exemplars. Each size runs in its own subprocess
+so peak memory is its own: peak RSS growth over the process after the networks are built on the CPU,
+`torch.cuda.max_memory_allocated` on CUDA.
+
+A schedule has three kinds of step: plain, with the path-length term (every `pl_every` steps) and with
+both R1 and path length (every `r1_every` steps, a multiple of `pl_every`). Each kind is timed
+`--repeats` times after one warm-up step (the median is reported), so the average step of the default
+schedule is their mix, `plain·(1 − 1/pl_every) + pl·(1/pl_every − 1/r1_every) + both·(1/r1_every)`,
+without timing hundreds of steps. "projected" is `max_steps` average steps plus one evaluation every
+`eval_every` steps (early stopping usually ends sooner). `--micro-batch N` runs the generator N
+samples at a time (the same update; see `Trainer.train_step`). `--mem-cap-gb` caps the subprocess's
+address space on the CPU so that a size that does not fit fails with an allocation error instead of
+waking the kernel's OOM killer. `--flops` also counts the floating-point operations of each kind of
+step (torch's FlopCounterMode: convolutions and matrix products, forward and backward).
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,14 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _rss_mib() -> float:
-    import os
-
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def run(size: int, device: str, steps: int) -> dict:
+def run(size: int, device: str, repeats: int, micro_batch: int | None, count_flops: bool) -> dict:
     import torch
 
     from models.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
@@ -46,71 +50,116 @@ def run(size: int, device: str, steps: int) -> dict:
     g = Generator(GeneratorConfig(size=size)).eval()
     d = Discriminator(DiscriminatorConfig(size=size))
     exemplars = tensor_exemplars(torch.rand(24, 3, size, size) * 2 - 1)
-    config = TransferConfig(eval_samples=16)
+    config = TransferConfig()
+    if config.r1_every % config.pl_every:
+        raise SystemExit("the step mix assumes r1_every is a multiple of pl_every")
+    kinds = {"plain": 1, "pl": config.pl_every, "both": config.r1_every}  # a step index of each kind
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(g, d, exemplars, config, Path(tmp), device=device)
-        base = _rss_mib()
+        trainer = Trainer(g, d, exemplars, config, Path(tmp), device=device, micro_batch=micro_batch)
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if device == "cuda":
-            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        for _ in range(2):
-            trainer.train_step()
-        if device == "cuda":
-            torch.cuda.synchronize()
+        trainer.step = kinds["plain"]
+        trainer.train_step()  # warm-up
+        seconds: dict[str, float] = {}
+        for kind, step in kinds.items():
+            times = []
+            for _ in range(repeats):
+                trainer.step = step
+                sync()
+                start = time.perf_counter()
+                trainer.train_step()
+                sync()
+                times.append(time.perf_counter() - start)
+            seconds[kind] = statistics.median(times)
+        sync()
         start = time.perf_counter()
-        for _ in range(steps):
-            trainer.train_step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds = (time.perf_counter() - start) / steps
-        eval_start = time.perf_counter()
         trainer.evaluate()
-        eval_s = time.perf_counter() - eval_start
+        sync()
+        eval_s = time.perf_counter() - start
+        flops: dict[str, float] = {}
+        if count_flops:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            for kind, step in kinds.items():
+                trainer.step = step
+                with FlopCounterMode(display=False) as counter:
+                    trainer.train_step()
+                flops[kind] = counter.get_total_flops()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
-    projected = config.max_steps * seconds + (config.max_steps / config.eval_every) * eval_s
+    mix = {
+        "plain": 1 - 1 / config.pl_every,
+        "pl": 1 / config.pl_every - 1 / config.r1_every,
+        "both": 1 / config.r1_every,
+    }
+    step_s = sum(mix[k] * seconds[k] for k in kinds)
+    projected = config.max_steps * step_s + (config.max_steps // config.eval_every) * eval_s
     return {
         "size": size,
-        "s_per_step": seconds,
-        "steps_per_s": 1 / seconds,
+        "micro_batch": micro_batch or config.batch_size,
+        "seconds": seconds,
+        "step_s": step_s,
         "eval_s": eval_s,
         "peak_mib": peak,
         "projected_min": projected / 60,
         "max_steps": config.max_steps,
+        "tflop_per_step": sum(mix[k] * flops[k] for k in kinds) / 1e12 if flops else None,
     }
+
+
+def _cap_memory(gb: float | None):  # noqa: ANN202 - a preexec_fn
+    if not gb:
+        return None
+    limit = int(gb * 2**30)
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--sizes", default="256,1024")
+    parser.add_argument("--micro-batch", type=int, default=0, help="generator samples per pass (0: whole batch)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mem-cap-gb", type=float, help="address-space cap of each size's process (CPU)")
+    parser.add_argument("--flops", action="store_true", help="also count FLOPs per step")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run(args.one, args.device, args.steps)))
+        print(json.dumps(run(args.one, args.device, args.repeats, args.micro_batch or None, args.flops)))
         return
     import torch
 
     print(
         f"# torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads, batch 4, "
-        f"{args.steps} timed steps after 2 warm-up steps"
+        f"micro-batch {args.micro_batch or 'whole'}, median of {args.repeats} per kind of step"
     )
-    print(f"{'size':>6}{'s/step':>9}{'steps/s':>9}{'eval s':>8}{'peak MiB':>10}{'projected min':>15}")
+    print(
+        f"{'size':>6}{'plain s':>9}{'pl s':>8}{'R1+pl s':>9}{'avg s':>8}{'steps/s':>9}{'eval s':>8}"
+        f"{'peak MiB':>10}{'TFLOP/step':>12}{'projected min':>15}"
+    )
     for size in (int(s) for s in args.sizes.split(",")):
-        out = subprocess.run(
-            [sys.executable, __file__, "--one", str(size), "--device", args.device, "--steps", str(args.steps)],
-            capture_output=True,
-            text=True,
-        )
+        command = [sys.executable, __file__, "--one", str(size), "--device", args.device]
+        command += ["--repeats", str(args.repeats), "--micro-batch", str(args.micro_batch)]
+        command += ["--flops"] if args.flops else []
+        out = subprocess.run(command, capture_output=True, text=True, preexec_fn=_cap_memory(args.mem_cap_gb))
         if out.returncode != 0:
-            print(f"{size:>6}  failed: {out.stderr.strip().splitlines()[-1]}")
+            lines = out.stderr.strip().splitlines() or [f"exit status {out.returncode}"]
+            print(f"{size:>6}  failed: {lines[-1]}")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
+        s = r["seconds"]
+        tflop = f"{r['tflop_per_step']:.2f}" if r["tflop_per_step"] is not None else "-"
         print(
-            f"{size:>6}{r['s_per_step']:>9.2f}{r['steps_per_s']:>9.3f}{r['eval_s']:>8.1f}{r['peak_mib']:>10.0f}"
-            f"{r['projected_min']:>15.0f}  (default max_steps {r['max_steps']})"
+            f"{size:>6}{s['plain']:>9.2f}{s['pl']:>8.2f}{s['both']:>9.2f}{r['step_s']:>8.2f}{1 / r['step_s']:>9.3f}"
+            f"{r['eval_s']:>8.1f}{r['peak_mib']:>10.0f}{tflop:>12}{r['projected_min']:>15.0f}"
+            f"  (default max_steps {r['max_steps']})"
         )
 
 

@@ -95,6 +95,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--minutes", type=float, help="time budget (default 60)")
     tr.add_argument("--config", type=Path, help="JSON file of TransferConfig overrides")
     tr.add_argument("--device", default="auto")
+    tr.add_argument(
+        "--micro-batch",
+        type=int,
+        help="generator samples per pass (default: the whole batch); the same update in less memory",
+    )
     tr.add_argument("--dry-run", action="store_true", help="check the inputs, print the resolved config, exit")
     tr.set_defaults(handler=cmd_train_style)
 
@@ -266,7 +271,9 @@ def cmd_train_style(args: argparse.Namespace) -> None:
             flush=True,
         )
 
-    result = train_style(source_g, source_d, exemplars, config, args.out, device=device, progress=bar)
+    result = train_style(
+        source_g, source_d, exemplars, config, args.out, device=device, progress=bar, micro_batch=args.micro_batch
+    )
     print(file=sys.stderr)
     print(
         f"{result.stop_reason} after {result.steps} steps; best score {result.best_score:.4f} at step "

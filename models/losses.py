@@ -26,16 +26,16 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
-def path_length_penalty(
-    fake: torch.Tensor,
-    wplus: torch.Tensor,
-    mean_path: torch.Tensor,
-    decay: float,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """StyleGAN2's path-length regulariser: (penalty, new running mean, mean path length)."""
-    noise = torch.randn(fake.shape, generator=generator).to(fake) / math.sqrt(fake.shape[2] * fake.shape[3])
-    (grad,) = torch.autograd.grad((fake * noise).sum(), wplus, create_graph=True)
-    lengths = torch.sqrt(grad.pow(2).sum(2).mean(1))
-    new_mean = mean_path + decay * (lengths.mean().detach() - mean_path)
-    return (lengths - new_mean).pow(2).mean(), new_mean, lengths.mean().detach()
+def path_lengths(fake: torch.Tensor, wplus: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """StyleGAN2's path lengths ‖J_wᵀ y‖ per sample [B] (differentiable; wplus must require grad).
+
+    projection: y ~ N(0, I) / sqrt(H·W), shaped like `fake` [B, 3, H, W] (drawn by the caller, so a
+    batch split into micro-batches uses the same draws).
+    """
+    (grad,) = torch.autograd.grad((fake * projection.to(fake)).sum(), wplus, create_graph=True)
+    return torch.sqrt(grad.pow(2).sum(2).mean(1))
+
+
+def path_projection(shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+    """The random image-space direction y of `path_lengths`: N(0, I) / sqrt(H·W), on the CPU."""
+    return torch.randn(shape, generator=generator) / math.sqrt(shape[-2] * shape[-1])

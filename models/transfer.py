@@ -45,7 +45,7 @@ from models.checkpoint_files import Provenance, atomic_write_bytes
 from models.configs import AttributeGeneratorConfig, TransferConfig
 from models.discriminator import Discriminator
 from models.exemplars import ExemplarSet
-from models.losses import d_loss, g_loss, path_length_penalty, r1_penalty
+from models.losses import d_loss, g_loss, path_lengths, path_projection, r1_penalty
 from models.lpips import LPIPS
 from models.metrics import SourceFeatures, downsample_to, kid
 from models.stylegan2 import Generator
@@ -112,8 +112,15 @@ class Trainer:
         config: TransferConfig,
         out_dir: Path,
         device: str | torch.device = "cpu",
+        micro_batch: int | None = None,
     ) -> None:
+        """micro_batch: samples per forward/backward pass (None: the whole batch). A run-time memory
+        choice, not part of the recipe: the update is the same (see `train_step`), so a run may
+        resume with a different one, e.g. on a smaller GPU."""
+        if micro_batch is not None and micro_batch < 1:
+            raise ValueError(f"micro_batch must be at least 1, got {micro_batch}")
         self.config, self.out_dir, self.device = config, Path(out_dir), torch.device(device)
+        self.micro_batch = micro_batch
         if exemplars.images.shape[-1] != source_g.config.size:
             raise ValueError(f"exemplars are {exemplars.images.shape[-1]} px; the generator is {source_g.config.size}")
         # 1. Exemplars: per branch, a training and a held-out split.
@@ -183,21 +190,40 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- steps
 
-    def _render(
-        self, model: nn.Module, w: torch.Tensor, k: int, rng: torch.Generator | None, noise: str = "random"
+    def _render(self, model: nn.Module, w: torch.Tensor, k: int, noises: list[torch.Tensor | None]) -> torch.Tensor:
+        """w+ [B, L, D] → images [B, 3, S, S] through `model` (branch k of an attribute-aware one)."""
+        attribute_aware = isinstance(model, AttributeAwareGenerator)
+        branch_idx = torch.full((w.shape[0],), k, device=w.device) if attribute_aware else None
+        return model.render(w, noises, branch_idx)
+
+    def _render_batch(
+        self, model: nn.Module, w: torch.Tensor, k: int, noises: list[torch.Tensor | None]
     ) -> torch.Tensor:
-        kwargs: dict[str, Any] = {"space": "wplus", "noise": noise, "rng": rng}
-        if self.branches:
-            kwargs["branch"] = k
-        return model(w, **kwargs)
+        """`_render` one micro-batch at a time (for renders without a graph)."""
+        return torch.cat([self._render(model, w[rows], k, _take(noises, rows)) for rows in self._chunks(w.shape[0])])
+
+    def _chunks(self, batch: int) -> list[slice]:
+        """The rows of each micro-batch."""
+        step = self.micro_batch or batch
+        return [slice(a, min(a + step, batch)) for a in range(0, batch, step)]
 
     def train_step(self) -> dict[str, float]:
-        cfg, s = self.config, self.step
+        """One discriminator and one generator update on `batch_size` samples.
+
+        With `micro_batch`, the generator runs `micro_batch` samples at a time while the
+        discriminator always sees the whole batch (its minibatch-stddev layer mixes samples): the
+        generator step renders the batch without a graph, takes the gradient of the losses with
+        respect to the images, then re-renders each micro-batch with a graph and backpropagates its
+        rows of that gradient (the noise inputs are drawn once, so the re-render is the same image).
+        The update equals the whole-batch one up to float summation order, for one extra forward
+        pass of the generator, and the generator's activation memory is that of one micro-batch.
+        """
+        cfg, s, batch = self.config, self.step, self.config.batch_size
         rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + s)
         k = s % len(self.ds)
         d, real_pool = self.ds[k], self.train_sets[k]
-        real = real_pool[torch.randint(len(real_pool), (cfg.batch_size,), generator=rng).to(self.device)]
-        z = torch.randn(cfg.batch_size, self.g.config.n_latent, self.g.config.style_dim, generator=rng)
+        real = real_pool[torch.randint(len(real_pool), (batch,), generator=rng).to(self.device)]
+        z = torch.randn(batch, self.g.config.n_latent, self.g.config.style_dim, generator=rng)
         with torch.no_grad():
             w = self.source_g.style.map_per_layer(z.to(self.device))
         losses: dict[str, float] = {}
@@ -206,7 +232,7 @@ class Trainer:
         for p in self.d_params:
             p.requires_grad_(True)
         with torch.no_grad():
-            fake = self._render(self.g, w, k, rng)
+            fake = self._render_batch(self.g, w, k, self.g.noise("random", batch, rng))
         real_in = real.detach().requires_grad_(s % cfg.r1_every == 0)
         real_logits = d(augment(real_in, self.ada.p, rng))
         fake_logits = d(augment(fake, self.ada.p, rng))
@@ -221,35 +247,24 @@ class Trainer:
         self.d_opt.step()
         self.ada.observe(real_logits)
         if (s + 1) % cfg.ada_every == 0:
-            self.ada.update(cfg.batch_size * cfg.ada_every)
+            self.ada.update(batch * cfg.ada_every)
 
         # 2. Generator step: adversarial + source consistency (+ path length every pl_every steps).
         for p in self.d_params:
             p.requires_grad_(False)
-        noise_seed = int(torch.randint(2**31 - 1, (1,), generator=rng))  # the same noise for source and target
-        fake = self._render(self.g, w, k, torch.Generator().manual_seed(noise_seed))
-        loss = g_loss(d(augment(fake, self.ada.p, rng)), cfg.loss)
-        losses["g"] = float(loss.detach())
-        if cfg.perceptual_weight > 0:
-            with torch.no_grad():
-                source = self.source_g(w, space="wplus", noise="random", rng=torch.Generator().manual_seed(noise_seed))
-            if self.lpips is not None:  # on ≤ 256 px, as FaceStylor (avg-pooled)
-                side = min(256, fake.shape[-1])
-                perc = self.lpips(downsample_to(source, side), downsample_to(fake, side)).mean()
-            else:
-                perc = self.features.distance(source, fake)
-            loss = loss + cfg.perceptual_weight * perc
-            losses["perceptual"] = float(perc.detach())
-        if cfg.pl_weight > 0 and s % cfg.pl_every == 0:
-            shrunk = max(1, cfg.batch_size // cfg.pl_batch_shrink)
-            w_pl = w[:shrunk].detach().requires_grad_(True)
-            penalty, self.pl_mean, _ = path_length_penalty(
-                self._render(self.g, w_pl, k, rng), w_pl, self.pl_mean, cfg.pl_decay, rng
-            )
-            loss = loss + cfg.pl_weight * cfg.pl_every * penalty
-            losses["pl"] = float(penalty.detach())
+        noise = self.g.noise("random", batch, rng)  # the same noise for source and target
         self.g_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.micro_batch is None or self.micro_batch >= batch:
+            self._g_objective(self._render(self.g, w, k, noise), w, noise, d, rng, losses).backward()
+        else:
+            with torch.no_grad():
+                fake = self._render_batch(self.g, w, k, noise)
+            fake.requires_grad_(True)
+            (grad,) = torch.autograd.grad(self._g_objective(fake, w, noise, d, rng, losses), fake)
+            for rows in self._chunks(batch):
+                self._render(self.g, w[rows], k, _take(noise, rows)).backward(grad[rows])
+        if cfg.pl_weight > 0 and s % cfg.pl_every == 0:
+            losses["pl"] = self._path_length_step(w, k, rng)
         self.g_opt.step()
 
         # 3. EMA of the generator.
@@ -260,6 +275,56 @@ class Trainer:
         losses["ada_p"] = self.ada.p
         return losses
 
+    def _g_objective(
+        self,
+        fake: torch.Tensor,
+        w: torch.Tensor,
+        noise: list[torch.Tensor | None],
+        d: Discriminator,
+        rng: torch.Generator,
+        losses: dict[str, float],
+    ) -> torch.Tensor:
+        """The generator's loss on its images `fake` [B, 3, S, S]: adversarial + source consistency."""
+        cfg = self.config
+        loss = g_loss(d(augment(fake, self.ada.p, rng)), cfg.loss)
+        losses["g"] = float(loss.detach())
+        if cfg.perceptual_weight > 0:
+            with torch.no_grad():
+                source = self._render_batch(self.source_g, w, 0, noise)
+            if self.lpips is not None:  # on ≤ 256 px, as FaceStylor (avg-pooled)
+                side = min(256, fake.shape[-1])
+                perc = self.lpips(downsample_to(source, side), downsample_to(fake, side)).mean()
+            else:
+                perc = self.features.distance(source, fake)
+            loss = loss + cfg.perceptual_weight * perc
+            losses["perceptual"] = float(perc.detach())
+        return loss
+
+    def _path_length_step(self, w: torch.Tensor, k: int, rng: torch.Generator) -> float:
+        """Accumulate the lazy path-length gradient on the first batch/pl_batch_shrink latents; returns
+        the penalty and updates the running mean.
+
+        The penalty is measured against the running mean *before* this step's update (rosinality uses
+        the updated one: they differ by pl_decay·(mean length − running mean), 1 % of it), which is
+        what lets micro-batches backpropagate without waiting for the other micro-batches' lengths.
+        """
+        cfg = self.config
+        shrunk = max(1, cfg.batch_size // cfg.pl_batch_shrink)
+        size = self.g.config.size
+        noise = self.g.noise("random", shrunk, rng)
+        projection = path_projection((shrunk, 3, size, size), rng)
+        lengths = []
+        for rows in self._chunks(shrunk):
+            w_pl = w[rows].detach().requires_grad_(True)
+            chunk = path_lengths(self._render(self.g, w_pl, k, _take(noise, rows)), w_pl, projection[rows])
+            penalty_sum = (chunk - self.pl_mean).pow(2).sum()  # the per-sample terms are independent
+            (cfg.pl_weight * cfg.pl_every * penalty_sum / shrunk).backward()
+            lengths.append(chunk.detach())
+        all_lengths = torch.cat(lengths)
+        penalty_value = float((all_lengths - self.pl_mean).pow(2).mean())
+        self.pl_mean = self.pl_mean + cfg.pl_decay * (all_lengths.mean() - self.pl_mean)
+        return penalty_value
+
     # -------------------------------------------------------------------------------- evaluation
 
     @torch.no_grad()
@@ -267,7 +332,8 @@ class Trainer:
         cfg = self.config
         kids, gaps, generated = [], [], []
         for k, d in enumerate(self.ds):
-            generated.append(torch.cat([self._render(self.g_ema, w, k, None, "const") for w in self.eval_w.split(16)]))
+            const = self.g_ema.noise("const", 1, None)
+            generated.append(torch.cat([self._render(self.g_ema, w, k, const) for w in self.eval_w.split(16)]))
             kids.append(kid(self.features.embed(generated[k]), self.holdout_feats[k]))
             d.eval()
             gaps.append(float(d(self.train_sets[k]).mean() - d(self.holdout_sets[k]).mean()))
@@ -342,6 +408,11 @@ class Trainer:
         checkpoints.save(self.out_dir / BEST_DIR, model, Provenance(source="transfer-learning", license="see source"))
 
 
+def _take(noise: list[torch.Tensor | None], rows: slice) -> list[torch.Tensor | None]:
+    """The rows of per-sample noise inputs ([B, 1, r, r]); shared ([1, …]) or absent inputs as they are."""
+    return [n[rows] if n is not None and n.shape[0] > 1 else n for n in noise]
+
+
 def _flatten_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     sd = opt.state_dict()
     tensors, scalars = {}, {}
@@ -375,6 +446,7 @@ def train_style(
     device: str | torch.device = "cpu",
     progress: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    micro_batch: int | None = None,
 ) -> TrainingResult:
     """Train (or resume) a style into `out_dir`; the best generator is published there at the end.
 
@@ -382,7 +454,7 @@ def train_style(
     (config, curve, stop reason). Until then it only holds `train_state/` and `best/`, so a canceled or
     crashed run never leaves a loadable half-trained style.
     """
-    trainer = Trainer(source_g, source_d, exemplars, config, out_dir, device)
+    trainer = Trainer(source_g, source_d, exemplars, config, out_dir, device, micro_batch)
     if trainer.load_state():
         log.info("resumed from step %d", trainer.step)
     started = time.monotonic() - trainer.elapsed
@@ -413,6 +485,7 @@ def train_style(
                     "score": evaluated["score"] if evaluated else None,
                     "best_score": trainer.stopper.best,
                     "elapsed_s": trainer.elapsed,
+                    "micro_batch": trainer.micro_batch or trainer.config.batch_size,
                     "eta_s": min((config.max_steps - trainer.step) / rate, config.minutes * 60 - trainer.elapsed),
                 }
             )
@@ -443,6 +516,7 @@ def _publish(trainer: Trainer, stop_reason: str, exemplars: ExemplarSet) -> Trai
         "perceptual": trainer.perceptual,
         "branches": trainer.branches,
         "elapsed_s": trainer.elapsed,
+        "micro_batch": trainer.micro_batch or trainer.config.batch_size,
         "config": trainer.config.to_dict(),
         "exemplars": {
             "total": len(exemplars),

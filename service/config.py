@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     max_style_files: int = Field(500, ge=1)
     min_exemplars: int = Field(20, ge=4, description="usable exemplars a style needs")
     train_minutes: float = Field(60.0, gt=0, description="default time budget of a training job")
+    train_micro_batch: int = Field(
+        0, ge=0, description="generator samples per training pass (0 = the whole batch); less memory, same update"
+    )
 
     # --- jobs
     job_timeout_s: int = Field(300, ge=5, description="hard cap on one stylize job's run time")

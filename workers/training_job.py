@@ -136,7 +136,15 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
         return rt.shutting_down or bool(rt.redis.exists(style_cancel_key(job.style_id)))
 
     result = train_style(
-        source_g, source_d, exemplars, config, out, device=rt.device, progress=progress, should_stop=should_stop
+        source_g,
+        source_d,
+        exemplars,
+        config,
+        out,
+        device=rt.device,
+        progress=progress,
+        should_stop=should_stop,
+        micro_batch=rt.settings.train_micro_batch or None,
     )
     _write_preview(out, source_g, preview_latents, out / "preview.png")
     return {

@@ -14,7 +14,7 @@ from models.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
 from models.discriminator import Discriminator
 from models.exemplars import tensor_exemplars
 from models.stylegan2 import Generator
-from models.transfer import EarlyStopping, TrainingCanceled, train_style
+from models.transfer import EarlyStopping, Trainer, TrainingCanceled, train_style
 from tests.conftest import seeded
 from tests.exemplar_data import exemplar_zip_bytes
 
@@ -82,6 +82,53 @@ def test_a_run_whose_score_stops_improving_stops_on_patience(source, tmp_path: P
     assert result.stop_reason == "early_stopping"
     assert result.steps == 6 and result.best_step == 2  # evals at 2 (best), 4 and 6 (no better)
     assert len({round(c["score"], 9) for c in result.curve}) == 1
+
+
+@pytest.mark.parametrize("labels", [None, ["female"] * 6 + ["male"] * 6], ids=["plain", "attribute-aware"])
+def test_micro_batches_give_the_whole_batch_update(source, tmp_path: Path, labels) -> None:
+    """Gradient accumulation over micro-batches of 1 is the whole-batch step up to float summation
+    order, on steps with R1, path length and augmentation (ADA p = 0.5) all active."""
+    g, d = source
+    config = TransferConfig(max_steps=4, ada_p_init=0.5, **FAST)
+    whole = Trainer(g, d, exemplars(12, labels), config, tmp_path / "whole")
+    micro = Trainer(g, d, exemplars(12, labels), config, tmp_path / "micro", micro_batch=1)
+    seen: set[str] = set()
+    for _ in range(3):  # step 0: R1 + path length, 1: neither, 2: path length; branch 0, 1, 0
+        a, b = whole.train_step(), micro.train_step()
+        assert a.keys() == b.keys()
+        seen |= a.keys()
+        for name in a:
+            assert a[name] == pytest.approx(b[name], rel=1e-4, abs=1e-6), name
+    assert {"r1", "pl"} <= seen and whole.ada.p > 0
+    for x, y in ((whole.g, micro.g), (whole.g_ema, micro.g_ema), (whole.ds, micro.ds)):
+        for (name, p), q in zip(x.state_dict().items(), y.state_dict().values()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+    torch.testing.assert_close(whole.pl_mean, micro.pl_mean)
+    moved = max(
+        float((p - q).detach().abs().max()) for p, q in zip(micro.g.parameters(), g.parameters()) if p.shape == q.shape
+    )
+    assert moved > 1e-4  # the comparison is between runs that trained
+
+
+def test_a_run_resumes_with_another_micro_batch(source, tmp_path: Path) -> None:
+    g, d = source
+    config = TransferConfig(max_steps=6, eval_every=3, checkpoint_every=3, **FAST)
+
+    def kill_at_4(info: dict) -> None:
+        if info["step"] == 4:
+            raise Killed()
+
+    with pytest.raises(Killed):
+        train_style(g, d, exemplars(), config, tmp_path, progress=kill_at_4)
+    result = train_style(g, d, exemplars(), config, tmp_path, micro_batch=2)
+    assert result.steps == 6
+    assert json.loads((tmp_path / "training.json").read_text())["micro_batch"] == 2
+
+
+def test_micro_batch_must_be_positive(source, tmp_path: Path) -> None:
+    g, d = source
+    with pytest.raises(ValueError, match="micro_batch"):
+        Trainer(g, d, exemplars(), TransferConfig(**FAST), tmp_path, micro_batch=0)
 
 
 class Killed(Exception):
@@ -178,10 +225,14 @@ def test_the_train_style_command(source, tmp_path: Path) -> None:
     assert "rejected readme.txt" in dry.stdout
     assert '"max_steps": 4' in dry.stdout and not (tmp_path / "dry").exists()
     run = subprocess.run(
-        [*base_args, "--out", str(tmp_path / "style"), "--minutes", "5"], capture_output=True, text=True, timeout=300
+        [*base_args, "--out", str(tmp_path / "style"), "--minutes", "5", "--micro-batch", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     assert "after 4 steps" in run.stdout and "step 4/4" in run.stderr
     style = checkpoints.load(tmp_path / "style", expected=Generator)
     assert style.config == g.config
-    assert json.loads((tmp_path / "style" / "training.json").read_text())["config"]["minutes"] == 5
+    report = json.loads((tmp_path / "style" / "training.json").read_text())
+    assert report["config"]["minutes"] == 5 and report["micro_batch"] == 1

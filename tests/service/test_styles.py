@@ -37,7 +37,7 @@ def wait_style(client, style_id: str, timeout: float = 120) -> dict:
 
 def test_a_style_is_trained_and_served(make_client, make_settings, start_worker, tiny_data_dir) -> None:
     client = make_client(min_exemplars=8)
-    start_worker(make_settings(min_exemplars=8))
+    start_worker(make_settings(min_exemplars=8, train_micro_batch=1))  # the worker's memory setting reaches training
     archive = exemplar_zip_bytes()
     created = client.post(
         "/v1/styles",
@@ -54,6 +54,8 @@ def test_a_style_is_trained_and_served(make_client, make_settings, start_worker,
         ready = wait_style(client, "poster-test")
         assert ready["status"] == "ready", ready
         assert ready["training"]["steps"] == 6 and ready["resolution"] == 64
+        report = json.loads((tiny_data_dir / "registry" / "styles" / "poster-test" / "training.json").read_text())
+        assert report["micro_batch"] == 1 and report["config"]["batch_size"] == 2
         preview = client.get("/v1/styles/poster-test/preview", headers=auth(OPERATOR_KEY))
         assert preview.status_code == 200 and Image.open(io.BytesIO(preview.content)).size == (4 * 64, 2 * 64)
 
