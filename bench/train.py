@@ -61,7 +61,7 @@ def run(size: int, device: str, repeats: int, micro_batch: int | None, count_flo
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(g, d, exemplars, config, Path(tmp), device=device, micro_batch=micro_batch)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        base = _peak_mib()
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         trainer.step = kinds["plain"]
@@ -77,11 +77,13 @@ def run(size: int, device: str, repeats: int, micro_batch: int | None, count_flo
                 sync()
                 times.append(time.perf_counter() - start)
             seconds[kind] = statistics.median(times)
+            _note(f"{size} px {kind} step: {', '.join(f'{t:.2f}' for t in times)} s; peak RSS {_peak_mib():.0f} MiB")
         sync()
         start = time.perf_counter()
         trainer.evaluate()
         sync()
         eval_s = time.perf_counter() - start
+        _note(f"{size} px evaluation: {eval_s:.1f} s; peak RSS {_peak_mib():.0f} MiB")
         flops: dict[str, float] = {}
         if count_flops:
             from torch.utils.flop_counter import FlopCounterMode
@@ -91,7 +93,7 @@ def run(size: int, device: str, repeats: int, micro_batch: int | None, count_flo
                 with FlopCounterMode(display=False) as counter:
                     trainer.train_step()
                 flops[kind] = counter.get_total_flops()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    peak = _peak_mib() - base
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     mix = {
@@ -112,6 +114,15 @@ def run(size: int, device: str, repeats: int, micro_batch: int | None, count_flo
         "max_steps": config.max_steps,
         "tflop_per_step": sum(mix[k] * flops[k] for k in kinds) / 1e12 if flops else None,
     }
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _note(line: str) -> None:
+    """Progress on stderr: shown by the parent when a size fails part-way."""
+    print(f"# {line}", file=sys.stderr, flush=True)
 
 
 def _cap_memory(gb: float | None):  # noqa: ANN202 - a preexec_fn
@@ -151,6 +162,7 @@ def main() -> None:
         out = subprocess.run(command, capture_output=True, text=True, preexec_fn=_cap_memory(args.mem_cap_gb))
         if out.returncode != 0:
             lines = out.stderr.strip().splitlines() or [f"exit status {out.returncode}"]
+            print("\n".join(line for line in lines if line.startswith("# ")))
             print(f"{size:>6}  failed: {lines[-1]}")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])

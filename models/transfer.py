@@ -52,6 +52,7 @@ from models.stylegan2 import Generator
 
 log = logging.getLogger("agilegan.train")
 STATE_DIR, BEST_DIR, REPORT_FILE = "train_state", "best", "training.json"
+EVAL_CHUNK = 8  # images per network pass in evaluation: 64 images at 1024 px at once need tens of GB
 
 
 class TrainingCanceled(Exception):
@@ -178,7 +179,7 @@ class Trainer:
         z = torch.randn(config.eval_samples, n, d, generator=latent_gen).to(self.device)
         with torch.no_grad():
             self.eval_w = self.source_g.style.map_per_layer(z)
-            self.holdout_feats = [self.features.embed(h) for h in self.holdout_sets]
+            self.holdout_feats = [self._embed(h) for h in self.holdout_sets]
 
     def _freeze_d(self, d: Discriminator) -> list[nn.Parameter]:
         """FreezeD: only the `freeze_d` lowest-resolution blocks and the final layers train."""
@@ -328,18 +329,26 @@ class Trainer:
     # -------------------------------------------------------------------------------- evaluation
 
     @torch.no_grad()
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        """[N, 3, S, S] → source-D features [N, F], EVAL_CHUNK images at a time."""
+        return torch.cat([self.features.embed(c) for c in images.split(EVAL_CHUNK)])
+
+    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         cfg = self.config
         kids, gaps, generated = [], [], []
         for k, d in enumerate(self.ds):
             const = self.g_ema.noise("const", 1, None)
-            generated.append(torch.cat([self._render(self.g_ema, w, k, const) for w in self.eval_w.split(16)]))
-            kids.append(kid(self.features.embed(generated[k]), self.holdout_feats[k]))
+            generated.append(torch.cat([self._render(self.g_ema, w, k, const) for w in self.eval_w.split(EVAL_CHUNK)]))
+            kids.append(kid(self._embed(generated[k]), self.holdout_feats[k]))
             d.eval()
-            gaps.append(float(d(self.train_sets[k]).mean() - d(self.holdout_sets[k]).mean()))
+            gaps.append(_mean_logit(d, self.train_sets[k]) - _mean_logit(d, self.holdout_sets[k]))
             d.train()
-        source = torch.cat([self.source_g(w, space="wplus") for w in self.eval_w.split(16)])
-        consistency = float(self.features.distance(source, generated[0]))  # branch 0's renders, reused
+        source = torch.cat([self.source_g(w, space="wplus") for w in self.eval_w.split(EVAL_CHUNK)])
+        consistency = sum(  # branch 0's renders, reused
+            float(self.features.distance(a, b)) * len(a)
+            for a, b in zip(source.split(EVAL_CHUNK), generated[0].split(EVAL_CHUNK))
+        ) / len(source)
         kid_mean, gap = sum(kids) / len(kids), sum(gaps) / len(gaps)
         score = kid_mean + cfg.score_overfit_weight * max(gap, 0.0) + cfg.score_consistency_weight * consistency
         return {
@@ -406,6 +415,12 @@ class Trainer:
     def save_best(self) -> None:
         model = copy.deepcopy(self.g_ema).cpu()
         checkpoints.save(self.out_dir / BEST_DIR, model, Provenance(source="transfer-learning", license="see source"))
+
+
+def _mean_logit(d: Discriminator, images: torch.Tensor) -> float:
+    """Mean D logit over [N, 3, S, S], EVAL_CHUNK images per pass (the minibatch-stddev groups stay within
+    a chunk)."""
+    return float(torch.cat([d(c) for c in images.split(EVAL_CHUNK)]).mean())
 
 
 def _take(noise: list[torch.Tensor | None], rows: slice) -> list[torch.Tensor | None]:
