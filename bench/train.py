@@ -2,7 +2,7 @@
 
 Usage:
     python bench/train.py [--device cpu|cuda] [--sizes 256,1024] [--micro-batch 0] [--repeats 3]
-                          [--mem-cap-gb N] [--flops]
+                          [--mem-cap-gb N]
 
 Random-weight config-f generator and discriminator (speed does not depend on the values), the default
 `TransferConfig` (batch 4, lazy R1 every 16 steps, path length every 4, FreezeD 5, perceptual term in
@@ -18,8 +18,8 @@ without timing hundreds of steps. "projected" is `max_steps` average steps plus 
 `eval_every` steps (early stopping usually ends sooner). `--micro-batch N` runs the generator N
 samples at a time (the same update; see `Trainer.train_step`). `--mem-cap-gb` caps the subprocess's
 address space on the CPU so that a size that does not fit fails with an allocation error instead of
-waking the kernel's OOM killer. `--flops` also counts the floating-point operations of each kind of
-step (torch's FlopCounterMode: convolutions and matrix products, forward and backward).
+waking the kernel's OOM killer. Each kind's times and the peak so far are printed to stderr as they
+are measured (shown when a size fails part-way).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def run(size: int, device: str, repeats: int, micro_batch: int | None, count_flops: bool) -> dict:
+def run(size: int, device: str, repeats: int, micro_batch: int | None) -> dict:
     import torch
 
     from models.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
@@ -84,15 +84,6 @@ def run(size: int, device: str, repeats: int, micro_batch: int | None, count_flo
         sync()
         eval_s = time.perf_counter() - start
         _note(f"{size} px evaluation: {eval_s:.1f} s; peak RSS {_peak_mib():.0f} MiB")
-        flops: dict[str, float] = {}
-        if count_flops:
-            from torch.utils.flop_counter import FlopCounterMode
-
-            for kind, step in kinds.items():
-                trainer.step = step
-                with FlopCounterMode(display=False) as counter:
-                    trainer.train_step()
-                flops[kind] = counter.get_total_flops()
     peak = _peak_mib() - base
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
@@ -112,7 +103,6 @@ def run(size: int, device: str, repeats: int, micro_batch: int | None, count_flo
         "peak_mib": peak,
         "projected_min": projected / 60,
         "max_steps": config.max_steps,
-        "tflop_per_step": sum(mix[k] * flops[k] for k in kinds) / 1e12 if flops else None,
     }
 
 
@@ -139,11 +129,10 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=0, help="generator samples per pass (0: whole batch)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mem-cap-gb", type=float, help="address-space cap of each size's process (CPU)")
-    parser.add_argument("--flops", action="store_true", help="also count FLOPs per step")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run(args.one, args.device, args.repeats, args.micro_batch or None, args.flops)))
+        print(json.dumps(run(args.one, args.device, args.repeats, args.micro_batch or None)))
         return
     import torch
 
@@ -153,12 +142,11 @@ def main() -> None:
     )
     print(
         f"{'size':>6}{'plain s':>9}{'pl s':>8}{'R1+pl s':>9}{'avg s':>8}{'steps/s':>9}{'eval s':>8}"
-        f"{'peak MiB':>10}{'TFLOP/step':>12}{'projected min':>15}"
+        f"{'peak MiB':>10}{'projected min':>15}"
     )
     for size in (int(s) for s in args.sizes.split(",")):
         command = [sys.executable, __file__, "--one", str(size), "--device", args.device]
         command += ["--repeats", str(args.repeats), "--micro-batch", str(args.micro_batch)]
-        command += ["--flops"] if args.flops else []
         out = subprocess.run(command, capture_output=True, text=True, preexec_fn=_cap_memory(args.mem_cap_gb))
         if out.returncode != 0:
             lines = out.stderr.strip().splitlines() or [f"exit status {out.returncode}"]
@@ -167,10 +155,9 @@ def main() -> None:
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         s = r["seconds"]
-        tflop = f"{r['tflop_per_step']:.2f}" if r["tflop_per_step"] is not None else "-"
         print(
             f"{size:>6}{s['plain']:>9.2f}{s['pl']:>8.2f}{s['both']:>9.2f}{r['step_s']:>8.2f}{1 / r['step_s']:>9.3f}"
-            f"{r['eval_s']:>8.1f}{r['peak_mib']:>10.0f}{tflop:>12}{r['projected_min']:>15.0f}"
+            f"{r['eval_s']:>8.1f}{r['peak_mib']:>10.0f}{r['projected_min']:>15.0f}"
             f"  (default max_steps {r['max_steps']})"
         )
 
