@@ -66,6 +66,8 @@ class ResBlock(nn.Module):
 class Discriminator(nn.Module):
     """image [B, 3, size, size] → realness logit [B, 1]."""
 
+    channels_last: bool = True  # a run-time choice (see `forward`), not part of the config
+
     def __init__(self, config: DiscriminatorConfig) -> None:
         super().__init__()
         self.config = config
@@ -91,7 +93,9 @@ class Discriminator(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """features=True also returns the output of every `convs` block and of `final_conv`."""
         feats: list[torch.Tensor] = []
-        x = image
+        # Channels-last feature maps: the convolutions run faster in NHWC (256 px, batch 8, CPU:
+        # 7.0 s → 4.9 s per pass, median of 3); results equal to about 1e-6.
+        x = image.contiguous(memory_format=torch.channels_last) if self.channels_last else image
         for block in self.convs:
             x = block(x)
             feats.append(x)

@@ -40,3 +40,22 @@ def test_rosinality_key_names_at_1024() -> None:
     assert sd["final_linear.0.weight"].shape == (512, 8192)
     assert "convs.9.conv1.0.weight" not in sd
     assert 28_900_000 < sum(p.numel() for p in d.parameters()) < 29_100_000
+
+
+def test_channels_last_is_the_same_function_with_the_same_input_gradient() -> None:
+    """The NHWC speed choice changes memory layout only: logits, features and R1's input gradient agree."""
+    d = seeded(Discriminator(DiscriminatorConfig.tiny(32)), 0)
+    x = torch.randn(4, 3, 32, 32)
+    results = []
+    for channels_last in (True, False):
+        d.channels_last = channels_last
+        xi = x.clone().requires_grad_(True)
+        out, feats = d(xi, features=True)
+        (grad,) = torch.autograd.grad(out.sum(), xi)
+        layout = feats[0].is_contiguous(memory_format=torch.channels_last)
+        results.append((out.detach(), feats[0].detach(), grad, layout))
+    (a, fa, ga, nhwc), (b, fb, gb, nchw_is_nhwc) = results
+    assert nhwc and not nchw_is_nhwc  # the flag does change the layout
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fa, fb, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
