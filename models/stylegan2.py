@@ -19,7 +19,7 @@ from torch import nn
 
 from models.configs import GeneratorConfig
 from models.layers import ConstantInput, MappingNetwork, StyledConv, ToRGB
-from models.synthesis import NoiseMode, noise_inputs, run_stages
+from models.synthesis import NoiseMode, noise_inputs, noise_rows, run_stages
 
 SPACES = ("z", "w", "wplus")
 
@@ -116,7 +116,7 @@ class StyleStem(nn.Module):
             parts = [
                 self._synthesize(
                     wplus[i : i + 1],
-                    [n[i : i + 1] if n is not None and n.shape[0] == batch else n for n in noises],
+                    noise_rows(noises, slice(i, i + 1), batch),
                     None if branch_idx is None else branch_idx[i : i + 1],
                     return_features,
                     {r: t[i : i + 1] for r, t in swap_features.items()} if swap_features else None,

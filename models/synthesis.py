@@ -35,6 +35,12 @@ def noise_inputs(
     return [seeded_normal((batch, 1, *n.shape[2:]), rng, n) for n in stored]
 
 
+def noise_rows(noises: list[torch.Tensor | None], rows: slice, batch: int) -> list[torch.Tensor | None]:
+    """The `rows` of a batch's noise inputs: per-sample inputs ([batch, 1, r, r]) are sliced; shared
+    ([1, 1, r, r], the const buffers) and absent ones are passed as they are."""
+    return [n[rows] if n is not None and n.shape[0] == batch else n for n in noises]
+
+
 def seeded_normal(shape: tuple[int, ...], rng: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
     """N(0, 1) drawn on `rng`'s device (a CPU generator also seeds CUDA runs), placed like `like`."""
     device = rng.device if rng is not None else like.device

@@ -49,6 +49,7 @@ from models.losses import d_loss, g_loss, path_lengths, path_projection, r1_pena
 from models.lpips import LPIPS
 from models.metrics import SourceFeatures, downsample_to, kid
 from models.stylegan2 import Generator
+from models.synthesis import noise_rows
 
 log = logging.getLogger("agilegan.train")
 STATE_DIR, BEST_DIR, REPORT_FILE = "train_state", "best", "training.json"
@@ -201,7 +202,8 @@ class Trainer:
         self, model: nn.Module, w: torch.Tensor, k: int, noises: list[torch.Tensor | None]
     ) -> torch.Tensor:
         """`_render` one micro-batch at a time (for renders without a graph)."""
-        return torch.cat([self._render(model, w[rows], k, _take(noises, rows)) for rows in self._chunks(w.shape[0])])
+        parts = [self._render(model, w[rows], k, noise_rows(noises, rows, len(w))) for rows in self._chunks(len(w))]
+        return torch.cat(parts)
 
     def _chunks(self, batch: int) -> list[slice]:
         """The rows of each micro-batch."""
@@ -263,7 +265,7 @@ class Trainer:
             fake.requires_grad_(True)
             (grad,) = torch.autograd.grad(self._g_objective(fake, w, noise, d, rng, losses), fake)
             for rows in self._chunks(batch):
-                self._render(self.g, w[rows], k, _take(noise, rows)).backward(grad[rows])
+                self._render(self.g, w[rows], k, noise_rows(noise, rows, batch)).backward(grad[rows])
         if cfg.pl_weight > 0 and s % cfg.pl_every == 0:
             losses["pl"] = self._path_length_step(w, k, rng)
         self.g_opt.step()
@@ -317,7 +319,7 @@ class Trainer:
         lengths = []
         for rows in self._chunks(shrunk):
             w_pl = w[rows].detach().requires_grad_(True)
-            chunk = path_lengths(self._render(self.g, w_pl, k, _take(noise, rows)), w_pl, projection[rows])
+            chunk = path_lengths(self._render(self.g, w_pl, k, noise_rows(noise, rows, shrunk)), w_pl, projection[rows])
             penalty_sum = (chunk - self.pl_mean).pow(2).sum()  # the per-sample terms are independent
             (cfg.pl_weight * cfg.pl_every * penalty_sum / shrunk).backward()
             lengths.append(chunk.detach())
@@ -423,11 +425,6 @@ def _mean_logit(d: Discriminator, images: torch.Tensor) -> float:
     return float(torch.cat([d(c) for c in images.split(EVAL_CHUNK)]).mean())
 
 
-def _take(noise: list[torch.Tensor | None], rows: slice) -> list[torch.Tensor | None]:
-    """The rows of per-sample noise inputs ([B, 1, r, r]); shared ([1, …]) or absent inputs as they are."""
-    return [n[rows] if n is not None and n.shape[0] > 1 else n for n in noise]
-
-
 def _flatten_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     sd = opt.state_dict()
     tensors, scalars = {}, {}
@@ -500,7 +497,6 @@ def train_style(
                     "score": evaluated["score"] if evaluated else None,
                     "best_score": trainer.stopper.best,
                     "elapsed_s": trainer.elapsed,
-                    "micro_batch": trainer.micro_batch or trainer.config.batch_size,
                     "eta_s": min((config.max_steps - trainer.step) / rate, config.minutes * 60 - trainer.elapsed),
                 }
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -110,16 +111,25 @@ def test_micro_batches_give_the_whole_batch_update(source, tmp_path: Path, label
     assert moved > 1e-4  # the comparison is between runs that trained
 
 
+class Killed(Exception):
+    pass
+
+
+def kill_at(step: int) -> Callable[[dict], None]:
+    """A progress callback that stops the run (like a killed process) when it reports `step`."""
+
+    def progress(info: dict) -> None:
+        if info["step"] == step:
+            raise Killed()
+
+    return progress
+
+
 def test_a_run_resumes_with_another_micro_batch(source, tmp_path: Path) -> None:
     g, d = source
     config = TransferConfig(max_steps=6, eval_every=3, checkpoint_every=3, **FAST)
-
-    def kill_at_4(info: dict) -> None:
-        if info["step"] == 4:
-            raise Killed()
-
     with pytest.raises(Killed):
-        train_style(g, d, exemplars(), config, tmp_path, progress=kill_at_4)
+        train_style(g, d, exemplars(), config, tmp_path, progress=kill_at(4))
     result = train_style(g, d, exemplars(), config, tmp_path, micro_batch=2)
     assert result.steps == 6
     assert json.loads((tmp_path / "training.json").read_text())["micro_batch"] == 2
@@ -131,20 +141,11 @@ def test_micro_batch_must_be_positive(source, tmp_path: Path) -> None:
         Trainer(g, d, exemplars(), TransferConfig(**FAST), tmp_path, micro_batch=0)
 
 
-class Killed(Exception):
-    pass
-
-
 def test_a_killed_run_resumes_from_its_last_checkpoint(source, tmp_path: Path) -> None:
     g, d = source
     config = TransferConfig(max_steps=8, eval_every=4, checkpoint_every=4, **FAST)
-
-    def kill_at_6(info: dict) -> None:
-        if info["step"] == 6:
-            raise Killed()
-
     with pytest.raises(Killed):
-        train_style(g, d, exemplars(), config, tmp_path / "a", progress=kill_at_6)
+        train_style(g, d, exemplars(), config, tmp_path / "a", progress=kill_at(6))
     assert not (tmp_path / "a" / "model.safetensors").exists()  # nothing published
     resumed_steps: list[int] = []
     result = train_style(g, d, exemplars(), config, tmp_path / "a", progress=lambda i: resumed_steps.append(i["step"]))
