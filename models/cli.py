@@ -226,6 +226,8 @@ def cmd_train_style(args: argparse.Namespace) -> None:
     from models.stylegan2 import Generator
     from models.transfer import train_style
 
+    if args.micro_batch is not None and args.micro_batch < 1:
+        raise CommandError(f"--micro-batch must be at least 1, got {args.micro_batch}")
     overrides = {}
     if args.config is not None:
         try:

@@ -225,6 +225,10 @@ def test_the_train_style_command(source, tmp_path: Path) -> None:
     assert "12 accepted, 2 rejected" in dry.stdout and "rejected dog.jpg: no_face" in dry.stdout
     assert "rejected readme.txt" in dry.stdout
     assert '"max_steps": 4' in dry.stdout and not (tmp_path / "dry").exists()
+    bad = subprocess.run(
+        [*base_args, "--out", str(tmp_path / "bad"), "--micro-batch", "0"], capture_output=True, text=True, timeout=300
+    )
+    assert bad.returncode == 1 and "--micro-batch must be at least 1" in bad.stderr and not (tmp_path / "bad").exists()
     run = subprocess.run(
         [*base_args, "--out", str(tmp_path / "style"), "--minutes", "5", "--micro-batch", "1"],
         capture_output=True,
