@@ -1,7 +1,8 @@
 """Service throughput and latency: POST /v1/stylize under load, and end-to-end seconds per job.
 
 Usage:
-    python bench/service.py [--requests 60] [--jobs 5]
+    python bench/service.py [--requests 60] [--jobs 5] [--levels 1,8,32] [--detect-concurrency 0,1,2]
+                            [--faceless] [--skip-e2e]
 
 Starts its own Redis (a private redis-server on a free port), an API process (`agilegan serve`) and one
 worker process (`agilegan worker`), all on this machine, on temporary data directories.
@@ -10,6 +11,9 @@ worker process (`agilegan worker`), all on this machine, on temporary data direc
    tiny test registry, while the worker does the real work of every job it dequeues. Each POST decodes
    the upload, finds the face and its landmarks, stores the upload and enqueues. Reports requests/s
    and p50/p99 latency over `--requests` POSTs per level (the first 4 are a warm-up, not counted).
+   One API per value of `--detect-concurrency` (AGILEGAN_DETECT_CONCURRENCY; 0 = one per core), in
+   this one script, so the rows compare. `--faceless` posts the dog photo instead (no human face: the
+   full detection pass, answered 422 `no_face`).
 2. End to end: seconds from POST to the result image for the random-weight demo style (full-size demo
    architecture, 256 px and 1024 px generators, FFHQ 4096 transform), median of `--jobs` sequential
    jobs at size=1024 output.
@@ -103,7 +107,7 @@ class Stack:
             p.wait(timeout=30)
 
 
-def post(client: httpx.Client, base: str, jpeg: bytes, size: int = 256) -> tuple[float, str]:
+def post(client: httpx.Client, base: str, jpeg: bytes, size: int = 256, expect: int = 202) -> tuple[float, str]:
     start = time.perf_counter()
     r = client.post(
         f"{base}/v1/stylize",
@@ -112,18 +116,28 @@ def post(client: httpx.Client, base: str, jpeg: bytes, size: int = 256) -> tuple
         headers={"Authorization": f"Bearer {KEY}"},
     )
     elapsed = time.perf_counter() - start
-    if r.status_code != 202:
+    if r.status_code != expect:
         raise RuntimeError(f"POST answered {r.status_code}: {r.text}")
-    return elapsed, r.json()["id"]
+    return elapsed, r.json().get("id", "")
 
 
-def post_load(stack: Stack, jpeg: bytes, concurrency: int, requests: int) -> dict[str, float]:
+def faceless_jpeg() -> bytes:
+    """The dog photo (no human face), as a 1-megapixel JPEG."""
+    photo = Image.open(ROOT / "tests" / "data" / "faces" / "dogs.jpg").convert("RGB")
+    scale = (1e6 / (photo.size[0] * photo.size[1])) ** 0.5
+    photo = photo.resize((round(photo.size[0] * scale), round(photo.size[1] * scale)), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    photo.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def post_load(stack: Stack, jpeg: bytes, concurrency: int, requests: int, expect: int = 202) -> dict[str, float]:
     local = threading.local()
 
     def one(_: int) -> float:
         if not hasattr(local, "client"):
             local.client = httpx.Client(timeout=120)
-        return post(local.client, stack.base, jpeg)[0]
+        return post(local.client, stack.base, jpeg, expect=expect)[0]
 
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(4)))  # warm-up
@@ -157,9 +171,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=60, help="POSTs per concurrency level")
     parser.add_argument("--jobs", type=int, default=5, help="end-to-end jobs per demo size")
     parser.add_argument("--api-workers", type=int, default=1, help="uvicorn processes for the POST test")
+    parser.add_argument("--levels", default="1,8,32", help="client counts of the POST test")
+    parser.add_argument("--detect-concurrency", default="0", help="AGILEGAN_DETECT_CONCURRENCY values to compare")
+    parser.add_argument("--faceless", action="store_true", help="post a photo without a face (full detection pass)")
     parser.add_argument("--skip-e2e", action="store_true")
     args = parser.parse_args()
-    jpeg = one_megapixel_jpeg()
+    jpeg = faceless_jpeg() if args.faceless else one_megapixel_jpeg()
+    expect = 422 if args.faceless else 202
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         redis_url = f"redis://127.0.0.1:{free_port()}/0"
@@ -171,18 +189,24 @@ def main() -> None:
             )
             data = tmp_path / "tiny"
             demo_registry(data / "registry", size=64, tiny=True)
-            stack = Stack(
-                redis_url,
-                data,
-                {"AGILEGAN_ALIGN_TRANSFORM_SIZE": "1024", "AGILEGAN_API_WORKERS": str(args.api_workers)},
-            )
-            try:
-                print(f"{'POST /v1/stylize':<20}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
-                for concurrency in (1, 8, 32):
-                    r = post_load(stack, jpeg, concurrency, args.requests)
-                    print(f"{'':<20}{concurrency:>8}{r['rps']:>9.1f}{r['p50']:>9.0f}{r['p99']:>9.0f}")
-            finally:
-                stack.stop()
+            print(f"{'POST /v1/stylize':<20}{'detect':>7}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+            for detect in args.detect_concurrency.split(","):
+                stack = Stack(
+                    redis_url,
+                    data,
+                    {
+                        "AGILEGAN_ALIGN_TRANSFORM_SIZE": "1024",
+                        "AGILEGAN_API_WORKERS": str(args.api_workers),
+                        "AGILEGAN_DETECT_CONCURRENCY": detect,
+                    },
+                )
+                try:
+                    for concurrency in map(int, args.levels.split(",")):
+                        r = post_load(stack, jpeg, concurrency, args.requests, expect)
+                        row = f"{'':<20}{detect:>7}{concurrency:>8}{r['rps']:>9.1f}{r['p50']:>9.0f}{r['p99']:>9.0f}"
+                        print(row, flush=True)
+                finally:
+                    stack.stop()
             if args.skip_e2e:
                 return
             print(f"{'end to end (s/job)':<20}{'demo px':>8}{'median':>9}  runs")

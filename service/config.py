@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     align_transform_size: int = Field(4096, ge=256)
     min_face_size: int = Field(128, ge=16)
     landmarks_path: str | None = None
+    detect_concurrency: int = Field(
+        0, ge=0, le=256, description="face detections the API process runs at once; 0 = four per CPU core"
+    )
 
     # --- workers
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")

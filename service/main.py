@@ -20,6 +20,7 @@ from service import errors
 from service.auth import KeyStore
 from service.config import Settings, get_settings
 from service.contract import QUEUES
+from service.faces import FaceFinder, default_concurrency
 from service.jobstore import JobStore
 from service.middleware import BodyLimit, RequestContext, RequestMetrics
 from service.registry import Registry
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
                 max_pixels=settings.max_pixels,
             )
         )
+        app.state.faces = FaceFinder(app.state.aligner, settings.detect_concurrency or default_concurrency())
         yield
         redis.close()
 

@@ -9,7 +9,6 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from rq import Callback, Retry
 from rq.exceptions import NoSuchJobError
@@ -36,7 +35,6 @@ from service.deps import (
     StylizeQueueDep,
 )
 from service.errors import ApiError
-from service.faces import face_landmarks
 from service.schemas import ErrorBody, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["stylize"])
@@ -103,9 +101,7 @@ async def stylize(
         raise ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})
 
     # 4. Decode and find the face now, so a bad photo is refused at once (the worker renders the crop).
-    landmarks = await run_in_threadpool(
-        face_landmarks, request.app.state.aligner, data, settings.max_pixels, settings.min_face_size, face_index
-    )
+    landmarks = await request.app.state.faces.landmarks(data, settings.max_pixels, settings.min_face_size, face_index)
 
     # 5. Store the upload, record the job, enqueue it.
     job_id = uuid.uuid4().hex

@@ -13,7 +13,6 @@ from pathlib import PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from rq import Callback, Retry
 
@@ -30,7 +29,7 @@ from service.contract import (
 )
 from service.deps import JobsDep, OperatorDep, RegistryDep, StorageDep
 from service.errors import ApiError
-from service.faces import face_landmarks
+from service.faces import FaceFinder
 
 router = APIRouter(prefix="/v1", tags=["styles"])
 TRAIN_RETRIES = 10  # each worker crash or redeploy (SIGTERM: checkpoint, re-queue) uses one
@@ -67,11 +66,11 @@ def _gather(request: Request, files: list[tuple[str, bytes]], archive: bytes | N
     return items
 
 
-def _check_exemplar(aligner, name: str, data: bytes, max_pixels: int, min_face: int) -> dict:
+async def _check_exemplar(faces: FaceFinder, name: str, data: bytes, max_pixels: int, min_face: int) -> dict:
     if not name.lower().endswith(IMAGE_SUFFIXES):
         return {"file": name, "accepted": False, "reason": "not_an_image", "message": "expected jpg, png or webp"}
     try:
-        landmarks = face_landmarks(aligner, data, max_pixels, min_face)
+        landmarks = await faces.landmarks(data, max_pixels, min_face)
     except InputError as e:
         return {"file": name, "accepted": False, "reason": e.code, "message": e.message}
     return {"file": name, "accepted": True, "label": label_of(name), "landmarks": landmarks}
@@ -106,12 +105,8 @@ async def create_style(
     # 2. Every exemplar through the aligner (detection and landmarks; the worker renders the crops).
     uploads = [(f.filename or f"file-{i}", await f.read()) for i, f in enumerate(files)]
     items = _gather(request, uploads, await archive.read() if archive is not None else None)
-    aligner = request.app.state.aligner
-
-    def check_all() -> list[dict]:
-        return [_check_exemplar(aligner, n, d, settings.max_pixels, settings.min_face_size) for n, d in items]
-
-    report = await run_in_threadpool(check_all)
+    faces = request.app.state.faces
+    report = [await _check_exemplar(faces, n, d, settings.max_pixels, settings.min_face_size) for n, d in items]
     try:
         given = json.loads(labels)
         if not isinstance(given, dict) or not all(isinstance(v, str) and v.isidentifier() for v in given.values()):

@@ -31,7 +31,7 @@ CLIENT_KEY, OTHER_KEY, OPERATOR_KEY = "client-key-0000000001", "client-key-00000
 KEYS = f"{CLIENT_KEY}:client,{OTHER_KEY}:client,{OPERATOR_KEY}:operator"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -42,7 +42,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("AGILEGAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
     proc = None
     if not redis_answers(url):
-        url = f"redis://127.0.0.1:{_free_port()}/0"
+        url = f"redis://127.0.0.1:{free_port()}/0"
         proc = start_redis(url, tmp_path_factory.mktemp("redis"))
     yield url
     if proc is not None:
@@ -165,6 +165,29 @@ def start_worker(redis: Redis, tmp_path: Path) -> Iterator[Callable[..., WorkerP
     yield start
     for worker in started:
         worker.stop()
+
+
+def serve_api(settings: Settings, port: int, log: Path) -> subprocess.Popen:
+    """`agilegan serve` as a real subprocess on `port`, returned once /healthz answers."""
+    import httpx2 as httpx
+
+    env = settings_env(settings)
+    env["AGILEGAN_PORT"] = str(port)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "serve"],
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise TimeoutError(log.read_text()[-2000:])
 
 
 def auth(key: str = CLIENT_KEY) -> dict[str, str]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,8 +11,7 @@ import httpx2 as httpx
 import pytest
 from redis import Redis
 
-from service.config import Settings
-from tests.service.conftest import CLIENT_KEY, FACES, auth, post_photo, settings_env, wait_for
+from tests.service.conftest import CLIENT_KEY, FACES, auth, post_photo, serve_api, wait_for
 from workers.demo import demo_registry
 
 
@@ -71,29 +68,12 @@ def test_a_running_job_can_be_canceled(make_client, make_settings, start_worker,
     assert wait_for(client, follow["id"])["status"] == "succeeded"
 
 
-def _serve(settings: Settings, port: int, log: Path) -> subprocess.Popen:
-    env = settings_env(settings)
-    env["AGILEGAN_PORT"] = str(port)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "serve"], env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT
-    )  # noqa: SIM115
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise TimeoutError(log.read_text()[-2000:])
-
-
 def test_the_api_restarted_between_enqueue_and_completion_still_reports_the_job(
     make_settings, start_worker, tmp_path: Path
 ) -> None:
     settings = make_settings()
     port = 18000 + os.getpid() % 1000
-    api = _serve(settings, port, tmp_path / "api.log")
+    api = serve_api(settings, port, tmp_path / "api.log")
     base = f"http://127.0.0.1:{port}"
     with open(FACES / "obama.jpg", "rb") as f:
         accepted = httpx.post(
@@ -109,7 +89,7 @@ def test_the_api_restarted_between_enqueue_and_completion_still_reports_the_job(
     api.wait()
 
     start_worker(settings, queues="stylize")  # the job runs while no API is up
-    api = _serve(settings, port, tmp_path / "api.log")
+    api = serve_api(settings, port, tmp_path / "api.log")
     try:
         deadline = time.time() + 60
         while time.time() < deadline:

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from tests.service.conftest import FACES, _free_port
+from tests.service.conftest import FACES, free_port
 from workers.commands import redis_answers
 
 
 def test_up_runs_the_whole_path_on_a_fresh_data_directory(tmp_path: Path) -> None:
-    port, redis_port = _free_port(), _free_port()
+    port, redis_port = free_port(), free_port()
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     assert not redis_answers(redis_url)
     env = {
