@@ -173,6 +173,10 @@ class EncoderConfig(_Config):
     64/128/256/512 channels; the first unit of each stage halves the resolution). Heads 0…coarse-1
     read the last stage (input/16 px), the next `middle` heads read the FPN level at input/8 px, and
     the rest read the level at input/4 px.
+
+    `variational`: whether the encoder has the `fc_var` head (AgileGAN's HVAE). FaceStylor's encoders
+    are built with `vae_enable=False` and have `fc_mu` only; inference uses mu either way, so a mu-only
+    encoder serves the same, it just cannot sample or report logvar.
     """
 
     input_size: int = 256
@@ -183,6 +187,7 @@ class EncoderConfig(_Config):
     n_styles: int = 18
     coarse: int = 3
     middle: int = 4
+    variational: bool = True
 
     def __post_init__(self) -> None:
         _check_size(self.input_size, low=32)

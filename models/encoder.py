@@ -42,7 +42,10 @@ class GradualStyleBlock(nn.Module):
 
 
 class VAEStyleEncoder(nn.Module):
-    """image [B, 3, S, S] in [-1, 1] → (sample, mu, logvar), each z+ [B, n_styles, style_dim]."""
+    """image [B, 3, S, S] in [-1, 1] → (sample, mu, logvar), each z+ [B, n_styles, style_dim].
+
+    A mu-only encoder (`config.variational` False, no `fc_var`) returns (mu, mu, None).
+    """
 
     channels_last: bool = True  # run-time choice: NHWC convolutions are faster on oneDNN and cuDNN
 
@@ -58,10 +61,11 @@ class VAEStyleEncoder(nn.Module):
         self.latlayer1 = nn.Conv2d(w[2], w[3], 1)
         self.latlayer2 = nn.Conv2d(w[1], w[3], 1)
         self.fc_mu = nn.Linear(config.style_dim, config.style_dim)
-        self.fc_var = nn.Linear(config.style_dim, config.style_dim)
+        self.fc_var = nn.Linear(config.style_dim, config.style_dim) if config.variational else None
         for layer in (self.fc_mu, self.fc_var):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Body taps c1 (S/4 px), c2 (S/8), c3 (S/16)."""
@@ -92,10 +96,13 @@ class VAEStyleEncoder(nn.Module):
 
     def forward(
         self, image: torch.Tensor, rng: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(reparameterised sample mu + ε·exp(logvar/2), mu, logvar)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(reparameterised sample mu + ε·exp(logvar/2), mu, logvar); (mu, mu, None) when mu-only."""
         codes = self.style_codes(image)
-        mu, logvar = self.fc_mu(codes), self.fc_var(codes)
+        mu = self.fc_mu(codes)
+        if self.fc_var is None:
+            return mu, mu, None
+        logvar = self.fc_var(codes)
         eps = seeded_normal(tuple(mu.shape), rng, mu)
         return mu + eps * torch.exp(0.5 * logvar), mu, logvar
 
@@ -116,7 +123,7 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 class Inversion(NamedTuple):
     mu: torch.Tensor  # z+ [B, L, D]
-    logvar: torch.Tensor  # [B, L, D]
+    logvar: torch.Tensor | None  # [B, L, D]; None for a mu-only encoder
     wplus: torch.Tensor  # [B, L, D], mu through the source mapping
 
 

@@ -13,6 +13,10 @@ Formats:
 - agilegan-dual: an official style `.pt` whose `g_ema` is a `DualGenerator` (convsA/B/C, to_rgbsA/B/C).
 - mmgen: MMGen/FaceStylor `.pth` (`state_dict` with `generator_ema.`/`generator.` prefixes, MMGen key
   names); MMGen's FFHQ generators emit BGR, so the ToRGB layers are permuted to RGB on import.
+- facestylor-encoder: a FaceStylor `PSPEncoderDecoder` `.pth`: `encoder.*` (mu-only HVAE encoder) and
+  `decoder.style_mapping.*` become one `Inverter`; the rest of `decoder.*` (MMGen's FFHQ generator, the
+  source of layer swap and strength) becomes `<dest>/source`.
+- facestylor-transfer: a FaceStylor `PSPTransfer` `.pth`: `generator_ema.*` becomes the style generator.
 """
 
 from __future__ import annotations
@@ -45,7 +49,15 @@ from models.discriminator import Discriminator
 from models.encoder import Inverter
 from models.stylegan2 import Generator
 
-FORMATS = ("rosinality", "agilegan-encoder", "agilegan-dual", "mmgen", "lpips-vgg")
+FORMATS = (
+    "rosinality",
+    "agilegan-encoder",
+    "agilegan-dual",
+    "mmgen",
+    "facestylor-encoder",
+    "facestylor-transfer",
+    "lpips-vgg",
+)
 SAFE_GLOBALS: list[Any] = [argparse.Namespace]
 
 LICENSE_NOTES = {
@@ -59,6 +71,12 @@ LICENSE_NOTES = {
     "weights (check the ImageNet terms for your use).",
     "mmgen": "OpenMMLab MMGen/FaceStylor release (Apache-2.0 code; weights trained on FFHQ/MetFaces/etc., "
     "whose dataset licences apply).",
+    "facestylor-encoder": "OpenMMLab MMGEN-FaceStylor encoder (Apache-2.0 code). Trained on FFHQ/CelebA-HQ with "
+    "MMGen's FFHQ StyleGAN2 as decoder: FFHQ is CC BY-NC-SA 4.0 and CelebA-HQ is for non-commercial research, "
+    "so treat the weights as non-commercial.",
+    "facestylor-transfer": "OpenMMLab MMGEN-FaceStylor style (Apache-2.0 code), fine-tuned from MMGen's FFHQ "
+    "StyleGAN2 (FFHQ: CC BY-NC-SA 4.0) on the style's exemplars (MetFaces: CC BY-NC 2.0; Toonify, "
+    "photo2cartoon, Bitmoji, face2comics: their own, mostly non-commercial, terms). Non-commercial.",
 }
 
 
@@ -117,6 +135,8 @@ def import_weights(
         "agilegan-encoder": _import_agilegan_encoder,
         "agilegan-dual": _import_agilegan_dual,
         "mmgen": _import_mmgen,
+        "facestylor-encoder": _import_facestylor_encoder,
+        "facestylor-transfer": _import_facestylor_transfer,
     }
     if fmt not in importers:
         raise ImportFailure(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
@@ -352,12 +372,129 @@ def _import_mmgen(ckpt: dict, dest: Path, provenance: Provenance) -> ImportResul
             break
     else:
         raise ImportFailure(f"{provenance.source}: no MMGen StyleGAN2 generator (style_mapping.*) found")
-    renamed = {mmgen_key(k): v for k, v in sub.items()}
-    to_rgb = [k for k in renamed if re.match(r"^to_rgb(1|s\.\d+)\.(conv\.weight|bias)$", k)]
-    for key in to_rgb:  # BGR → RGB: reverse the output channels of every ToRGB
-        renamed[key] = renamed[key].flip(1).contiguous()
-    model = _generator_from(renamed, provenance.source)
+    model = _mmgen_generator(sub, provenance.source)
     notes = [f"generator taken from prefix {prefix!r}; ToRGB channels reversed (MMGen emits BGR)"]
     _latent_avg(model, ckpt, notes)
     ignored = sorted({k.split(".")[0] + ".*" for k in sd if not k.startswith(prefix)}) if prefix else []
     return ImportResult([checkpoints.save(dest, model, provenance)], ["Generator"], ignored, notes)
+
+
+# ------------------------------------------------------------------------------------ FaceStylor
+
+FACESTYLOR_TRAIN_ONLY = ("lpips_loss.", "id_loss.", "generator.", "discriminator.", "source_generator.")
+
+
+def _mmgen_generator(sub: dict[str, torch.Tensor], where: str) -> Generator:
+    """An MMGen StyleGAN2 state dict (no prefix) → our Generator, with ToRGB permuted BGR → RGB."""
+    renamed = {mmgen_key(k): v for k, v in sub.items()}
+    for key in [k for k in renamed if re.match(r"^to_rgb(1|s\.\d+)\.(conv\.weight|bias)$", k)]:
+        renamed[key] = renamed[key].flip(1).contiguous()
+    return _generator_from(renamed, where)
+
+
+def _set_latent_avg(model: Generator) -> None:
+    """MMGen files carry no latent_avg (used for truncation only): the mean mapping of 4096 seeded z.
+    Skipped for meta tensors (layout checks)."""
+    if not model.style[1].weight.is_meta:
+        model.compute_latent_avg()
+
+
+def _prefixed(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _report_left(sd: dict[str, torch.Tensor], used: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(ignored: 'prefix.* (N keys)' per top-level module not used, notes on unexpected ones)."""
+    groups: dict[str, int] = {}
+    for key in sd:
+        if not key.startswith(used):
+            top = key.split(".")[0] + "."
+            groups[top] = groups.get(top, 0) + 1
+    ignored = [f"{top}* ({n} keys)" for top, n in sorted(groups.items())]
+    unexpected = [top for top in groups if not top.startswith(FACESTYLOR_TRAIN_ONLY + ("gen_auxiliary_losses.",))]
+    notes = [f"unexpected module {top}* left out (not part of a FaceStylor checkpoint we know)" for top in unexpected]
+    return ignored, notes
+
+
+@dataclasses.dataclass
+class FaceStylorModels:
+    """What a FaceStylor checkpoint converts to, before anything is written."""
+
+    models: dict[str, nn.Module]  # "" (the main model) and, for encoders, "source"
+    ignored: list[str]
+    notes: list[str]
+
+
+def convert_facestylor_encoder(sd: dict[str, torch.Tensor], where: str) -> FaceStylorModels:
+    """`PSPEncoderDecoder` state dict → {"": Inverter (encoder + decoder mapping), "source": Generator}.
+
+    Works on meta tensors too (the manifests of the real checkpoints are checked that way)."""
+    enc = _prefixed(sd, "encoder.")
+    decoder = _prefixed(sd, "decoder.")
+    if not enc or not any(k.startswith("style_mapping.") for k in decoder):
+        raise ImportFailure(
+            f"{where}: expected encoder.* and decoder.style_mapping.* keys (a FaceStylor agile_encoder "
+            "checkpoint); a transfer checkpoint is --format facestylor-transfer"
+        )
+    if "fc_mu.weight" not in enc:
+        raise ImportFailure(f"{where}: encoder.* has no fc_mu head: not an AgileGAN-style encoder")
+    variational = "fc_var.weight" in enc
+    n_styles = len({k.split(".")[1] for k in enc if k.startswith("styles.")})
+    style_dim = enc["fc_mu.weight"].shape[0]
+    mapping = {mmgen_key(k): v for k, v in decoder.items() if k.startswith("style_mapping.")}
+    mapping = {k[len("style.") :]: v for k, v in mapping.items()}
+    config = InverterConfig(
+        encoder=EncoderConfig(style_dim=style_dim, n_styles=n_styles, variational=variational),
+        mapping=MappingConfig(style_dim=style_dim, n_mlp=len([k for k in mapping if k.endswith(".weight")])),
+    )
+    with torch.device("meta"):
+        inverter = Inverter(config)
+    tensors = {f"encoder.{k}": v for k, v in enc.items()}
+    tensors.update({f"mapping.{k}": v for k, v in mapping.items()})
+    _strict_assign(inverter, tensors, where)
+    source = _mmgen_generator(decoder, f"{where}[decoder]")
+    _set_latent_avg(source)
+    ignored, notes = _report_left(sd, ("encoder.", "decoder."))
+    notes = [
+        *([] if variational else ["mu-only encoder (no fc_var): inversion uses mu, as FaceStylor does"]),
+        f"decoder.* (MMGen's FFHQ {source.config.size} px generator, ToRGB permuted BGR → RGB) imported as "
+        "the source generator in source/ (layer swap and style strength); its mapping is the encoder's "
+        "z+ → w+ mapping",
+        *notes,
+    ]
+    return FaceStylorModels({"": inverter, "source": source}, ignored, notes)
+
+
+def convert_facestylor_transfer(sd: dict[str, torch.Tensor], where: str) -> FaceStylorModels:
+    """`PSPTransfer` state dict → {"": the style Generator from generator_ema.*}."""
+    sub = _prefixed(sd, "generator_ema.")
+    if not any(k.startswith("style_mapping.") for k in sub):
+        raise ImportFailure(
+            f"{where}: no generator_ema.* generator (a FaceStylor agile_transfer checkpoint); an encoder "
+            "checkpoint is --format facestylor-encoder"
+        )
+    model = _mmgen_generator(sub, f"{where}[generator_ema]")
+    _set_latent_avg(model)
+    ignored, notes = _report_left(sd, ("generator_ema.",))
+    notes = [
+        "generator_ema.* imported as the style generator, ToRGB permuted BGR → RGB; its own mapping is not "
+        "used for stylization (w+ comes from the encoder's source mapping)",
+        *notes,
+    ]
+    return FaceStylorModels({"": model}, ignored, notes)
+
+
+def _save_facestylor(converted: FaceStylorModels, dest: Path, provenance: Provenance) -> ImportResult:
+    dirs = [checkpoints.save(dest / sub if sub else dest, m, provenance) for sub, m in converted.models.items()]
+    classes = [type(m).__name__ for m in converted.models.values()]
+    return ImportResult(dirs, classes, converted.ignored, converted.notes)
+
+
+def _import_facestylor_encoder(ckpt: dict, dest: Path, provenance: Provenance) -> ImportResult:
+    sd = _tensors(ckpt.get("state_dict"), f"{provenance.source}[state_dict]")
+    return _save_facestylor(convert_facestylor_encoder(sd, provenance.source), dest, provenance)
+
+
+def _import_facestylor_transfer(ckpt: dict, dest: Path, provenance: Provenance) -> ImportResult:
+    sd = _tensors(ckpt.get("state_dict"), f"{provenance.source}[state_dict]")
+    return _save_facestylor(convert_facestylor_transfer(sd, provenance.source), dest, provenance)
