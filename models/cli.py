@@ -21,6 +21,15 @@ import numpy as np
 from models.synthesis import NOISE_MODES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+IMPORT_FORMATS = (  # models.importers.FORMATS, without importing torch for --help
+    "rosinality",
+    "agilegan-encoder",
+    "agilegan-dual",
+    "mmgen",
+    "facestylor-encoder",
+    "facestylor-transfer",
+    "lpips-vgg",
+)
 
 
 class CommandError(Exception):
@@ -32,9 +41,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     weights = sub.add_parser("weights", help="import public weights into our checkpoint format")
     wsub = weights.add_subparsers(dest="weights_command", required=True)
     imp = wsub.add_parser("import", help="convert a pickled checkpoint to safetensors + config.json")
-    imp.add_argument(
-        "--format", required=True, choices=("rosinality", "agilegan-encoder", "agilegan-dual", "mmgen", "lpips-vgg")
-    )
+    imp.add_argument("--format", required=True, choices=IMPORT_FORMATS)
     imp.add_argument("--vgg", type=Path, help="lpips-vgg only: torchvision's VGG16 weights (vgg16-397923af.pth)")
     imp.add_argument("src", type=Path, help="the .pt/.pth file")
     imp.add_argument("dest", type=Path, help="output checkpoint directory")
@@ -46,7 +53,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     dl.add_argument("--cache", type=Path, default=Path("data/downloads"), help="where downloaded files are kept")
     dl.add_argument("--url", help="a release not in the list: its URL (with --sha256, --format, --to)")
     dl.add_argument("--sha256", help="expected sha256 (or its first 8+ hex characters)")
-    dl.add_argument("--format", choices=("rosinality", "agilegan-encoder", "agilegan-dual", "mmgen"))
+    dl.add_argument("--format", choices=IMPORT_FORMATS[:-1])
     dl.add_argument("--to", help="registry sub-directory, e.g. base/generator or styles/cartoon")
     dl.set_defaults(handler=cmd_weights_download)
     ls = wsub.add_parser("list", help="public releases `weights download` knows")
@@ -61,6 +68,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=int, default=0, help="seeds z (without --latents) and random noise")
     gen.add_argument("--count", type=int, default=1, help="number of seeded z samples without --latents")
     gen.add_argument("--branch", help="attribute branch of an attribute-aware generator (default: its default)")
+    gen.add_argument("--source", type=Path, help="the source generator the style was tuned from (for the next two)")
+    gen.add_argument("--structure", type=int, default=0, help="layer swap k: source structure up to 2^(k+2) px")
+    gen.add_argument("--strength", type=float, default=1.0, help="1 = the style, 0 = the source (interpolation)")
     gen.add_argument("--out", type=Path, required=True, help=".npy (raw float32 NCHW) or .png/.jpg image(s)")
     gen.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, …")
     gen.set_defaults(handler=cmd_generate)
@@ -284,11 +294,19 @@ def cmd_train_style(args: argparse.Namespace) -> None:
 
 
 def cmd_weights_list(args: argparse.Namespace) -> None:
-    from models.downloads import CATALOG
+    from models.downloads import CATALOG, STYLE_PRESETS
 
     for release in CATALOG.values():
-        print(f"{release.name:<18} → {release.registry_path:<20} {release.description}")
-        print(f"{'':<18}   licence: {release.license}")
+        size = f"~{release.approx_mb} MB" if release.approx_mb else "size not published"
+        print(f"{release.name:<24} → {release.registry_path:<24} {release.description}")
+        print(f"{'':<24}   {release.url}")
+        print(f"{'':<24}   sha256 {release.sha256}…, {size}, format {release.format}")
+        print(f"{'':<24}   licence: {release.license}")
+    print("\nready styles (`agilegan styles install NAME` fetches the style and the encoder it pairs with):")
+    for preset in STYLE_PRESETS.values():
+        print(
+            f"  {preset.name:<10} {preset.description}; encoder {preset.encoder}; default structure {preset.structure}"
+        )
 
 
 def cmd_weights_download(args: argparse.Namespace) -> None:
@@ -308,6 +326,11 @@ def cmd_weights_download(args: argparse.Namespace) -> None:
         )
     elif args.name in CATALOG:
         release = CATALOG[args.name]
+        if release.format == "facestylor-transfer":
+            style = release.registry_path.removeprefix("styles/")
+            raise CommandError(
+                f"{args.name} is a style: `agilegan styles install {style}` installs it with its encoder"
+            )
     else:
         raise CommandError(f"unknown release {args.name!r}; `agilegan weights list` shows them")
 
@@ -347,9 +370,36 @@ def cmd_generate(args: argparse.Namespace) -> None:
         kwargs["branch"] = args.branch
     elif args.branch is not None:
         raise CommandError(f"{args.checkpoint} is a plain generator: it has no --branch")
-    with torch.inference_mode():
-        image = model(latents.to(device), rng=torch.Generator().manual_seed(args.seed), **kwargs)
+    rng = torch.Generator().manual_seed(args.seed)
+    if args.source is not None or args.structure or args.strength != 1.0:
+        image = _generate_with_strength(model, latents.to(device), args, device, rng)
+    else:
+        with torch.inference_mode():
+            image = model(latents.to(device), rng=rng, **kwargs)
     _write_output(image.float().cpu().numpy(), args.out)
+
+
+def _generate_with_strength(model, latents, args: argparse.Namespace, device: str, rng):
+    """`generate --source S --structure K --strength X`: layer swap and interpolation with the source."""
+    import torch
+
+    from models import checkpoints
+    from models.style_strength import interpolate_generators, quantise_strength, render
+    from models.stylegan2 import Generator
+
+    if args.source is None:
+        raise CommandError("--structure and --strength need --source (the generator the style was tuned from)")
+    if not isinstance(model, Generator):
+        raise CommandError("--structure and --strength work on plain generators, not attribute-aware ones")
+    source = checkpoints.load(args.source, expected=Generator, device=device)
+    try:
+        strength = quantise_strength(args.strength)
+        style = interpolate_generators(source, model, strength)
+        with torch.inference_mode():
+            wplus = style.to_wplus(latents, args.space, args.truncation)
+            return render(style, wplus, args.structure, source, args.noise, rng)
+    except ValueError as e:
+        raise CommandError(str(e)) from e
 
 
 def cmd_invert(args: argparse.Namespace) -> None:

@@ -392,6 +392,38 @@ def _mmgen_generator(sub: dict[str, torch.Tensor], where: str) -> Generator:
     return _generator_from(renamed, where)
 
 
+def infer_encoder_config(enc: dict[str, torch.Tensor], where: str) -> EncoderConfig:
+    """The HVAE encoder's shape from its state dict (no prefix): IR-SE stages, heads, input size.
+
+    A stage starts at unit 0 and wherever a unit has a conv shortcut (its width changes), so stages
+    must differ in width, as IR-SE50's 64/128/256/512 do. The style heads read feature maps of
+    input/16, /8 and /4 px with log2 of that many stride-2 convs, which gives the input size and the
+    coarse/middle split.
+    """
+    try:
+        units = sorted({int(k.split(".")[1]) for k in enc if k.startswith("body.")})
+        starts = [u for u in units if u == 0 or f"body.{u}.shortcut_layer.0.weight" in enc]
+        widths = tuple(int(enc[f"body.{u}.res_layer.1.weight"].shape[0]) for u in starts)
+        stage_units = tuple(b - a for a, b in zip(starts, [*starts[1:], len(units)]))
+        reduction = widths[0] // int(enc["body.0.res_layer.5.fc1.weight"].shape[0])
+        heads = sorted({int(k.split(".")[1]) for k in enc if k.startswith("styles.")})
+        convs = [len({k for k in enc if k.startswith(f"styles.{h}.convs.") and k.endswith(".weight")}) for h in heads]
+        low = min(convs)
+        return EncoderConfig(
+            input_size=16 * 2**low,
+            stage_units=stage_units,
+            stage_widths=widths,
+            se_reduction=reduction,
+            style_dim=int(enc["fc_mu.weight"].shape[0]),
+            n_styles=len(heads),
+            coarse=convs.count(low),
+            middle=convs.count(low + 1),
+            variational="fc_var.weight" in enc,
+        )
+    except (KeyError, IndexError, ValueError, ZeroDivisionError) as e:
+        raise ImportFailure(f"{where}: encoder.* is not an IR-SE HVAE encoder ({type(e).__name__}: {e})") from e
+
+
 def _set_latent_avg(model: Generator) -> None:
     """MMGen files carry no latent_avg (used for truncation only): the mean mapping of 4096 seeded z.
     Skipped for meta tensors (layout checks)."""
@@ -438,14 +470,15 @@ def convert_facestylor_encoder(sd: dict[str, torch.Tensor], where: str) -> FaceS
         )
     if "fc_mu.weight" not in enc:
         raise ImportFailure(f"{where}: encoder.* has no fc_mu head: not an AgileGAN-style encoder")
-    variational = "fc_var.weight" in enc
-    n_styles = len({k.split(".")[1] for k in enc if k.startswith("styles.")})
-    style_dim = enc["fc_mu.weight"].shape[0]
+    encoder_config = infer_encoder_config(enc, where)
+    variational = encoder_config.variational
     mapping = {mmgen_key(k): v for k, v in decoder.items() if k.startswith("style_mapping.")}
     mapping = {k[len("style.") :]: v for k, v in mapping.items()}
     config = InverterConfig(
-        encoder=EncoderConfig(style_dim=style_dim, n_styles=n_styles, variational=variational),
-        mapping=MappingConfig(style_dim=style_dim, n_mlp=len([k for k in mapping if k.endswith(".weight")])),
+        encoder=encoder_config,
+        mapping=MappingConfig(
+            style_dim=encoder_config.style_dim, n_mlp=len([k for k in mapping if k.endswith(".weight")])
+        ),
     )
     with torch.device("meta"):
         inverter = Inverter(config)

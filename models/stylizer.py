@@ -1,10 +1,15 @@
 """The stylize pipeline on an aligned crop: encoder → z+ → source mapping → w+ → style generator.
 
-Built from already loaded models (the worker caches them); no file or queue access here.
+Built from already loaded models (the worker caches them); no file or queue access here. With the
+style's source generator, the render takes the style-strength controls (models.style_strength):
+`structure` (layer swap) and `strength` (weight interpolation, computed once per quantised strength
+and kept here, with the style, for the next requests).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,8 +19,11 @@ from PIL import Image
 from models.attribute_classifier import AttributeClassifier
 from models.attribute_generator import AttributeAwareGenerator
 from models.encoder import Inverter, image_to_tensor
+from models.style_strength import check_pair, interpolate_generators, quantise_strength, render
 from models.stylegan2 import Generator
 from models.synthesis import NoiseMode
+
+INTERPOLATED_CACHE = 4  # interpolated generators kept per style (each is a full generator's weights)
 
 
 class IncompatibleModels(ValueError):
@@ -29,6 +37,8 @@ class Stylized:
     wplus: torch.Tensor  # [1, L, D]
     branch_source: str | None = None  # "request", "classifier" or "default"
     confidence: float | None = None  # the classifier's probability for the chosen branch
+    structure: int = 0
+    strength: float = 1.0
 
 
 class Stylizer:
@@ -37,16 +47,65 @@ class Stylizer:
         inverter: Inverter,
         generator: Generator | AttributeAwareGenerator,
         classifier: AttributeClassifier | None = None,
+        source: Generator | None = None,
     ) -> None:
+        """`source`: the generator the style was fine-tuned from (enables structure and strength).
+
+        The encoder may emit more codes than the generator reads (FaceStylor's 18-code encoders serve
+        its 256 px, 14-code styles): the first `n_latent` are used, as MMGen's generator does.
+        """
         enc, gen = inverter.config, generator.config
-        if enc.encoder.n_styles != gen.n_latent or enc.mapping.style_dim != gen.style_dim:
+        if enc.encoder.n_styles < gen.n_latent or enc.mapping.style_dim != gen.style_dim:
             raise IncompatibleModels(
                 f"encoder emits {enc.encoder.n_styles}×{enc.mapping.style_dim} codes; the generator takes "
                 f"{gen.n_latent}×{gen.style_dim}"
             )
-        self.inverter, self.generator = inverter, generator
+        if source is not None:
+            if isinstance(generator, AttributeAwareGenerator):
+                source = None  # layer swap / interpolation are defined for plain generators only
+            else:
+                try:
+                    check_pair(source, generator)
+                except ValueError as e:
+                    raise IncompatibleModels(str(e)) from e
+        self.inverter, self.generator, self.source = inverter, generator, source
         usable = classifier is not None and set(classifier.config.labels) & set(self.branches)
         self.classifier = classifier if usable else None
+        self._interpolated: OrderedDict[float, Generator] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def with_strength(self, strength: float) -> Generator:
+        """The style generator at `strength` (quantised), interpolated once and cached (LRU)."""
+        if not isinstance(self.generator, Generator):
+            raise IncompatibleModels("style strength needs a plain (not attribute-aware) generator")
+        strength = quantise_strength(strength)
+        if strength == 1.0:
+            return self.generator
+        if self.source is None:
+            raise IncompatibleModels("this style has no source generator: strength must be 1")
+        with self._lock:
+            cached = self._interpolated.get(strength)
+            if cached is None:
+                cached = interpolate_generators(self.source, self.generator, strength)
+                self._interpolated[strength] = cached
+                while len(self._interpolated) > INTERPOLATED_CACHE:
+                    self._interpolated.popitem(last=False)
+            self._interpolated.move_to_end(strength)
+            return cached
+
+    def render(
+        self,
+        wplus: torch.Tensor,
+        structure: int = 0,
+        strength: float = 1.0,
+        noise: NoiseMode = "const",
+        rng: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """w+ [B, ≥L, D] → image [B, 3, S, S] with the plain style generator's strength controls."""
+        wplus = wplus[:, : self.generator.n_latent]
+        if structure and self.source is None:
+            raise IncompatibleModels("this style has no source generator: structure must be 0")
+        return render(self.with_strength(strength), wplus, structure, self.source, noise, rng)
 
     @property
     def branches(self) -> tuple[str, ...]:
@@ -62,17 +121,25 @@ class Stylizer:
 
     @torch.inference_mode()
     def __call__(
-        self, crop: Image.Image, branch: str | None = None, noise: NoiseMode = "const", seed: int = 0
+        self,
+        crop: Image.Image,
+        branch: str | None = None,
+        noise: NoiseMode = "const",
+        seed: int = 0,
+        structure: int = 0,
+        strength: float = 1.0,
     ) -> Stylized:
         device = self.generator.latent_avg.device
         # 1. The aligned crop → encoder input [1, 3, S, S] in [-1, 1].
         x = image_to_tensor(crop, self.inverter.config.encoder.input_size).to(device)
-        # 2. Invert: mu (z+) through the frozen source mapping → w+.
-        wplus = self.inverter(x).wplus
+        # 2. Invert: mu (z+) through the frozen source mapping → w+ (the generator's n_latent codes).
+        wplus = self.inverter(x).wplus[:, : self.generator.n_latent]
         # 3. Render with the style generator (the attribute branch for attribute-aware styles).
         rng = torch.Generator().manual_seed(seed)
         source, confidence = None, None
         if isinstance(self.generator, AttributeAwareGenerator):
+            if structure or strength != 1.0:
+                raise IncompatibleModels("structure and strength are not offered by attribute-aware styles")
             # 3a. The branch: as asked; else the classifier's choice among this style's branches; else the default.
             if branch is not None:
                 source = "request"
@@ -83,10 +150,12 @@ class Stylizer:
                 branch, source = self.default_branch, "default"
             out = self.generator(wplus, branch=branch, space="wplus", noise=noise, rng=rng)
         else:
+            # 3b. A plain generator, at the asked structure (layer swap) and strength (interpolation).
             branch = None
-            out = self.generator(wplus, space="wplus", noise=noise, rng=rng)
+            out = self.render(wplus, structure, strength, noise, rng)
+            strength = quantise_strength(strength)
         # 4. [-1, 1] float → 8-bit RGB.
-        return Stylized(to_image(out[0]), branch, wplus, source, confidence)
+        return Stylized(to_image(out[0]), branch, wplus, source, confidence, structure, strength)
 
 
 def to_image(chw: torch.Tensor) -> Image.Image:

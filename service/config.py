@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         0, ge=0, le=256, description="face detections the API process runs at once; 0 = four per CPU core"
     )
 
+    # --- public weights (agilegan styles install, and the first `agilegan up`)
+    first_run_style: str = Field(
+        "toonify", description="public style `agilegan up` installs when the registry has none; '' = never"
+    )
+    download_mirror: str | None = Field(None, description="base URL holding the release files (else their origin)")
+    download_timeout_s: float = Field(15.0, gt=0, le=600, description="connect/read timeout of weight downloads")
+
     # --- workers
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     torch_threads: int = Field(0, ge=0, description="0 = torch's default")

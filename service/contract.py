@@ -36,6 +36,8 @@ class StylizeJob(BaseModel):
     attribute: str = "auto"
     landmarks: list[list[float]] = Field(min_length=68, max_length=68)
     noise: Literal["const", "random", "zero"] = "const"
+    structure: int = Field(0, ge=0, le=8)
+    strength: float = Field(1.0, ge=0.0, le=1.0)
 
 
 def job_key(job_id: str) -> str:

@@ -1,11 +1,16 @@
 """The model registry on disk, read without torch (the API lists styles from it).
 
-    <registry>/base/encoder/          Inverter checkpoint (HVAE encoder + FFHQ mapping)
+    <registry>/base/encoder/          Inverter checkpoint (HVAE encoder + FFHQ mapping): the default encoder
     <registry>/base/generator/        the source FFHQ generator (for training styles)
     <registry>/base/attribute-classifier/  optional: picks the branch for attribute=auto
+    <registry>/encoders/<id>/         more encoders (e.g. FaceStylor's), each with its source generator in source/
     <registry>/styles/<id>/           a style: generator checkpoint + style.json
 
-`style.json`: {"id", "name", "description", "status": "ready" | "training" | …, "created_at", "labels"}.
+`style.json`: {"id", "name", "description", "status": "ready" | "training" | …, "created_at", "labels"}, and
+optionally "encoder" (an id under encoders/; absent = base/encoder), "source" (registry-relative directory
+of the generator the style was fine-tuned from; absent = base/generator) and "structure" (the default
+layer swap). A style is served only through its own encoder: codes of another encoder's mapping are
+meaningless to it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from models.checkpoint_files import CheckpointError, atomic_write_bytes, read_in
 from service.contract import STYLE_ID
 
 STYLE_FILE = "style.json"
+BASE_ENCODER = "base"
+STRENGTH_STEP = 0.05  # strengths are quantised to this (models.style_strength.STRENGTH_STEP)
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,19 @@ class StyleInfo:
     labels: list[str] = field(default_factory=list)
     training: dict[str, Any] | None = None  # summary once trained (steps, best score, stop reason)
     error: dict[str, Any] | None = None  # code and message when training failed
+    encoder: str = BASE_ENCODER  # "base" or an id under encoders/
+    source: str | None = None  # registry-relative source generator directory, when it exists
+    structure_default: int = 0
+
+    @property
+    def controls(self) -> dict[str, Any] | None:
+        """The style-strength controls this style offers (None: no source generator, or attribute-aware)."""
+        if self.source is None or self.branches or self.resolution is None:
+            return None
+        return {
+            "structure": {"default": self.structure_default, "min": 0, "max": self.resolution.bit_length() - 3},
+            "strength": {"default": 1.0, "min": 0.0, "max": 1.0, "step": STRENGTH_STEP},
+        }
 
     def public(self) -> dict[str, Any]:
         return {
@@ -52,6 +72,8 @@ class StyleInfo:
             "labels": self.labels,
             "training": self.training,
             "error": self.error,
+            "encoder": self.encoder,
+            "controls": self.controls,
         }
 
 
@@ -70,6 +92,20 @@ class Registry:
     @property
     def source_generator_dir(self) -> Path:
         return self.root / "base" / "generator"
+
+    def encoder_dir_for(self, encoder: str) -> Path:
+        """The Inverter checkpoint of `encoder` ("base" or an id under encoders/)."""
+        if encoder == BASE_ENCODER:
+            return self.encoder_dir
+        if not STYLE_ID.fullmatch(encoder):
+            raise ValueError(f"not an encoder id: {encoder!r}")
+        return self.root / "encoders" / encoder
+
+    def has_encoder(self, encoder: str) -> bool:
+        try:
+            return (self.encoder_dir_for(encoder) / "config.json").is_file()
+        except ValueError:
+            return False
 
     def style_dir(self, style_id: str) -> Path:
         if not STYLE_ID.fullmatch(style_id):
@@ -107,11 +143,17 @@ class Registry:
             default = info.config.get("default_branch")
         except CheckpointError:
             pass  # e.g. still training: no weights yet
+        source = meta.get("source", "base/generator")
+        source_ok = isinstance(source, str) and ".." not in source and (self.root / source / "config.json").is_file()
+        encoder = meta.get("encoder", BASE_ENCODER)
+        status = meta.get("status", "ready" if cls else "pending")
+        if status == "ready" and not self.has_encoder(encoder):
+            status = "missing_encoder"
         return StyleInfo(
             id=style_id,
             name=meta.get("name", style_id),
             description=meta.get("description", ""),
-            status=meta.get("status", "ready" if cls else "pending"),
+            status=status,
             resolution=resolution,
             branches=branches,
             default_branch=default,
@@ -121,6 +163,9 @@ class Registry:
             labels=list(meta.get("labels", [])),
             training=meta.get("training"),
             error=meta.get("error"),
+            encoder=encoder,
+            source=source if source_ok else None,
+            structure_default=int(meta.get("structure", 0)),
         )
 
     def read_style_meta(self, style_id: str) -> dict[str, Any]:
@@ -133,6 +178,10 @@ class Registry:
         self.write_style_meta(style_id, {**meta, **changes})
 
     def write_style_meta(self, style_id: str, meta: dict[str, Any]) -> None:
-        directory = self.style_dir(style_id)
+        self.write_style_meta_in(self.style_dir(style_id), style_id, meta)
+
+    @staticmethod
+    def write_style_meta_in(directory: Path, style_id: str, meta: dict[str, Any]) -> None:
+        """style.json into `directory` (a style's folder, or a temporary one renamed into place later)."""
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(directory / STYLE_FILE, (json.dumps({"id": style_id, **meta}, indent=2) + "\n").encode())

@@ -48,6 +48,12 @@ class StyleOut(BaseModel):
     labels: list[str]
     training: dict[str, Any] | None = Field(None, description="live progress while training; summary when ready")
     error: dict[str, Any] | None = None
+    encoder: str = Field("base", description="the encoder this style is served through (its pairing)")
+    controls: dict[str, Any] | None = Field(
+        None,
+        description="style-strength controls of POST /v1/stylize (structure, strength: default and range); "
+        "null when the style has no source generator or is attribute-aware",
+    )
 
 
 class StyleList(BaseModel):

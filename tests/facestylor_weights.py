@@ -92,22 +92,26 @@ def weights(entries: list[list], seed: int = SEED, prefixes: tuple[str, ...] | N
     return out
 
 
-def generator_entries(size: int, prefix: str) -> list[list]:
-    """MMGen StyleGANv2Generator(size, 512, 8 mlp, channel multiplier 2) keys, state-dict order, prefixed."""
-    ch = {r: min(512, 32768 // r) for r in (4, 8, 16, 32, 64, 128, 256, 512, 1024)}
+def generator_entries(size: int, prefix: str, style_dim: int = 512, channel_max: int = 512) -> list[list]:
+    """MMGen StyleGANv2Generator(size, style_dim, 8 mlp, channel multiplier 2) keys, state-dict order,
+    prefixed (the released files: style_dim = channel_max = 512; smaller ones make tiny test files)."""
+    ch = {r: min(channel_max, 32768 // r) for r in (4, 8, 16, 32, 64, 128, 256, 512, 1024)}
     log_size = size.bit_length() - 1
     n_latent = 2 * log_size - 2
     sides = [2 ** ((i + 5) // 2) for i in range(n_latent - 1)]
     keys = [[f"injected_noise_{i}", [1, 1, r, r]] for i, r in enumerate(sides)]
     for i in range(1, 9):
-        keys += [[f"style_mapping.{i}.bias", [512]], [f"style_mapping.{i}.linear.weight_orig", [512, 512]]]
+        keys += [
+            [f"style_mapping.{i}.bias", [style_dim]],
+            [f"style_mapping.{i}.linear.weight_orig", [style_dim, style_dim]],
+        ]
     keys.append(["constant_input.input", [1, ch[4], 4, 4]])
 
     def conv(p: str, cin: int, cout: int, up: bool) -> list:
         k = [
             [f"{p}.conv.weight_orig", [1, cout, cin, 3, 3]],
             [f"{p}.conv.style_modulation.bias", [cin]],
-            [f"{p}.conv.style_modulation.linear.weight_orig", [cin, 512]],
+            [f"{p}.conv.style_modulation.linear.weight_orig", [cin, style_dim]],
         ]
         k += [[f"{p}.conv.blur.kernel", [4, 4]]] if up else []
         return k + [[f"{p}.noise_injector.weight", [1]], [f"{p}.activate.bias", [cout]]]
@@ -117,7 +121,7 @@ def generator_entries(size: int, prefix: str) -> list[list]:
         return k + [
             [f"{p}.conv.weight_orig", [1, 3, cin, 1, 1]],
             [f"{p}.conv.style_modulation.bias", [cin]],
-            [f"{p}.conv.style_modulation.linear.weight_orig", [cin, 512]],
+            [f"{p}.conv.style_modulation.linear.weight_orig", [cin, style_dim]],
         ]
 
     keys += conv("conv1", ch[4], ch[4], False) + rgb("to_rgb1", ch[4], False)
@@ -128,6 +132,40 @@ def generator_entries(size: int, prefix: str) -> list[list]:
         rgbs += rgb(f"to_rgbs.{i - 3}", cout, True)
         cin = cout
     return [[prefix + k, s, "float32"] for k, s in keys + convs + rgbs]
+
+
+TINY_STYLE_DIM, TINY_CHANNELS, TINY_SIZE = 32, 16, 64
+
+
+def tiny_encoder_entries() -> list[list]:
+    """A FaceStylor encoder checkpoint's layout at test size: `encoder.*` of a mu-only IR-SE encoder
+    (64 px input, 10 codes), `decoder.*` an MMGen 64 px generator, and train-only LPIPS keys."""
+    from models.configs import EncoderConfig
+    from models.encoder import VAEStyleEncoder
+
+    config = EncoderConfig(
+        input_size=64,
+        stage_units=(1, 2, 1, 1),
+        stage_widths=(8, 16, 24, 32),
+        se_reduction=4,
+        style_dim=TINY_STYLE_DIM,
+        n_styles=2 * (TINY_SIZE.bit_length() - 1) - 2,
+        variational=False,
+    )
+    with torch.device("meta"):
+        encoder = VAEStyleEncoder(config)
+    entries = [
+        [f"encoder.{k}", list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in encoder.state_dict().items()
+    ]
+    entries += generator_entries(TINY_SIZE, "decoder.", TINY_STYLE_DIM, TINY_CHANNELS)
+    return entries + [["lpips_loss.lin.lin0.model.1.weight", [1, 8, 1, 1], "float32"]]
+
+
+def tiny_transfer_entries() -> list[list]:
+    """A FaceStylor transfer checkpoint's layout at test size: generator_ema.* plus train-only parts."""
+    entries = generator_entries(TINY_SIZE, "generator_ema.", TINY_STYLE_DIM, TINY_CHANNELS)
+    entries += generator_entries(TINY_SIZE, "generator.", TINY_STYLE_DIM, TINY_CHANNELS)
+    return entries + [["discriminator.convs.0.0.weight", [16, 3, 1, 1], "float32"]]
 
 
 def checkpoint_file(path: Path, state_dict: dict[str, torch.Tensor], name: str = "seeded") -> Path:

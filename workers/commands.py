@@ -32,6 +32,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     up = sub.add_parser("up", help="run everything locally: Redis (if none answers), demo models, a worker, the API")
     up.set_defaults(handler=cmd_up)
 
+    styles = sub.add_parser("styles", help="public ready-made styles (FaceStylor releases)")
+    ssub = styles.add_subparsers(dest="styles_command", required=True)
+    inst = ssub.add_parser("install", help="download (resumable, checksum-verified), import and register a style")
+    inst.add_argument("name", help="toonify, oil, sketch, cartoon, bitmoji or comic (`agilegan weights list`)")
+    inst.add_argument("--mirror", help="base URL with the release files (default AGILEGAN_DOWNLOAD_MIRROR)")
+    inst.set_defaults(handler=cmd_styles_install)
+
     demo = sub.add_parser("demo-registry", help="write the random-weight demo encoder and style if absent")
     demo.add_argument("--size", type=int, default=1024, help="demo generator resolution")
     demo.add_argument("--tiny", action="store_true", help="test-sized models")
@@ -88,6 +95,50 @@ def cmd_demo_registry(args: argparse.Namespace) -> None:
     print(f"demo registry {'written' if wrote else 'already present'} in {settings.registry_dir}")
 
 
+def cmd_styles_install(args: argparse.Namespace) -> None:
+    from workers.style_install import InstallError
+
+    settings = _settings()
+    try:
+        installed = install_public_style(settings, args.name, args.mirror or settings.download_mirror)
+    except InstallError as e:
+        print(f"agilegan: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from e
+    if installed.changed:
+        print(f"installed style {installed.style!r} (encoder {installed.encoder}) in {settings.registry_dir}")
+    else:
+        print(f"style {installed.style!r} is already installed in {settings.registry_dir}")
+
+
+def install_public_style(settings, name: str, mirror: str | None):
+    """Install a public style with progress on stderr: a bar on a terminal, a line per 10 % otherwise."""
+    from workers.style_install import install_style
+
+    tty = sys.stderr.isatty()
+    shown: dict[str, int] = {}
+
+    def progress(file_name: str, done: int, total: int | None) -> None:
+        share = int(100 * done / total) if total else None
+        if tty:
+            bar = "#" * ((share or 0) // 5)
+            tail = f"{share:3d} % [{bar:<20}]" if share is not None else ""
+            print(f"\r{file_name[:48]}: {done / 1e6:8.1f} MB {tail}", end="", file=sys.stderr, flush=True)
+            if total and done >= total:
+                print(file=sys.stderr)
+        elif share is not None and share // 10 > shown.get(file_name, -1):
+            shown[file_name] = share // 10
+            print(f"{file_name}: {done / 1e6:.1f} of {total / 1e6:.1f} MB ({share} %)", file=sys.stderr, flush=True)
+
+    return install_style(
+        name,
+        settings.registry_dir,
+        settings.data_dir / "downloads",
+        mirror=mirror,
+        timeout=settings.download_timeout_s,
+        progress=progress,
+    )
+
+
 def redis_answers(url: str) -> bool:
     from redis import Redis
     from redis.exceptions import RedisError
@@ -136,6 +187,33 @@ def start_redis(url: str, directory: Path) -> subprocess.Popen:
     raise RuntimeError(f"redis-server did not come up at {url}")
 
 
+def first_run_style(settings, registry) -> str:
+    """Install `settings.first_run_style` when the registry lacks it and the network allows; the
+    style the first curl should use ("demo" when it could not be installed or is turned off)."""
+    from workers.style_install import InstallError
+
+    name = settings.first_run_style.strip()
+    if not name:
+        return "demo"
+    info = registry.style(name)
+    if info is not None and info.status == "ready":
+        return name
+    from models.downloads import CATALOG, STYLE_PRESETS, mirrored, reachable
+
+    preset = STYLE_PRESETS.get(name)
+    url = mirrored(CATALOG[preset.release], settings.download_mirror).url if preset else ""
+    if preset and not reachable(url, settings.download_timeout_s):
+        print(f"could not reach {url.split('/')[2]}: serving the offline demo style 'demo' instead", flush=True)
+        return "demo"
+    print(f"installing the public style {name!r} (opt out: AGILEGAN_FIRST_RUN_STYLE=)", flush=True)
+    try:
+        install_public_style(settings, name, settings.download_mirror)
+    except InstallError as e:
+        print(f"could not install {name!r} ({e}); serving the offline demo style 'demo' instead", flush=True)
+        return "demo"
+    return name
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     """Redis (when none answers), the demo registry (when empty), one worker and the API, as child
     processes; SIGINT/SIGTERM or the exit of any child stops them all."""
@@ -156,6 +234,7 @@ def cmd_up(args: argparse.Namespace) -> None:
             print(f"starting redis-server for {settings.redis_url} (data in {settings.data_dir / 'redis'})")
             children.append(start_redis(settings.redis_url, settings.data_dir / "redis"))
         registry = Registry(settings.registry_dir)
+        style = first_run_style(settings, registry)
         if not registry.has_base() and not registry.styles():  # no weights at all: the offline demo
             demo_registry(settings.registry_dir)
             print(f"created the random-weight demo style 'demo' in {settings.registry_dir}")
@@ -169,7 +248,7 @@ def cmd_up(args: argparse.Namespace) -> None:
             print(f"operator API key (kept in {settings.data_dir / 'operator.key'}): {key}")
         print(
             f'try:  curl -s -H "Authorization: Bearer {key or "$AGILEGAN_KEY"}" '
-            f"-F image=@tests/data/faces/obama.jpg -F style=demo {base}/v1/stylize\n",
+            f"-F image=@tests/data/faces/obama.jpg -F style={style} {base}/v1/stylize\n",
             flush=True,
         )
         while stop["signal"] is None and all(child.poll() is None for child in children):

@@ -99,7 +99,7 @@ def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[st
     aligned = align_landmarks(photo, job.landmarks, ALIGNED_SIZE, rt.settings.align_transform_size)
     step("align", 0.3)
     # 3. Encoder → z+ → source mapping → w+ → the style's generator.
-    out = stylizer(aligned.image, branch=branch, noise=job.noise)
+    out = stylizer(aligned.image, branch=branch, noise=job.noise, structure=job.structure, strength=job.strength)
     step("generate", 0.8)
     # 4. Resize, or paste back into the photo.
     if job.output == "full":
@@ -116,6 +116,8 @@ def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[st
         "branch": out.branch,
         "branch_source": out.branch_source,
         "branch_confidence": out.confidence,
+        "structure": out.structure,
+        "strength": out.strength,
         "width": image.size[0],
         "height": image.size[1],
         "format": job.format,

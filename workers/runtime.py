@@ -25,7 +25,7 @@ from models.stylegan2 import Generator
 from models.stylizer import Stylizer
 from service.config import Settings
 from service.jobstore import JobStore
-from service.registry import Registry
+from service.registry import BASE_ENCODER, Registry
 from service.storage import Storage
 
 log = logging.getLogger("agilegan.worker")
@@ -56,7 +56,7 @@ class Runtime:
             min_face_size=settings.min_face_size,
             max_pixels=settings.max_pixels,
         )
-        self._inverter: Inverter | None = None
+        self._inverters: dict[str, Inverter] = {}
         self._styles: OrderedDict[str, tuple[tuple[float, float], Stylizer]] = OrderedDict()
         self._classifier_cache: tuple[float, AttributeClassifier | None] = (0.0, None)
         self._lock = threading.Lock()
@@ -70,11 +70,17 @@ class Runtime:
 
     @property
     def inverter(self) -> Inverter:
-        if self._inverter is None:
-            if not self.registry.has_base():
-                raise StyleUnavailable(f"no encoder in the registry ({self.registry.encoder_dir})")
-            self._inverter = checkpoints.load(self.registry.encoder_dir, expected=Inverter, device=self.device)
-        return self._inverter
+        """The registry's default encoder (base/encoder)."""
+        return self.inverter_for(BASE_ENCODER)
+
+    def inverter_for(self, encoder: str) -> Inverter:
+        """An encoder by registry id, loaded once (a handful exist: one per public base resolution)."""
+        if encoder not in self._inverters:
+            if not self.registry.has_encoder(encoder):
+                raise StyleUnavailable(f"encoder {encoder!r} is not in the registry ({self.registry.root})")
+            directory = self.registry.encoder_dir_for(encoder)
+            self._inverters[encoder] = checkpoints.load(directory, expected=Inverter, device=self.device)
+        return self._inverters[encoder]
 
     def stylizer(self, style_id: str) -> Stylizer:
         """The style's stylizer, loaded once and reloaded when its files change (LRU-bounded)."""
@@ -90,7 +96,10 @@ class Runtime:
                 self._styles.move_to_end(style_id)
                 return cached[1]
             generator = checkpoints.load(directory, expected=(Generator, AttributeAwareGenerator), device=self.device)
-            stylizer = Stylizer(self.inverter, generator, classifier)
+            source = None
+            if info.source is not None and isinstance(generator, Generator):
+                source = checkpoints.load(self.registry.root / info.source, expected=Generator, device=self.device)
+            stylizer = Stylizer(self.inverter_for(info.encoder), generator, classifier, source)
             self._styles[style_id] = (stamp, stylizer)
             self._styles.move_to_end(style_id)
             while len(self._styles) > self.settings.style_cache_size:
@@ -114,9 +123,6 @@ class Runtime:
         start = time.perf_counter()
         from PIL import Image
 
-        if not self.registry.has_base():
-            log.warning("registry has no encoder yet: jobs will fail until one is imported")
-            return 0.0
         blank = Image.new("RGB", (256, 256), (128, 128, 128))
         for info in self.registry.styles()[: self.settings.style_cache_size]:
             if info.status == "ready":

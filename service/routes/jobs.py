@@ -35,6 +35,7 @@ from service.deps import (
     StylizeQueueDep,
 )
 from service.errors import ApiError
+from service.registry import StyleInfo
 from service.schemas import ErrorBody, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["stylize"])
@@ -63,6 +64,23 @@ async def stylize(
     size: Annotated[int, Form(description="side of the aligned result: 256, 512 or 1024")] = 1024,
     attribute: Annotated[str, Form(description="'auto' or one of the style's branches")] = "auto",
     face_index: Annotated[int, Form(ge=0, le=63, description="which face, by size (0 = largest)")] = 0,
+    structure: Annotated[
+        int | None,
+        Form(
+            ge=0,
+            le=8,
+            description="layer swap: keep the photo's structure up to 2^(k+2) px (0 = off; "
+            "default: the style's, see its `controls`)",
+        ),
+    ] = None,
+    strength: Annotated[
+        float,
+        Form(
+            ge=0.0,
+            le=1.0,
+            description="style strength: 1 = the style, 0 = the photo's reconstruction (quantised to 0.05)",
+        ),
+    ] = 1.0,
     idempotency_key: Annotated[str | None, Form(max_length=128)] = None,
     idempotency_header: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
 ) -> JSONResponse:
@@ -74,10 +92,12 @@ async def stylize(
     if info is None:
         raise ApiError(404, "unknown_style", f"no style {style!r}; GET /v1/styles lists them")
     if info.status != "ready":
-        raise ApiError(409, "style_not_ready", f"style {style!r} is {info.status}")
+        detail = f" (its encoder {info.encoder!r} is not in the registry)" if info.status == "missing_encoder" else ""
+        raise ApiError(409, "style_not_ready", f"style {style!r} is {info.status}{detail}")
     if attribute != "auto" and attribute not in info.branches:
         branches = ", ".join(info.branches) or "none (a single-branch style)"
         raise ApiError(422, "unknown_attribute", f"attribute must be 'auto' or one of: {branches}")
+    structure, strength = _strength_controls(info, structure, strength)
 
     # 2. Read the upload (already size-capped by the BodyLimit middleware).
     data = await image.read()
@@ -88,6 +108,8 @@ async def stylize(
         "size": size,
         "attribute": attribute,
         "face_index": face_index,
+        "structure": structure,
+        "strength": strength,
     }
     fingerprint = hashlib.sha256(data + json.dumps(options, sort_keys=True).encode()).hexdigest()
     idem = idempotency_header or idempotency_key
@@ -106,7 +128,15 @@ async def stylize(
     # 5. Store the upload, record the job, enqueue it.
     job_id = uuid.uuid4().hex
     payload = StylizeJob(
-        job_id=job_id, style=style, output=output, format=format, size=size, attribute=attribute, landmarks=landmarks
+        job_id=job_id,
+        style=style,
+        output=output,
+        format=format,
+        size=size,
+        attribute=attribute,
+        landmarks=landmarks,
+        structure=structure,
+        strength=strength,
     )
     storage.write_input(job_id, data)
     jobs.create(job_id, principal.key_id, "stylize", options)
@@ -130,6 +160,27 @@ async def stylize(
         )
     record = {"status": QUEUED, "kind": "stylize", "created_at": time.time(), "options": options}
     return _accepted(request, job_id, record)  # built here: no Redis round trip for a job just queued
+
+
+def _strength_controls(info: StyleInfo, structure: int | None, strength: float) -> tuple[int, float]:
+    """(structure, quantised strength) for this style, or a 422 when it does not offer them."""
+    controls = info.controls
+    if controls is None:
+        if structure or strength != 1.0:
+            raise ApiError(
+                422,
+                "strength_unavailable",
+                f"style {info.id!r} has no source generator to blend with (or is attribute-aware): "
+                "structure must be 0 and strength 1",
+            )
+        return 0, 1.0
+    top = controls["structure"]["max"]
+    if structure is None:
+        structure = controls["structure"]["default"]
+    elif structure > top:
+        raise ApiError(422, "invalid_request", f"structure: at most {top} for this {info.resolution} px style")
+    step = controls["strength"]["step"]
+    return structure, round(round(strength / step) * step, 6)
 
 
 def _idem_key(principal: Principal, key: str) -> str:

@@ -25,6 +25,8 @@ def test_up_runs_the_whole_path_on_a_fresh_data_directory(tmp_path: Path) -> Non
         "AGILEGAN_REDIS_URL": redis_url,
         "AGILEGAN_DATA_DIR": str(tmp_path / "data"),
         "AGILEGAN_ALIGN_TRANSFORM_SIZE": "1024",
+        "AGILEGAN_DOWNLOAD_MIRROR": "http://127.0.0.1:9",  # a dead network: nothing listens on port 9
+        "AGILEGAN_DOWNLOAD_TIMEOUT_S": "5",
     }
     env.pop("AGILEGAN_API_KEYS", None)
     log = tmp_path / "up.log"
@@ -48,6 +50,9 @@ def test_up_runs_the_whole_path_on_a_fresh_data_directory(tmp_path: Path) -> Non
         else:
             raise TimeoutError(log.read_text()[-3000:])
         assert redis_answers(redis_url)  # it started its own Redis
+        # the first run tried the public toonify style, and fell back to the demo in one clear line
+        assert "serving the offline demo style 'demo' instead" in log.read_text()
+        assert "style=demo" in log.read_text()
         key = (tmp_path / "data" / "operator.key").read_text().strip()
         assert key in log.read_text()  # printed for the operator
         headers = {"Authorization": f"Bearer {key}"}
