@@ -68,6 +68,7 @@ class Stylizer:
                     check_pair(source, generator)
                 except ValueError as e:
                     raise IncompatibleModels(str(e)) from e
+                check_shared_mapping(inverter, source)
         self.inverter, self.generator, self.source = inverter, generator, source
         usable = classifier is not None and set(classifier.config.labels) & set(self.branches)
         self.classifier = classifier if usable else None
@@ -156,6 +157,22 @@ class Stylizer:
             strength = quantise_strength(strength)
         # 4. [-1, 1] float → 8-bit RGB.
         return Stylized(to_image(out[0]), branch, wplus, source, confidence, structure, strength)
+
+
+def check_shared_mapping(inverter: Inverter, source: Generator, rtol: float = 1e-4) -> None:
+    """The encoder's z+ → w+ mapping must be the style's source generator's: w+ from another mapping
+    (say FaceStylor's 1024 encoder for a style tuned from the 256 FFHQ generator) means nothing to it."""
+    ours, theirs = inverter.mapping.state_dict(), source.style.state_dict()
+    same = ours.keys() == theirs.keys() and all(
+        ours[k].shape == theirs[k].shape
+        and torch.allclose(ours[k].float(), theirs[k].to(ours[k].device).float(), rtol=rtol, atol=1e-6)
+        for k in ours
+    )
+    if not same:
+        raise IncompatibleModels(
+            "the encoder's mapping network is not the one of the generator this style was tuned from: "
+            "serve the style through its own encoder (its `encoder` in style.json)"
+        )
 
 
 def to_image(chw: torch.Tensor) -> Image.Image:

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(15 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=10_000)
     rate_limit_per_minute: int = Field(120, ge=0, description="stylize requests per key per minute; 0 = off")
+    failed_auth_per_minute: int = Field(
+        30, ge=0, description="failed authentications per source address per minute before 429; 0 = off"
+    )
     max_queue_depth: int = Field(200, ge=1, description="queued stylize jobs before 503")
 
     # --- style training uploads

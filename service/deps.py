@@ -45,6 +45,9 @@ def authenticate(request: Request) -> Principal:
     settings: Settings = request.app.state.settings
     if settings.auth_disabled:
         return Principal("anonymous", "operator")
+    known = request.scope.get("state", {}).get("principal")  # checked from the headers by AuthGate
+    if known is not None:
+        return known
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():

@@ -22,7 +22,7 @@ from service.config import Settings, get_settings
 from service.contract import QUEUES
 from service.faces import FaceFinder, default_concurrency
 from service.jobstore import JobStore
-from service.middleware import BodyLimit, RequestContext, RequestMetrics
+from service.middleware import AuthGate, BodyLimit, RequestContext, RequestMetrics
 from service.registry import Registry
 from service.routes import health, jobs, style_training, styles
 from service.storage import Storage
@@ -71,9 +71,16 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
     app.include_router(styles.router)
     app.include_router(style_training.router)
     app.include_router(health.router)
-    # Outermost first: request id, then metrics, then the body cap.
+    # Outermost first: request id, then metrics, then authentication (headers only), then the body cap.
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_upload_bytes, per_path={"/v1/styles": settings.max_style_upload_bytes}
+    )
+    app.add_middleware(
+        AuthGate,
+        keys=keys,
+        redis=redis,
+        failed_per_minute=settings.failed_auth_per_minute,
+        disabled=settings.auth_disabled,
     )
     app.add_middleware(RequestMetrics, redis=redis)
     app.add_middleware(RequestContext)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from service.contract import metrics_key
 
@@ -43,11 +45,12 @@ class RequestContext:
 
 
 class BodyLimit:
-    """Refuses request bodies over `max_bytes` with 413, counting bytes as they stream in.
+    """Refuses request bodies over `max_bytes` with 413, counting bytes as they stream in; never buffers.
 
-    A Content-Length over the limit is refused before reading; a chunked body is read up to the limit
-    and refused as soon as it passes it (FastAPI and Starlette cap nothing by themselves). The body is
-    then replayed to the app.
+    A Content-Length over the limit is refused before reading. Otherwise the body streams through to
+    the app (Starlette spools multipart files over 1 MB to disk); the moment the count passes the
+    limit, the app is told the client went away, whatever it answers is dropped, and the client gets
+    the 413 (FastAPI and Starlette cap nothing by themselves).
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
@@ -63,30 +66,37 @@ class BodyLimit:
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await self._refuse(scope, send, limit)
-        chunks: list[bytes] = []
         size = 0
-        while True:
+        over = False
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal size, over
+            if over:
+                return {"type": "http.disconnect"}
             message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body = message.get("body", b"")
-            size += len(body)
-            if size > limit:
-                return await self._refuse(scope, send, limit)
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
-        payload = b"".join(chunks)
-        sent = False
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > limit:
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
 
-        async def replay() -> Message:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": payload, "more_body": False}
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if over:
+                return  # the app's answer to a cut-off body is replaced by the 413
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
 
-        await self.app(scope, replay, send)
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await self._refuse(scope, send, limit)
 
     async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:
         request_id = scope.get("state", {}).get("request_id")
@@ -105,6 +115,77 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class AuthGate:
+    """Authenticates every /v1/ request from its headers before any body byte is read.
+
+    An unauthenticated client can then make the API parse or store nothing, however large its body
+    (it used to be parsed, and buffered in memory, before the key was checked). Failed
+    authentications are counted per source address in Redis: past `failed_per_minute` in a minute the
+    address gets 429 with Retry-After (Redis being down only turns that counting off). Which role an
+    endpoint needs stays with the endpoint (`service.deps`).
+    """
+
+    def __init__(self, app: ASGIApp, keys: Any, redis: Redis, failed_per_minute: int, disabled: bool = False) -> None:
+        self.app = app
+        self.keys = keys
+        self.redis = redis
+        self.failed_per_minute = failed_per_minute
+        self.disabled = disabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.disabled or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+        scheme, _, key = header.partition(" ")
+        principal = self.keys.authenticate(key.strip()) if scheme.lower() == "bearer" and key.strip() else None
+        if principal is not None:
+            scope.setdefault("state", {})["principal"] = principal
+            return await self.app(scope, receive, send)
+        address = (scope.get("client") or ("unknown", 0))[0]
+        retry = self._count_failure(address)
+        if retry is not None:
+            return await _json(
+                scope,
+                send,
+                429,
+                "rate_limited",
+                "too many failed authentications from this address",
+                [(b"retry-after", str(retry).encode())],
+            )
+        message = "unknown API key" if header else "missing API key: send 'Authorization: Bearer KEY'"
+        await _json(scope, send, 401, "unauthorized", message, [(b"www-authenticate", b"Bearer")])
+
+    def _count_failure(self, address: str) -> int | None:
+        """Record a failed authentication; seconds to wait when the address is over its budget."""
+        if self.failed_per_minute <= 0:
+            return None
+        window = int(time.time() // 60)
+        key = metrics_key(f"authfail:{address}:{window}")
+        try:
+            pipe = self.redis.pipeline()
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            count = int(pipe.execute()[0])
+        except RedisError:
+            return None
+        if count > self.failed_per_minute:
+            return max(1, 60 - int(time.time()) % 60)
+        return None
+
+
+async def _json(scope: Scope, send: Send, status: int, code: str, message: str, headers: list) -> None:
+    """A JSON error answered by middleware (no body read; the connection closes)."""
+    body = json.dumps({"code": code, "message": message, "request_id": scope.get("state", {}).get("request_id")})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"connection", b"close"), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body.encode()})
 
 
 class RequestMetrics:

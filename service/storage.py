@@ -12,8 +12,10 @@ inputs and results older than the result TTL.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 from models.checkpoint_files import atomic_write_bytes as atomic_write
@@ -63,13 +65,30 @@ class Storage:
             raise ValueError(f"not a style id: {style_id!r}")
         return self.root / "style-uploads" / style_id
 
-    def write_style_upload(self, style_id: str, files: list[bytes], manifest: dict) -> Path:
-        folder = self.style_upload_dir(style_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, data in enumerate(files):
-            atomic_write(folder / f"{i:04d}", data)
-        atomic_write(folder / "manifest.json", json.dumps(manifest).encode())
+    def style_staging_dir(self) -> Path:
+        """A fresh folder for the exemplars of an upload being checked (published or discarded)."""
+        folder = self.root / "style-uploads" / f".staging-{uuid.uuid4().hex}"
+        folder.mkdir(parents=True)
         return folder
+
+    @staticmethod
+    def stage_file(staging: Path, index: int, data: bytes) -> None:
+        atomic_write(staging / f"in-{index:04d}", data)
+
+    def publish_staging(self, staging: Path, style_id: str, indices: list[int], manifest: dict) -> Path:
+        """Staged files `indices` (report positions) become the style's upload 0000, 0001, …"""
+        for n, index in enumerate(indices):
+            os.replace(staging / f"in-{index:04d}", staging / f"{n:04d}")
+        for leftover in staging.glob("in-*"):
+            leftover.unlink()
+        atomic_write(staging / "manifest.json", json.dumps(manifest).encode())
+        folder = self.style_upload_dir(style_id)
+        os.replace(staging, folder)
+        return folder
+
+    @staticmethod
+    def discard_staging(staging: Path) -> None:
+        shutil.rmtree(staging, ignore_errors=True)
 
     def read_style_upload(self, style_id: str) -> tuple[dict, list[bytes]]:
         folder = self.style_upload_dir(style_id)

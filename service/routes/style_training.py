@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import re
 import time
 import uuid
-import zipfile
-from pathlib import PurePosixPath
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from rq import Callback, Retry
@@ -29,6 +28,7 @@ from service.contract import (
 )
 from service.deps import JobsDep, OperatorDep, RegistryDep, StorageDep
 from service.errors import ApiError
+from service.exemplar_uploads import ArchiveLimits, Entry, bounded_reader, open_archive
 from service.faces import FaceFinder
 
 router = APIRouter(prefix="/v1", tags=["styles"])
@@ -42,38 +42,26 @@ def style_id_for(name: str) -> str:
     return slug
 
 
-def _gather(request: Request, files: list[tuple[str, bytes]], archive: bytes | None) -> list[tuple[str, bytes]]:
-    settings = request.app.state.settings
-    items = list(files)
-    if archive is not None:
-        try:
-            with zipfile.ZipFile(io.BytesIO(archive)) as z:
-                entries = [
-                    i
-                    for i in z.infolist()
-                    if not i.is_dir()
-                    and not any(p.startswith((".", "__MACOSX")) for p in PurePosixPath(i.filename).parts)
-                ]
-                if sum(i.file_size for i in entries) > settings.max_style_upload_bytes * 4:
-                    raise ApiError(413, "payload_too_large", "the zip expands to too many bytes")
-                if len(entries) + len(items) > settings.max_style_files:
-                    raise ApiError(413, "too_many_files", f"more than {settings.max_style_files} files")
-                items += [(i.filename, z.read(i)) for i in entries]
-        except zipfile.BadZipFile as e:
-            raise ApiError(422, "invalid_archive", "the archive is not a readable zip file") from e
-    if len(items) > settings.max_style_files:
-        raise ApiError(413, "too_many_files", f"more than {settings.max_style_files} files")
-    return items
-
-
-async def _check_exemplar(faces: FaceFinder, name: str, data: bytes, max_pixels: int, min_face: int) -> dict:
+async def _check_exemplar(
+    faces: FaceFinder, entry: Entry, max_bytes: int, max_pixels: int, min_face: int
+) -> tuple[dict, bytes | None]:
+    """(report row, the bytes when accepted). Reads the one file, off the event loop."""
+    name = entry.name
+    if entry.read is None:
+        return {"file": name, "accepted": False, "reason": entry.reason, "message": entry.message}, None
     if not name.lower().endswith(IMAGE_SUFFIXES):
-        return {"file": name, "accepted": False, "reason": "not_an_image", "message": "expected jpg, png or webp"}
+        return {"file": name, "accepted": False, "reason": "not_an_image", "message": "expected jpg, png or webp"}, None
+    try:
+        data = await anyio.to_thread.run_sync(entry.read)
+    except ValueError as e:
+        return {"file": name, "accepted": False, "reason": "invalid_image", "message": str(e)}, None
+    if len(data) > max_bytes:
+        return {"file": name, "accepted": False, "reason": "file_too_large", "message": f"over {max_bytes} bytes"}, None
     try:
         landmarks = await faces.landmarks(data, max_pixels, min_face)
     except InputError as e:
-        return {"file": name, "accepted": False, "reason": e.code, "message": e.message}
-    return {"file": name, "accepted": True, "label": label_of(name), "landmarks": landmarks}
+        return {"file": name, "accepted": False, "reason": e.code, "message": e.message}, None
+    return {"file": name, "accepted": True, "label": label_of(name), "landmarks": landmarks}, data
 
 
 @router.post("/styles", status_code=202, summary="Train a new style from exemplar images (operator)")
@@ -102,11 +90,38 @@ async def create_style(
         TransferConfig.from_dict({**TransferConfig().to_dict(), "minutes": settings.train_minutes, **overrides})
     except (ValueError, ConfigError, TypeError) as e:
         raise ApiError(422, "invalid_config", f"config: {e}") from e
-    # 2. Every exemplar through the aligner (detection and landmarks; the worker renders the crops).
-    uploads = [(f.filename or f"file-{i}", await f.read()) for i, f in enumerate(files)]
-    items = _gather(request, uploads, await archive.read() if archive is not None else None)
-    faces = request.app.state.faces
-    report = [await _check_exemplar(faces, n, d, settings.max_pixels, settings.min_face_size) for n, d in items]
+    # 2. Every exemplar through the aligner (detection and landmarks; the worker renders the crops), one
+    #    file at a time; accepted ones go to a staging folder, so no more than one is held in memory.
+    limits = ArchiveLimits(
+        max_total=settings.max_style_upload_bytes,
+        max_entry=settings.max_upload_bytes,
+        max_files=settings.max_style_files,
+    )
+    entries = [
+        Entry(f.filename or f"file-{i}", read=bounded_reader(f.file, limits.max_entry)) for i, f in enumerate(files)
+    ]
+    staging = storage.style_staging_dir()
+    report: list[dict] = []
+    zipped = None
+    try:
+        if archive is not None:
+            zipped, more = await anyio.to_thread.run_sync(open_archive, archive.file, limits)
+            entries += more
+        if len(entries) > settings.max_style_files:
+            raise ApiError(413, "too_many_files", f"more than {settings.max_style_files} files")
+        for entry in entries:
+            row, data = await _check_exemplar(
+                request.app.state.faces, entry, limits.max_entry, settings.max_pixels, settings.min_face_size
+            )
+            if data is not None:
+                await anyio.to_thread.run_sync(storage.stage_file, staging, len(report), data)
+            report.append(row)
+    except BaseException:
+        storage.discard_staging(staging)
+        raise
+    finally:
+        if zipped is not None:
+            zipped.close()
     try:
         given = json.loads(labels)
         if not isinstance(given, dict) or not all(isinstance(v, str) and v.isidentifier() for v in given.values()):
@@ -119,6 +134,7 @@ async def create_style(
     public = [{k: v for k, v in r.items() if k != "landmarks"} for r in report]
     accepted = [i for i, r in enumerate(report) if r["accepted"]]
     if len(accepted) < settings.min_exemplars:
+        storage.discard_staging(staging)
         return JSONResponse(
             status_code=422,
             content={
@@ -136,7 +152,7 @@ async def create_style(
             for i in accepted
         ]
     }
-    storage.write_style_upload(style_id, [items[i][1] for i in accepted], manifest)
+    storage.publish_staging(staging, style_id, accepted, manifest)
     minutes = float(overrides.get("minutes", settings.train_minutes))
     registry.write_style_meta(
         style_id,

@@ -169,3 +169,32 @@ def test_the_real_checkpoint_layouts_import_strictly(name, convert, size, train_
         assert reported == train_only
     else:
         assert {"generator.", "discriminator.", "source_generator."} <= set(reported)
+
+
+def test_interpolated_generators_are_cached_per_quantised_strength(g64) -> None:
+    """The worker's Stylizer interpolates once per (style, strength step), keeps a few, and renders
+    a blend equal to interpolating on the spot."""
+    from models.configs import EncoderConfig, InverterConfig, MappingConfig
+    from models.stylizer import INTERPOLATED_CACHE, IncompatibleModels, Stylizer
+
+    source, style = g64
+    config = InverterConfig(
+        encoder=EncoderConfig(input_size=64, stage_units=(1, 1, 1, 1), stage_widths=(16, 16, 32, 32), n_styles=10),
+        mapping=MappingConfig(),
+    )
+    inverter = Inverter(config).eval()
+    inverter.mapping.load_state_dict(source.style.state_dict())
+    stylizer = Stylizer(inverter, style, source=source)
+    assert stylizer.with_strength(0.71) is stylizer.with_strength(0.7)  # 0.71 → 0.70
+    assert stylizer.with_strength(1.0) is style
+    for s in (0.1, 0.2, 0.3, 0.4, 0.5):
+        stylizer.with_strength(s)
+    assert len(stylizer._interpolated) == INTERPOLATED_CACHE
+    wplus = torch.from_numpy(np.load(G64)["wplus"])[:1, : style.n_latent]
+    direct = render(interpolate_generators(source, style, 0.5), wplus, 2, source)
+    assert torch.equal(stylizer.render(wplus, structure=2, strength=0.5), direct)
+    with pytest.raises(ValueError, match="strength must be in"):
+        stylizer.with_strength(1.2)
+    wrong = Inverter(config).eval()  # a mapping that is not the source generator's
+    with pytest.raises(IncompatibleModels, match="its own encoder"):
+        Stylizer(wrong, style, source=source)

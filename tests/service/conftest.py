@@ -1,7 +1,8 @@
 """A real Redis, a tiny model registry, the API app and real worker processes.
 
-Redis: AGILEGAN_TEST_REDIS_URL, else the local server's DB 13 when one answers at 127.0.0.1:6379,
-else a redis-server started here on a free port (the test command needs no running Redis).
+Redis: a redis-server started here on a free port, in a temporary directory, for this test session
+alone: the tests flush it between tests, so they never touch a Redis they did not start (a developer's,
+or a second test run's). AGILEGAN_TEST_REDIS_URL names one to use instead, explicitly (it is flushed).
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("AGILEGAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    url = os.environ.get("AGILEGAN_TEST_REDIS_URL")
     proc = None
-    if not redis_answers(url):
+    if url is None:
         url = f"redis://127.0.0.1:{free_port()}/0"
         proc = start_redis(url, tmp_path_factory.mktemp("redis"))
+    elif not redis_answers(url):
+        raise RuntimeError(f"AGILEGAN_TEST_REDIS_URL={url} does not answer")
     yield url
     if proc is not None:
         proc.terminate()

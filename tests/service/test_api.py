@@ -102,13 +102,17 @@ def test_bad_photos_are_refused_at_once_with_a_code(make_client, redis) -> None:
 
 
 def test_chunked_upload_over_the_limit_is_cut_off(make_client) -> None:
+    """A chunked (no Content-Length) multipart upload is cut off as soon as it passes the limit."""
     client = make_client(max_upload_bytes=100_000)
 
     def chunks():
-        for _ in range(50):
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'
+        for _ in range(500):
             yield b"x" * 10_000
 
-    r = client.post("/v1/stylize", content=chunks(), headers={**auth(), "content-type": "multipart/form-data; b=x"})
+    r = client.post(
+        "/v1/stylize", content=chunks(), headers={**auth(), "content-type": "multipart/form-data; boundary=b"}
+    )
     assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
 
 

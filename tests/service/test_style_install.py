@@ -194,3 +194,25 @@ def test_a_style_whose_encoder_is_missing_is_not_served(make_client, installed_d
     refused = post_photo(client, "obama.jpg", style="toontiny")
     assert refused.status_code == 409 and refused.json()["code"] == "style_not_ready"
     assert "facestylor-tiny" in refused.json()["message"]
+
+
+def test_a_style_paired_with_the_wrong_encoder_is_refused_clearly(
+    make_client, make_settings, start_worker, installed_data_dir: Path, tmp_path: Path
+) -> None:
+    """style.json naming another encoder (here the demo's) than the one whose mapping the style's source
+    generator has: the job fails with a clear message instead of rendering meaningless codes."""
+    import json
+    import shutil
+
+    from tests.service.conftest import post_photo, wait_for
+
+    data = tmp_path / "data"
+    shutil.copytree(installed_data_dir / "registry", data / "registry")
+    meta_path = data / "registry" / "styles" / "toontiny" / "style.json"
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "encoder": "base"}))
+    client = make_client(data_dir=data)
+    start_worker(make_settings(data_dir=data), queues="stylize")
+    job = post_photo(client, "obama.jpg", style="toontiny", size=256).json()
+    done = wait_for(client, job["id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "style_unavailable"
+    assert "its own encoder" in done["error"]["message"]
