@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,3 +96,57 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+@dataclass(frozen=True)
+class AnalysisImage:
+    """A photo decoded at reduced size for face detection, and how to map points back to full size."""
+
+    image: Image.Image  # upright RGB, longer side at most the asked `max_side`
+    full_size: tuple[int, int]  # (width, height) of the upright photo at full resolution
+
+    def to_full(self, points: np.ndarray) -> np.ndarray:
+        """Pixel coordinates [N, 2] in `image` → in the full-resolution upright photo (centres kept)."""
+        sx = self.full_size[0] / self.image.size[0]
+        sy = self.full_size[1] / self.image.size[1]
+        return (np.asarray(points, dtype=np.float64) + 0.5) * [sx, sy] - 0.5
+
+    @property
+    def scale(self) -> float:
+        """Full-resolution pixels per analysis pixel (along x)."""
+        return self.full_size[0] / self.image.size[0]
+
+
+def load_for_analysis(
+    data: bytes,
+    max_pixels: int,
+    max_side: int,
+    full_decode_gate: AbstractContextManager[object] | None = None,
+) -> AnalysisImage:
+    """Decode a photo no larger than needed for finding faces: JPEG decodes straight at 1/2, 1/4 or 1/8
+    scale (draft mode: a 40 MP JPEG never exists in memory at full size); other formats are decoded,
+    then reduced at once, inside `full_decode_gate` when one is given (a semaphore bounding how many
+    such full decodes run at once). Same checks and errors as `load_image`."""
+    image = read_header(data, max_pixels)
+    w, h = image.size
+    big = max(w, h) > max_side
+    if image.format == "JPEG" and big:
+        s = max_side / max(w, h)
+        image.draft("RGB", (max(1, int(w * s)), max(1, int(h * s))))
+    gate = full_decode_gate if big and image.format != "JPEG" and full_decode_gate is not None else nullcontext()
+    with gate:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image.load()
+        except (OSError, ValueError, SyntaxError) as e:
+            raise InvalidImage(f"image data is truncated or corrupt ({e})") from e
+        orientation = int(image.getexif().get(0x0112, 1) or 1)
+        if orientation != 1:
+            image = ImageOps.exif_transpose(image) or image
+        full = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+        if max(image.size) > max_side:
+            s = max_side / max(image.size)
+            size = (max(1, round(image.size[0] * s)), max(1, round(image.size[1] * s)))
+            image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return AnalysisImage(to_rgb(image), full)

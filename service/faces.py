@@ -14,29 +14,42 @@ matched unbounded threads.
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import AbstractContextManager
 
 import anyio
 import anyio.to_thread
 
 from models.alignment import FaceAligner
 from models.errors import FaceIndexOutOfRange, FaceTooSmall, NoFaceFound
-from models.images import load_image
+from models.images import load_for_analysis
+
+ANALYSIS_MAX_SIDE = 2048  # px: faces are found on a copy this large at most (landmarks scaled back)
 
 
 def face_landmarks(
-    aligner: FaceAligner, data: bytes, max_pixels: int, min_face_size: int, face_index: int = 0
+    aligner: FaceAligner,
+    data: bytes,
+    max_pixels: int,
+    min_face_size: int,
+    face_index: int = 0,
+    max_side: int = ANALYSIS_MAX_SIDE,
+    full_decode_gate: AbstractContextManager[object] | None = None,
 ) -> list[list[float]]:
-    """The 68 landmarks of the `face_index`-th largest face; raises the typed InputErrors."""
-    photo = load_image(data, max_pixels).image
-    faces = aligner.detect(photo, exhaustive=face_index > 0)
+    """The 68 landmarks (full-resolution photo coordinates) of the `face_index`-th largest face; raises
+    the typed InputErrors. The photo is decoded at most `max_side` px on its longer side (JPEG straight
+    at reduced scale), so a 40 MP upload costs what a 4 MP one does."""
+    analysis = load_for_analysis(data, max_pixels, max_side, full_decode_gate)
+    faces = aligner.detect(analysis.image, exhaustive=face_index > 0)
     if not faces:
         raise NoFaceFound("no human face was found in the image")
     if face_index >= len(faces):
         raise FaceIndexOutOfRange(f"face_index {face_index} asked, but {len(faces)} face(s) were found")
     face = faces[face_index]
-    if face.size < min_face_size:
-        raise FaceTooSmall(f"the face is {face.size:.0f} px across; at least {min_face_size} px is needed")
-    return face.landmarks.tolist()
+    size = face.size * analysis.scale
+    if size < min_face_size:
+        raise FaceTooSmall(f"the face is {size:.0f} px across; at least {min_face_size} px is needed")
+    return analysis.to_full(face.landmarks).tolist()
 
 
 def default_concurrency() -> int:
@@ -54,11 +67,22 @@ class FaceFinder:
     def __init__(self, aligner: FaceAligner, concurrency: int) -> None:
         self.aligner = aligner
         self.limiter = anyio.CapacityLimiter(concurrency)
+        # Large non-JPEG photos decode at full size before they are reduced (~200 MB at the peak for
+        # 40 MP RGB): one per two cores at a time (the detections themselves run on small copies).
+        self.full_decodes = threading.BoundedSemaphore(max(1, concurrency // 8))
         aligner.warm(concurrency)
 
     async def landmarks(
         self, data: bytes, max_pixels: int, min_face_size: int, face_index: int = 0
     ) -> list[list[float]]:
         return await anyio.to_thread.run_sync(
-            face_landmarks, self.aligner, data, max_pixels, min_face_size, face_index, limiter=self.limiter
+            face_landmarks,
+            self.aligner,
+            data,
+            max_pixels,
+            min_face_size,
+            face_index,
+            ANALYSIS_MAX_SIDE,
+            self.full_decodes,
+            limiter=self.limiter,
         )

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from rq import Queue
 
 from models.alignment import FaceAligner
@@ -22,6 +23,7 @@ from service.config import Settings, get_settings
 from service.contract import QUEUES
 from service.faces import FaceFinder, default_concurrency
 from service.jobstore import JobStore
+from service.memory import return_large_allocations
 from service.middleware import AuthGate, BodyLimit, RequestContext, RequestMetrics
 from service.registry import Registry
 from service.routes import health, jobs, style_training, styles
@@ -38,7 +40,9 @@ Authenticate with `Authorization: Bearer KEY`. Every error body is `{"code", "me
 
 def create_app(settings: Settings | None = None, aligner: FaceAligner | None = None) -> FastAPI:
     settings = settings or get_settings()
-    redis = Redis.from_url(settings.redis_url)
+    return_large_allocations()
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    aredis = AsyncRedis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
     keys = KeyStore.from_settings(settings)
     if settings.auth_disabled:
         log.warning("AGILEGAN_AUTH_DISABLED is set: every request is treated as an operator")
@@ -57,10 +61,12 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
         app.state.faces = FaceFinder(app.state.aligner, settings.detect_concurrency or default_concurrency())
         yield
         redis.close()
+        await aredis.aclose()
 
     app = FastAPI(title="AgileGAN service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.redis = redis
+    app.state.aredis = aredis
     app.state.keys = keys
     app.state.queues = {name: Queue(name, connection=redis) for name in QUEUES}
     app.state.jobs = JobStore(redis, settings.result_ttl_s)

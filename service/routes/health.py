@@ -12,8 +12,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process is up (no dependency checked)."""
+async def healthz() -> dict[str, str]:
+    """The process is up (no dependency checked; async, so it needs no worker thread to answer)."""
     return {"status": "ok"}
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
 import uuid
 from typing import Annotated, Literal
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from rq import Callback, Retry
@@ -24,6 +27,7 @@ from service.contract import (
     SUCCEEDED,
     StylizeJob,
     cancel_key,
+    job_key,
 )
 from service.deps import (
     ClientDep,
@@ -40,6 +44,7 @@ from service.schemas import ErrorBody, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["stylize"])
 
+RESULT_POLL_S = 0.1
 ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)}
 
 
@@ -263,7 +268,7 @@ def get_job(request: Request, job_id: str, principal: ClientDep, jobs: JobsDep) 
     tags=["jobs"],
     response_model=None,
 )
-def get_result(
+async def get_result(
     request: Request,
     job_id: str,
     principal: ClientDep,
@@ -271,12 +276,20 @@ def get_result(
     storage: StorageDep,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the job to finish")] = 0,
 ) -> FileResponse | JSONResponse:
-    """The image once the job succeeded; 202 with `not_ready` while it runs (after `wait` seconds)."""
-    record = _visible_record(job_id, principal, jobs)
+    """The image once the job succeeded; 202 with `not_ready` while it runs (after `wait` seconds).
+
+    Waiting holds no thread: the handler polls the job's status with the async Redis client every
+    `RESULT_POLL_S` (a worker thread per long-poll let 50 clients stall every sync endpoint).
+    """
+    record = await anyio.to_thread.run_sync(_visible_record, job_id, principal, jobs)
     deadline = time.monotonic() + wait
-    while record["status"] in (QUEUED, RUNNING) and time.monotonic() < deadline:
-        time.sleep(0.05)
-        record = jobs.get(job_id) or record
+    aredis = request.app.state.aredis
+    status = record["status"]
+    while status in (QUEUED, RUNNING) and time.monotonic() < deadline:
+        await asyncio.sleep(min(RESULT_POLL_S, max(0.0, deadline - time.monotonic())))
+        status = ((await aredis.hget(job_key(job_id), "status")) or status.encode()).decode()
+    if status != record["status"]:
+        record = await anyio.to_thread.run_sync(jobs.get, job_id) or record
     status = record["status"]
     if status in (QUEUED, RUNNING):
         body = {
