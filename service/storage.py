@@ -43,6 +43,9 @@ class Storage:
         folder.mkdir(parents=True, exist_ok=True)
         return atomic_write(folder / "upload", data)
 
+    def delete_input(self, job_id: str) -> None:
+        shutil.rmtree(self.inputs / self._check(job_id), ignore_errors=True)
+
     def read_input(self, job_id: str) -> bytes:
         return (self.inputs / self._check(job_id) / "upload").read_bytes()
 

@@ -17,6 +17,7 @@ from rq import Callback, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
+from service.admission import Reservation, enqueue_capped, idem_key
 from service.auth import Principal
 from service.contract import (
     CONTENT_TYPES,
@@ -118,51 +119,64 @@ async def stylize(
     }
     fingerprint = hashlib.sha256(data + json.dumps(options, sort_keys=True).encode()).hexdigest()
     idem = idempotency_header or idempotency_key
+    reservation = None
     if idem:
-        existing = _idempotent_replay(request, principal, idem, fingerprint)
-        if existing is not None:
-            return existing
-
-    # 3. Back-pressure before any work.
-    if queue.count >= settings.max_queue_depth:
-        raise ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})
-
-    # 4. Decode and find the face now, so a bad photo is refused at once (the worker renders the crop).
-    landmarks = await request.app.state.faces.landmarks(data, settings.max_pixels, settings.min_face_size, face_index)
-
-    # 5. Store the upload, record the job, enqueue it.
-    job_id = uuid.uuid4().hex
-    payload = StylizeJob(
-        job_id=job_id,
-        style=style,
-        output=output,
-        format=format,
-        size=size,
-        attribute=attribute,
-        landmarks=landmarks,
-        structure=structure,
-        strength=strength,
-    )
-    storage.write_input(job_id, data)
-    jobs.create(job_id, principal.key_id, "stylize", options)
-    retries = settings.job_retries
-    queue.enqueue(
-        STYLIZE_FUNCTION,
-        payload.model_dump(),
-        job_id=job_id,
-        job_timeout=settings.job_timeout_s,
-        result_ttl=settings.result_ttl_s,
-        failure_ttl=settings.result_ttl_s,
-        retry=Retry(max=retries) if retries else None,  # re-runs after a worker crash, at once
-        on_failure=Callback("workers.jobs.on_stylize_failure"),
-    )
-    if idem:
-        request.app.state.redis.set(
-            _idem_key(principal, idem),
-            json.dumps({"job_id": job_id, "fp": fingerprint}),
-            ex=settings.idempotency_ttl_s,
-            nx=True,
+        reservation = Reservation(
+            request.app.state.redis, idem_key(principal.key_id, idem), fingerprint, settings.idempotency_ttl_s
         )
+        replay = await reservation.acquire(lambda job_id: jobs.get(job_id) is not None)
+        if replay is not None:
+            return _accepted(request, replay)
+    try:
+        # 3. Back-pressure before any work (checked again, atomically, at the enqueue).
+        if queue.count >= settings.max_queue_depth:
+            raise ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})
+        # 4. Decode and find the face now, so a bad photo is refused at once (the worker renders the crop).
+        landmarks = await request.app.state.faces.landmarks(
+            data, settings.max_pixels, settings.min_face_size, face_index
+        )
+        # 5. Store the upload, record the job, enqueue it (the queue cap and the enqueue under one lock).
+        job_id = uuid.uuid4().hex
+        payload = StylizeJob(
+            job_id=job_id,
+            style=style,
+            output=output,
+            format=format,
+            size=size,
+            attribute=attribute,
+            landmarks=landmarks,
+            structure=structure,
+            strength=strength,
+        )
+        storage.write_input(job_id, data)
+        retries = settings.job_retries
+
+        def enqueue() -> None:
+            jobs.create(job_id, principal.key_id, "stylize", options)
+            queue.enqueue(
+                STYLIZE_FUNCTION,
+                payload.model_dump(),
+                job_id=job_id,
+                job_timeout=settings.job_timeout_s,
+                result_ttl=settings.result_ttl_s,
+                failure_ttl=settings.result_ttl_s,
+                retry=Retry(max=retries) if retries else None,  # re-runs after a worker crash, at once
+                on_failure=Callback("workers.jobs.on_stylize_failure"),
+            )
+
+        try:
+            await anyio.to_thread.run_sync(
+                enqueue_capped, request.app.state.redis, queue, settings.max_queue_depth, enqueue
+            )
+        except ApiError:
+            storage.delete_input(job_id)
+            raise
+    except BaseException:
+        if reservation is not None:
+            reservation.release()
+        raise
+    if reservation is not None:
+        reservation.complete(job_id)
     record = {"status": QUEUED, "kind": "stylize", "created_at": time.time(), "options": options}
     return _accepted(request, job_id, record)  # built here: no Redis round trip for a job just queued
 
@@ -186,20 +200,6 @@ def _strength_controls(info: StyleInfo, structure: int | None, strength: float) 
         raise ApiError(422, "invalid_request", f"structure: at most {top} for this {info.resolution} px style")
     step = controls["strength"]["step"]
     return structure, round(round(strength / step) * step, 6)
-
-
-def _idem_key(principal: Principal, key: str) -> str:
-    return f"agilegan:idem:{principal.key_id}:{hashlib.sha256(key.encode()).hexdigest()}"
-
-
-def _idempotent_replay(request: Request, principal: Principal, key: str, fingerprint: str) -> JSONResponse | None:
-    stored = request.app.state.redis.get(_idem_key(principal, key))
-    if stored is None:
-        return None
-    record = json.loads(stored)
-    if record["fp"] != fingerprint:
-        raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request")
-    return _accepted(request, record["job_id"])
 
 
 def _accepted(request: Request, job_id: str, record: dict | None = None) -> JSONResponse:

@@ -193,6 +193,31 @@ def serve_api(settings: Settings, port: int, log: Path) -> subprocess.Popen:
     raise TimeoutError(log.read_text()[-2000:])
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 20) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[Callable[[Settings], str]]:
+    """`agilegan serve` subprocesses (real uvicorn, real concurrency); returns each one's base URL."""
+    started: list[subprocess.Popen] = []
+
+    def start(settings: Settings) -> str:
+        port = free_port()
+        started.append(serve_api(settings, port, tmp_path / f"api-{len(started)}.log"))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in started:
+        stop_process(proc)
+
+
 def auth(key: str = CLIENT_KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
