@@ -90,6 +90,11 @@ class JobStore:
     def mark_canceled(self, job_id: str, message: str = "canceled by the client") -> bool:
         return self.mark_failed(job_id, "canceled", message, status=CANCELED)
 
+    def is_active(self, job_id: str) -> bool:
+        """Queued or running (its upload must stay); False when the record is gone or terminal."""
+        status = self.redis.hget(job_key(job_id), "status")
+        return status is not None and status.decode() in (QUEUED, RUNNING)
+
     @staticmethod
     def is_terminal(record: dict[str, Any]) -> bool:
         return record.get("status") in TERMINAL

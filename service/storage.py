@@ -6,7 +6,8 @@
 
 Paths are built only from ids we generate or validate (`contract.JOB_ID`), never from user input.
 Writes are atomic (temporary file + rename), so a reader never sees half a result. `sweep` deletes
-inputs and results older than the result TTL.
+results older than the result TTL, and inputs as old whose job is no longer waiting or running (a job
+queued for longer than the TTL, while the workers were down, keeps its upload).
 """
 
 from __future__ import annotations
@@ -16,12 +17,19 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from models.checkpoint_files import atomic_write_bytes as atomic_write
 from service.contract import JOB_ID, STYLE_ID
 
 RESULT_EXTENSIONS = ("png", "jpeg", "webp")
+
+
+class InputMissing(Exception):
+    """A job's upload is not in storage (deleted by hand, or a data directory not shared): permanent."""
+
+    code = "input_missing"
 
 
 class Storage:
@@ -47,7 +55,11 @@ class Storage:
         shutil.rmtree(self.inputs / self._check(job_id), ignore_errors=True)
 
     def read_input(self, job_id: str) -> bytes:
-        return (self.inputs / self._check(job_id) / "upload").read_bytes()
+        path = self.inputs / self._check(job_id) / "upload"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise InputMissing(f"the upload of job {job_id} is not in storage; submit the photo again") from None
 
     def write_result(self, job_id: str, fmt: str, data: bytes) -> Path:
         if fmt not in RESULT_EXTENSIONS:
@@ -98,15 +110,19 @@ class Storage:
         manifest = json.loads((folder / "manifest.json").read_text())
         return manifest, [(folder / f"{i:04d}").read_bytes() for i in range(len(manifest["files"]))]
 
-    def sweep(self, max_age_s: float, now: float | None = None) -> int:
-        """Delete inputs and results older than max_age_s; returns how many entries went."""
+    def sweep(self, max_age_s: float, job_active: Callable[[str], bool], now: float | None = None) -> int:
+        """Delete results older than max_age_s, and inputs as old unless `job_active(job_id)` (the job
+        is queued or running); returns how many entries went."""
         cutoff = (now or time.time()) - max_age_s
         removed = 0
         for entry in list(self.inputs.iterdir()) + list(self.results.iterdir()):
             try:
-                if entry.stat().st_mtime < cutoff:
-                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-                    removed += 1
+                if entry.stat().st_mtime >= cutoff:
+                    continue
+                if entry.parent == self.inputs and job_active(entry.name):
+                    continue
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                removed += 1
             except FileNotFoundError:
                 continue
         return removed

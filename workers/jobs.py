@@ -24,6 +24,7 @@ from models.images import load_image
 from models.stylizer import IncompatibleModels
 from service.contract import StylizeJob, cancel_key
 from service.jobmetrics import count_failure, observe
+from service.storage import InputMissing
 from workers.runtime import Runtime, StyleUnavailable, get_runtime
 
 log = logging.getLogger("agilegan.worker")
@@ -54,7 +55,7 @@ def stylize_job(payload: dict[str, Any]) -> dict[str, Any]:
         except JobCanceled:
             rt.jobs.mark_canceled(job.job_id)
             return {"canceled": True}
-        except (InputError, StyleUnavailable, IncompatibleModels) as e:
+        except (InputError, InputMissing, StyleUnavailable, IncompatibleModels) as e:
             code = getattr(e, "code", "style_unavailable")
             rt.jobs.mark_failed(job.job_id, code, str(e))
             count_failure(rt.redis, code)

@@ -82,10 +82,11 @@ def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> No
 
 
 def _sweep_loop(rt: runtime_module.Runtime, settings: Settings) -> None:
-    """Delete inputs and results older than the result TTL, every few minutes."""
+    """Delete results older than the result TTL, and inputs as old of jobs no longer queued or running,
+    every few minutes (while Redis is down nothing is deleted)."""
     while True:
         try:
-            removed = rt.storage.sweep(settings.result_ttl_s)
+            removed = rt.storage.sweep(settings.result_ttl_s, rt.jobs.is_active)
             if removed:
                 log.info("swept %d expired inputs/results", removed)
         except Exception:

@@ -8,8 +8,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from redis import Redis
 
+from service.jobstore import JobStore
 from service.storage import Storage
+from tests.service.conftest import post_photo, wait_for
 
 
 def test_results_inputs_and_sweep(tmp_path: Path) -> None:
@@ -24,7 +27,7 @@ def test_results_inputs_and_sweep(tmp_path: Path) -> None:
     past = time.time() - 7200
     for path in (tmp_path / "inputs" / old, tmp_path / "results" / f"{old}.png"):
         os.utime(path, (past, past))
-    assert storage.sweep(3600) == 2
+    assert storage.sweep(3600, job_active=lambda job_id: False) == 2
     assert storage.result_path(old) is None and storage.result_path(new) is not None
     assert not (tmp_path / "inputs" / old).exists()
 
@@ -36,3 +39,34 @@ def test_paths_never_come_from_user_input(tmp_path: Path) -> None:
             storage.write_input(bad, b"x")
     with pytest.raises(ValueError):
         storage.write_result(uuid.uuid4().hex, "exe", b"x")
+
+
+def test_the_sweep_keeps_the_uploads_of_queued_and_running_jobs(tmp_path: Path, redis: Redis) -> None:
+    """Hardening finding 6: the sweep deleted inputs by age alone, so a job that waited longer than the
+    result TTL (workers down for an hour) lost its upload and ended `internal_error`."""
+    storage, jobs = Storage(tmp_path), JobStore(redis, result_ttl_s=3600)
+    queued, running, done, unknown = (uuid.uuid4().hex for _ in range(4))
+    for job in (queued, running, done, unknown):
+        storage.write_input(job, b"photo")
+        past = time.time() - 7200
+        os.utime(tmp_path / "inputs" / job, (past, past))
+    for job in (queued, running, done):
+        jobs.create(job, "owner", "stylize", {})
+    jobs.mark_running(running, "worker-1")
+    jobs.mark_succeeded(done, {})
+    assert storage.sweep(3600, jobs.is_active) == 2
+    assert storage.read_input(queued) == storage.read_input(running) == b"photo"
+    assert not (tmp_path / "inputs" / done).exists() and not (tmp_path / "inputs" / unknown).exists()
+
+
+def test_a_job_whose_upload_is_gone_fails_at_once_with_a_code(make_client, make_settings, start_worker) -> None:
+    """The missing upload is permanent: one typed failure, not three transient retries."""
+    client = make_client()
+    job = post_photo(client).json()
+    storage = Storage(make_settings().data_dir)
+    (storage.inputs / job["id"] / "upload").unlink()
+    start_worker(make_settings())
+    started = time.monotonic()
+    done = wait_for(client, job["id"], timeout=30)
+    assert done["status"] == "failed" and done["error"]["code"] == "input_missing", done
+    assert time.monotonic() - started < 4.0  # the transient path would back off 1 s + 4 s first
