@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from typing import Any, Self
 
 
@@ -30,12 +32,49 @@ class _Config:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}")
+        hints = typing.get_type_hints(cls)
         values = {}
         for f in dataclasses.fields(cls):
             if f.name in data:
                 value = data[f.name]
+                if not _has_type(value, hints[f.name]):
+                    raise ConfigError(
+                        f"{cls.__name__}.{f.name}: expected {_type_name(hints[f.name])}, got {value!r:.80}"
+                    )
                 values[f.name] = tuple(value) if isinstance(value, list) else value
         return cls(**values)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's annotation (int, float, bool, str, None, unions, tuples), so
+    that a config from a file or an API request fails here with the field's name, not deep in a run."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, h) for h in typing.get_args(hint))
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, list | tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_has_type(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_has_type(v, a) for v, a in zip(value, args))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, hint | dict)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
 
 
 def _jsonable(value: Any) -> Any:

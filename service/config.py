@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.contract import QUEUES
+
 ROLES = ("client", "operator")
 
 
@@ -71,6 +73,10 @@ class Settings(BaseSettings):
     download_mirror: str | None = Field(None, description="base URL holding the release files (else their origin)")
     download_timeout_s: float = Field(15.0, gt=0, le=600, description="connect/read timeout of weight downloads")
 
+    ready_queues: str = Field(
+        "stylize", description="queues that need a live worker for GET /readyz (comma-separated): the API's role"
+    )
+
     # --- workers
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     torch_threads: int = Field(0, ge=0, description="0 = torch's default")
@@ -89,6 +95,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"AGILEGAN_API_KEYS entries are key:role with role in {ROLES}")
             if len(key) < 16:
                 raise ValueError("API keys must be at least 16 characters")
+        return value
+
+    @field_validator("ready_queues")
+    @classmethod
+    def _check_ready_queues(cls, value: str) -> str:
+        names = [q.strip() for q in value.split(",") if q.strip()]
+        if not names or any(q not in QUEUES for q in names):
+            raise ValueError(f"AGILEGAN_READY_QUEUES: a comma-separated subset of {list(QUEUES)}")
         return value
 
     @property

@@ -21,6 +21,26 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+BREAKER_OPEN_S = 5.0
+
+
+class RedisBreaker:
+    """Best-effort Redis calls of the middleware (metrics, failed-auth counts), made on the event loop:
+    after one fails, the next `BREAKER_OPEN_S` seconds skip Redis, so an outage (where each call could
+    wait out a connect timeout) never slows requests that do not need Redis, /healthz above all."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.closed_at = 0.0
+
+    def call(self, fn: Callable[[Redis], Any]) -> Any | None:
+        if time.monotonic() < self.closed_at:
+            return None
+        try:
+            return fn(self.redis)
+        except (RedisError, OSError):
+            self.closed_at = time.monotonic() + BREAKER_OPEN_S
+            return None
 
 
 class RequestContext:
@@ -130,7 +150,7 @@ class AuthGate:
     def __init__(self, app: ASGIApp, keys: Any, redis: Redis, failed_per_minute: int, disabled: bool = False) -> None:
         self.app = app
         self.keys = keys
-        self.redis = redis
+        self.redis = RedisBreaker(redis)
         self.failed_per_minute = failed_per_minute
         self.disabled = disabled
 
@@ -163,14 +183,10 @@ class AuthGate:
             return None
         window = int(time.time() // 60)
         key = metrics_key(f"authfail:{address}:{window}")
-        try:
-            pipe = self.redis.pipeline()
-            pipe.incr(key)
-            pipe.expire(key, 120)
-            count = int(pipe.execute()[0])
-        except RedisError:
-            return None
-        if count > self.failed_per_minute:
+        counted = self.redis.call(lambda r: r.pipeline().incr(key).expire(key, 120).execute())
+        if counted is None:
+            return None  # Redis is down: counting is off, the 401 still stands
+        if int(counted[0]) > self.failed_per_minute:
             return max(1, 60 - int(time.time()) % 60)
         return None
 
@@ -193,7 +209,7 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp, redis: Redis) -> None:
         self.app = app
-        self.redis = redis
+        self.redis = RedisBreaker(redis)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -211,7 +227,5 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            try:
-                self.redis.hincrby(metrics_key("requests"), f"{scope['method']}|{path}|{status}", 1)
-            except Exception:  # metrics never break a request
-                pass
+            field = f"{scope['method']}|{path}|{status}"
+            self.redis.call(lambda r: r.hincrby(metrics_key("requests"), field, 1))  # never breaks a request

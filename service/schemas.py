@@ -22,6 +22,9 @@ class JobStatus(BaseModel):
     id: str
     kind: str = "stylize"
     status: str = Field(examples=["queued", "running", "succeeded", "failed", "canceled"])
+    attempts: int = Field(
+        0, description="how many times a worker has started the job (more than 1 after a worker crash)"
+    )
     position: int | None = Field(None, description="place in the queue (0 = next) while queued")
     stage: str | None = None
     progress: float = 0.0
@@ -58,3 +61,16 @@ class StyleOut(BaseModel):
 
 class StyleList(BaseModel):
     styles: list[StyleOut]
+
+
+class QueueReadiness(BaseModel):
+    workers: int = Field(description="live workers listening on this queue")
+    depth: int = Field(description="jobs waiting")
+    required: bool = Field(description="whether this readiness check needs a worker on it")
+
+
+class Readiness(BaseModel):
+    ready: bool
+    redis: str = Field(examples=["ok", "unavailable: ConnectionError"])
+    queues: dict[str, QueueReadiness] = {}
+    reasons: list[str] = Field([], description="why not ready (empty when ready)")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from redis.exceptions import RedisError
 from rq import Worker
 
 from service.contract import QUEUES, metrics_key
+from service.errors import ApiError
+from service.schemas import QueueReadiness, Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -17,21 +22,41 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
-def readyz(request: Request) -> JSONResponse:
-    """Ready when Redis answers and at least one live worker listens on each queue."""
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "not ready"}})
+def readyz(
+    request: Request,
+    queues: Annotated[
+        str | None,
+        Query(
+            description="comma-separated queues that need a live worker (default: AGILEGAN_READY_QUEUES, "
+            "'stylize'); a training-only deployment asks for 'train'"
+        ),
+    ] = None,
+) -> JSONResponse:
+    """Ready when Redis answers and a live worker listens on each required queue. Readiness is per role:
+    a stylize-only deployment is ready without a train worker. The body reports every queue's workers
+    and depth, and why it is not ready."""
+    required = [q.strip() for q in (queues or request.app.state.settings.ready_queues).split(",") if q.strip()]
+    unknown = [q for q in required if q not in QUEUES]
+    if unknown or not required:
+        raise ApiError(422, "invalid_request", f"queues: expected a comma-separated subset of {list(QUEUES)}")
     redis = request.app.state.redis
-    checks: dict[str, object] = {}
+    body = Readiness(ready=False, redis="ok")
     try:
         redis.ping()
-        checks["redis"] = "ok"
         workers = Worker.all(connection=redis)
-        for name in QUEUES:
-            checks[f"workers_{name}"] = sum(1 for w in workers if name in w.queue_names())
-    except Exception as e:  # noqa: BLE001 - any Redis failure means not ready
-        checks["redis"] = f"error: {type(e).__name__}"
-    ready = checks.get("redis") == "ok" and all(checks.get(f"workers_{q}", 0) for q in QUEUES)
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        for name, queue in request.app.state.queues.items():
+            body.queues[name] = QueueReadiness(
+                workers=sum(1 for w in workers if name in w.queue_names()), depth=queue.count, required=name in required
+            )
+    except (RedisError, OSError) as e:
+        body.redis = f"unavailable: {type(e).__name__}"
+        body.reasons.append(f"Redis does not answer ({type(e).__name__}): no job can be accepted or looked up")
+    body.reasons += [
+        f"no live worker on the {q!r} queue" for q in required if q in body.queues and not body.queues[q].workers
+    ]
+    body.ready = not body.reasons
+    return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

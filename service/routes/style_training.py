@@ -42,6 +42,25 @@ def style_id_for(name: str) -> str:
     return slug
 
 
+MAX_JSON_FIELD = 64 * 1024
+
+
+def json_object(text: str, field: str, code: str) -> dict:
+    """A form field holding a JSON object, or a 422 with `code`: malformed, not an object, too large or
+    nested too deeply (json raised RecursionError, a 500, on 100,000 nested brackets)."""
+    if len(text) > MAX_JSON_FIELD:
+        raise ApiError(422, code, f"{field}: at most {MAX_JSON_FIELD} characters")
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ApiError(422, code, f"{field}: nested too deeply") from None
+    except ValueError as e:
+        raise ApiError(422, code, f"{field}: not JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ApiError(422, code, f"{field}: expected a JSON object")
+    return value
+
+
 async def _check_exemplar(
     faces: FaceFinder, entry: Entry, max_bytes: int, max_pixels: int, min_face: int
 ) -> tuple[dict, bytes | None]:
@@ -83,10 +102,8 @@ async def create_style(
     style_id = style_id_for(name)
     if registry.style(style_id) is not None or storage.style_upload_dir(style_id).exists():
         raise ApiError(409, "duplicate_name", f"a style {style_id!r} already exists")
+    overrides = json_object(config, "config", "invalid_config")
     try:
-        overrides = json.loads(config)
-        if not isinstance(overrides, dict):
-            raise ValueError("not an object")
         TransferConfig.from_dict({**TransferConfig().to_dict(), "minutes": settings.train_minutes, **overrides})
     except (ValueError, ConfigError, TypeError) as e:
         raise ApiError(422, "invalid_config", f"config: {e}") from e
@@ -122,12 +139,9 @@ async def create_style(
     finally:
         if zipped is not None:
             zipped.close()
-    try:
-        given = json.loads(labels)
-        if not isinstance(given, dict) or not all(isinstance(v, str) and v.isidentifier() for v in given.values()):
-            raise ValueError("expected an object of file name → identifier-like label")
-    except ValueError as e:
-        raise ApiError(422, "invalid_labels", f"labels: {e}") from e
+    given = json_object(labels, "labels", "invalid_labels")
+    if not all(isinstance(v, str) and v.isidentifier() for v in given.values()):
+        raise ApiError(422, "invalid_labels", "labels: expected an object of file name → identifier-like label")
     for entry in report:
         if entry["accepted"] and entry["file"] in given:
             entry["label"] = given[entry["file"]].lower()

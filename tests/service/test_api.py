@@ -188,16 +188,27 @@ def test_cancel_a_queued_job(make_client, make_settings, start_worker) -> None:
     assert client.get(f"/v1/jobs/{job['id']}/result", headers=auth()).json()["code"] == "job_canceled"
 
 
-def test_readiness_needs_a_worker_on_each_queue(make_client, make_settings, start_worker) -> None:
+def test_readiness_is_per_role(make_client, make_settings, start_worker) -> None:
+    """Hardening finding 13: /readyz was 503 forever without a train worker; now a stylize-only
+    deployment is ready, each queue's workers are reported, and a training role asks for `train`."""
     client = make_client()
     assert client.get("/healthz").json() == {"status": "ok"}
     not_ready = client.get("/readyz")
-    assert not_ready.status_code == 503 and not_ready.json()["checks"]["redis"] == "ok"
+    assert not_ready.status_code == 503 and not_ready.json()["redis"] == "ok"
+    assert not_ready.json()["reasons"] == ["no live worker on the 'stylize' queue"]
     start_worker(make_settings(), queues="stylize")
-    assert client.get("/readyz").status_code == 503  # nobody on "train"
-    start_worker(make_settings(), queues="train")
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"]["workers_stylize"] >= 1
+    assert ready.status_code == 200 and ready.json()["reasons"] == []
+    queues = ready.json()["queues"]
+    assert queues["stylize"]["workers"] == 1 and queues["stylize"]["required"]
+    assert queues["train"] == {"workers": 0, "depth": 0, "required": False}
+    assert client.get("/readyz", params={"queues": "stylize,train"}).status_code == 503  # nobody on "train"
+    assert client.get("/readyz", params={"queues": "gpu"}).json()["code"] == "invalid_request"
+    trainer = make_client(ready_queues="train")
+    assert trainer.get("/readyz").status_code == 503
+    start_worker(make_settings(), queues="train")
+    assert trainer.get("/readyz").status_code == 200
+    assert "/readyz" in client.get("/openapi.json").json()["paths"]
 
 
 def test_openapi_docs(make_client) -> None:

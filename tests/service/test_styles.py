@@ -242,3 +242,29 @@ def test_jobs_queued_for_a_retired_style_fail_with_a_code(
         assert failed["status"] == "failed" and failed["error"]["code"] == "style_unavailable"
     finally:
         shutil.rmtree(registry / "soon-gone", ignore_errors=True)
+
+
+def test_malformed_form_fields_are_422s(make_client) -> None:
+    """Hardening finding 10: a deeply nested `config` raised RecursionError, a 500; a wrongly typed one
+    was accepted and would have failed the training run. Every malformed field is a typed 422."""
+    client = make_client(min_exemplars=8)
+    nested = "[" * 5000 + "]" * 5000
+    cases = {
+        ("config", nested): "invalid_config",
+        ("config", '{"a": ' * 3000 + "1" + "}" * 3000): "invalid_config",
+        ("config", '{"g_lr": "fast"}'): "invalid_config",
+        ("config", '{"batch_size": 4.5}'): "invalid_config",
+        ("config", '{"max_steps": true}'): "invalid_config",
+        ("config", '{"minutes": NaN}'): "invalid_config",
+        ("config", "{" * 70000): "invalid_config",
+        ("labels", nested): "invalid_labels",
+        ("labels", '{"a.png": ["male"]}'): "invalid_labels",
+    }
+    for (field, value), code in cases.items():
+        r = client.post(
+            "/v1/styles",
+            files=[("files", ("a.png", b"x"))],
+            data={"name": "fields", field: value},
+            headers=auth(OPERATOR_KEY),
+        )
+        assert r.status_code == 422 and r.json()["code"] == code, (field, value[:40], r.status_code, r.text[:200])
