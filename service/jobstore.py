@@ -25,12 +25,22 @@ return 1
 """
 
 
+_REQUEUE_IF_RUNNING = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'last_error', ARGV[2], 'progress', 0)
+redis.call('HDEL', KEYS[1], 'stage', 'started_at', 'worker')
+return 1
+"""
+
+
 class JobStore:
     def __init__(self, redis: Redis, result_ttl_s: int, pending_ttl_s: int = 7 * 86400) -> None:
         self.redis = redis
         self.result_ttl_s = result_ttl_s
         self.pending_ttl_s = pending_ttl_s
         self._fail = redis.register_script(_FAIL_UNLESS_DONE)
+        self._requeue = redis.register_script(_REQUEUE_IF_RUNNING)
 
     def create(self, job_id: str, owner: str, kind: str, fields: dict[str, Any]) -> None:
         record = {
@@ -53,15 +63,27 @@ class JobStore:
         for field in ("created_at", "started_at", "finished_at", "progress"):
             if field in record:
                 record[field] = float(record[field])
+        record["attempts"] = int(record.get("attempts", 0))
         record["options"] = json.loads(record.get("options", "{}"))
         if "result" in record:
             record["result"] = json.loads(record["result"])
         return record
 
     def mark_running(self, job_id: str, worker: str) -> None:
-        self.redis.hset(
-            job_key(job_id), mapping={"status": RUNNING, "started_at": time.time(), "worker": worker, "progress": 0.0}
-        )
+        with self.redis.pipeline() as p:
+            p.hset(
+                job_key(job_id),
+                mapping={"status": RUNNING, "started_at": time.time(), "worker": worker, "progress": 0.0},
+            )
+            p.hdel(job_key(job_id), "stage")
+            p.hincrby(job_key(job_id), "attempts", 1)
+            p.execute()
+
+    def mark_requeued(self, job_id: str, reason: str) -> bool:
+        """The job's run ended without an outcome (its worker died, or a transient error outlived the
+        in-process retries) and rq queued it again: report it as queued, not as still running.
+        A no-op for a job already finished; True when recorded."""
+        return bool(self._requeue(keys=[job_key(job_id)], args=[QUEUED, reason[:300]]))
 
     def progress(self, job_id: str, stage: str, fraction: float) -> None:
         self.redis.hset(job_key(job_id), mapping={"stage": stage, "progress": round(fraction, 3)})

@@ -146,11 +146,13 @@ def encode(image: Image.Image, fmt: str) -> bytes:
 
 
 def on_stylize_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-    """rq failure callback: record the failure once no retry is left."""
-    if job.retries_left:
-        log.warning("job %s failed (%s); %d retries left", job.id, exc_type, job.retries_left)
-        return
+    """rq failure callback: a job rq will retry shows as queued again (its worker died, or a transient
+    error outlived the in-process retries); once no retry is left, the failure is recorded."""
     code, message = failure_code(exc_type, exc_value, "internal_error")
+    if job.retries_left:
+        log.warning("job %s failed (%s); %d retries left", job.id, code, job.retries_left)
+        get_runtime().jobs.mark_requeued(job.id, message)
+        return
     get_runtime().jobs.mark_failed(job.id, code, message)
     count_failure(connection, code)
 

@@ -70,11 +70,13 @@ def train_style_job(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def on_train_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-    """rq failure callback: once no retry is left, the job and its style are marked failed."""
-    if job.retries_left:
-        return
+    """rq failure callback: a job rq will retry shows as queued again; once no retry is left, the job
+    and its style are marked failed."""
     rt = get_runtime()
     code, message = failure_code(exc_type, exc_value, "training_error")
+    if job.retries_left:
+        rt.jobs.mark_requeued(job.id, message)
+        return
     rt.jobs.mark_failed(job.id, code, message)
     style_id = (job.args[0] if job.args else {}).get("style_id")
     if style_id:

@@ -226,6 +226,7 @@ def _status(request: Request, job_id: str, record: dict, lookup_position: bool =
         id=job_id,
         kind=record.get("kind", "stylize"),
         status=record.get("status", QUEUED),
+        attempts=record.get("attempts", 0),
         position=position,
         stage=record.get("stage"),
         progress=record.get("progress", 0.0),

@@ -103,3 +103,34 @@ def test_the_api_restarted_between_enqueue_and_completion_still_reports_the_job(
     finally:
         api.terminate()
         api.wait(timeout=20)
+
+
+def test_a_recovered_job_reads_queued_with_its_attempts(
+    make_client, make_settings, start_worker, slow_data_dir: Path, redis: Redis
+) -> None:
+    """Hardening finding 11: once rq re-queued a dead worker's job, our record still said `running`
+    (for minutes, while it waited for a free worker). It now reads `queued`, with the attempt count."""
+    from rq.registry import StartedJobRegistry
+
+    from workers import runtime
+
+    settings = make_settings(data_dir=slow_data_dir, align_transform_size=4096)
+    client = make_client(data_dir=slow_data_dir, align_transform_size=4096)
+    doomed = start_worker(settings, queues="stylize")
+    job = post_photo(client, size=256).json()
+    assert _wait_status(client, job["id"], ("running",))["attempts"] == 1
+    os.kill(doomed.proc.pid, signal.SIGKILL)
+    doomed.proc.wait()
+    time.sleep(settings.heartbeat_ttl_s + 1)  # the dead worker's execution entry expires
+    # the maintenance pass a live worker runs (here in this process, so that no worker takes the job)
+    runtime.configure(settings)
+    try:
+        StartedJobRegistry("stylize", connection=redis).cleanup()
+    finally:
+        runtime._RUNTIME = None
+    requeued = client.get(f"/v1/jobs/{job['id']}", headers=auth()).json()
+    assert requeued["status"] == "queued" and requeued["attempts"] == 1 and requeued["stage"] is None, requeued
+    assert requeued["position"] == 0
+    start_worker(settings, queues="stylize")
+    done = wait_for(client, job["id"], timeout=90)
+    assert done["status"] == "succeeded" and done["attempts"] == 2
