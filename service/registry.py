@@ -16,6 +16,9 @@ meaningless to it.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +170,15 @@ class Registry:
             source=source if source_ok else None,
             structure_default=int(meta.get("structure", 0)),
         )
+
+    def remove_style(self, style_id: str) -> None:
+        """Delete a style that never became servable (canceled or failed), freeing its name. Renamed
+        aside first, so a reader never sees half a directory."""
+        folder = self.style_dir(style_id)
+        if folder.exists():
+            doomed = folder.with_name(f".removed-{style_id}-{uuid.uuid4().hex[:8]}")
+            os.replace(folder, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
 
     def read_style_meta(self, style_id: str) -> dict[str, Any]:
         return json.loads((self.style_dir(style_id) / STYLE_FILE).read_text())

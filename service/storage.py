@@ -101,6 +101,10 @@ class Storage:
         os.replace(staging, folder)
         return folder
 
+    def delete_style_upload(self, style_id: str) -> None:
+        """The exemplars of a style whose training ended (ready, failed or canceled): no longer needed."""
+        shutil.rmtree(self.style_upload_dir(style_id), ignore_errors=True)
+
     @staticmethod
     def discard_staging(staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)

@@ -55,17 +55,20 @@ def train_style_job(payload: dict[str, Any]) -> dict[str, Any]:
             raise WorkerShutdown("training checkpointed for a worker shutdown; it resumes on the next worker") from e
         rt.registry.update_style_meta(job.style_id, status="canceled")
         rt.jobs.mark_canceled(job.job_id, "training canceled by an operator")
+        rt.storage.delete_style_upload(job.style_id)
         return {"canceled": True}
     except (InputError, ValueError) as e:
         code = getattr(e, "code", "invalid_training_input")
         rt.registry.update_style_meta(job.style_id, status="failed", error={"code": code, "message": str(e)[:500]})
         rt.jobs.mark_failed(job.job_id, code, str(e))
         count_failure(rt.redis, code)
+        rt.storage.delete_style_upload(job.style_id)
         return {"failed": code}
     rt.registry.update_style_meta(
         job.style_id, status="ready", training=result, ready_at=datetime.datetime.now(datetime.UTC).isoformat()
     )
     rt.jobs.mark_succeeded(job.job_id, result)
+    rt.storage.delete_style_upload(job.style_id)  # the exemplars served their purpose
     return result
 
 
@@ -81,6 +84,7 @@ def on_train_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, t
     style_id = (job.args[0] if job.args else {}).get("style_id")
     if style_id:
         rt.registry.update_style_meta(style_id, status="failed", error={"code": code, "message": message})
+        rt.storage.delete_style_upload(style_id)
     count_failure(connection, code)
 
 

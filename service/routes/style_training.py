@@ -13,6 +13,7 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
+from redis import Redis
 from rq import Callback, Retry
 
 from models.configs import ConfigError, TransferConfig
@@ -25,11 +26,14 @@ from service.contract import (
     TRAIN_QUEUE,
     TrainJob,
     style_cancel_key,
+    style_progress_key,
 )
 from service.deps import JobsDep, OperatorDep, RegistryDep, StorageDep
 from service.errors import ApiError
 from service.exemplar_uploads import ArchiveLimits, Entry, bounded_reader, open_archive
 from service.faces import FaceFinder
+from service.registry import Registry
+from service.storage import Storage
 
 router = APIRouter(prefix="/v1", tags=["styles"])
 TRAIN_RETRIES = 10  # each worker crash or redeploy (SIGTERM: checkpoint, re-queue) uses one
@@ -43,6 +47,21 @@ def style_id_for(name: str) -> str:
 
 
 MAX_JSON_FIELD = 64 * 1024
+REUSABLE = ("canceled", "failed")  # styles whose name a new upload may take
+
+
+def _claim_name(registry: Registry, storage: Storage, redis: Redis, style_id: str) -> None:
+    """409 while a style of this id is pending, training, ready or retired; a canceled or failed one
+    (nothing servable) is removed, with what is left of it (uploads, its cancel flag, its progress),
+    so that its name can be used again."""
+    info = registry.style(style_id)
+    if info is not None and info.status not in REUSABLE:
+        raise ApiError(409, "duplicate_name", f"a style {style_id!r} already exists ({info.status})")
+    if info is not None:
+        registry.remove_style(style_id)
+    storage.delete_style_upload(style_id)  # left by a canceled run, or by an upload cut off mid-publish
+    progress = style_progress_key(style_id)
+    redis.delete(style_cancel_key(style_id), progress, progress + ":curve")
 
 
 def json_object(text: str, field: str, code: str) -> dict:
@@ -100,8 +119,7 @@ async def create_style(
     settings = request.app.state.settings
     # 1. Name, id, config overrides.
     style_id = style_id_for(name)
-    if registry.style(style_id) is not None or storage.style_upload_dir(style_id).exists():
-        raise ApiError(409, "duplicate_name", f"a style {style_id!r} already exists")
+    _claim_name(registry, storage, request.app.state.redis, style_id)
     overrides = json_object(config, "config", "invalid_config")
     try:
         TransferConfig.from_dict({**TransferConfig().to_dict(), "minutes": settings.train_minutes, **overrides})
@@ -233,6 +251,7 @@ def delete_style(request: Request, style_id: str, _: OperatorDep, registry: Regi
             Job.fetch(job_id, connection=request.app.state.redis).cancel()
             jobs.mark_canceled(job_id)
             registry.update_style_meta(style_id, status="canceled")
+            request.app.state.storage.delete_style_upload(style_id)
         return {"id": style_id, "status": "canceling" if info.status == "training" else "canceled"}
     if info.status == "ready":
         registry.update_style_meta(style_id, status="retired", retired_at=time.time())

@@ -156,6 +156,7 @@ def test_training_can_be_canceled(make_client, make_settings, start_worker, tiny
         assert done["status"] == "canceled"
         assert not (tiny_data_dir / "registry" / "styles" / "endless" / "model.safetensors").exists()
         assert post_photo(client, style="endless").status_code == 409
+        assert not (tiny_data_dir / "style-uploads" / "endless").exists()  # the exemplars went with it
     finally:
         shutil.rmtree(tiny_data_dir / "registry" / "styles" / "endless", ignore_errors=True)
         shutil.rmtree(tiny_data_dir / "style-uploads", ignore_errors=True)
@@ -268,3 +269,36 @@ def test_malformed_form_fields_are_422s(make_client) -> None:
             headers=auth(OPERATOR_KEY),
         )
         assert r.status_code == 422 and r.json()["code"] == code, (field, value[:40], r.status_code, r.text[:200])
+
+
+def test_a_canceled_style_frees_its_uploads_and_its_name(make_client, tiny_data_dir) -> None:
+    """Hardening finding 12: a canceled style kept its uploads and answered 409 to its name forever."""
+    client = make_client(min_exemplars=8)
+
+    def create() -> dict:
+        r = client.post(
+            "/v1/styles",
+            files={"archive": ("style.zip", exemplar_zip_bytes())},
+            data={"name": "second-try", "config": json.dumps(TINY_TRAINING)},
+            headers=auth(OPERATOR_KEY),
+        )
+        assert r.status_code == 202, r.text
+        return r.json()
+
+    uploads = tiny_data_dir / "style-uploads" / "second-try"
+    try:
+        first = create()  # no worker runs: it stays queued
+        assert uploads.is_dir()
+        again = client.post(
+            "/v1/styles", files=[("files", ("a.png", b"x"))], data={"name": "second-try"}, headers=auth(OPERATOR_KEY)
+        )
+        assert again.status_code == 409 and again.json()["code"] == "duplicate_name"  # pending: taken
+        assert client.delete("/v1/styles/second-try", headers=auth(OPERATOR_KEY)).json()["status"] == "canceled"
+        assert not uploads.exists()
+        second = create()
+        assert second["job_id"] != first["job_id"] and uploads.is_dir()
+        fresh = client.get("/v1/styles/second-try", headers=auth(OPERATOR_KEY)).json()
+        assert fresh["status"] == "pending" and fresh["training"] is None
+    finally:
+        shutil.rmtree(tiny_data_dir / "registry" / "styles" / "second-try", ignore_errors=True)
+        shutil.rmtree(tiny_data_dir / "style-uploads", ignore_errors=True)
