@@ -79,12 +79,16 @@ return false
 """
 
 
-def rate_limit(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-    """At most `rate_limit_per_minute` accepted requests per key in any 60 s (shared by every API
-    process; refused requests do not count)."""
+def charge_rate_limit(request: Request, principal: Principal) -> None:
+    """At most `rate_limit_per_minute` requests per key in any 60 s (shared by every API process).
+
+    Called by the handler once the request has passed its cheap checks: a request refused before any
+    work (unknown style, invalid form, a replayed idempotency key, a 429) costs nothing of the budget;
+    one that reached the image decoder counts, whatever the photo turns out to be.
+    """
     limit = request.app.state.settings.rate_limit_per_minute
     if limit <= 0:
-        return principal
+        return
     now = time.time()
     script = request.app.state.redis.register_script(_RATE_LIMIT)
     oldest = script(keys=[metrics_key(f"rate:{principal.key_id}")], args=[now, limit, f"{now}:{uuid.uuid4().hex}"])
@@ -93,7 +97,6 @@ def rate_limit(request: Request, principal: Annotated[Principal, Depends(authent
         raise ApiError(
             429, "rate_limited", f"more than {limit} requests per minute for this key", {"Retry-After": str(retry)}
         )
-    return principal
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -102,5 +105,4 @@ StorageDep = Annotated[Storage, Depends(get_storage)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 StylizeQueueDep = Annotated[Queue, Depends(get_stylize_queue)]
 ClientDep = Annotated[Principal, Depends(authenticate)]
-RateLimitedClientDep = Annotated[Principal, Depends(rate_limit)]
 OperatorDep = Annotated[Principal, Depends(require_operator)]

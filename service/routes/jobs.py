@@ -34,10 +34,10 @@ from service.deps import (
     ClientDep,
     JobsDep,
     OperatorDep,
-    RateLimitedClientDep,
     RegistryDep,
     StorageDep,
     StylizeQueueDep,
+    charge_rate_limit,
 )
 from service.errors import ApiError
 from service.registry import StyleInfo
@@ -58,7 +58,7 @@ ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 415, 
 )
 async def stylize(
     request: Request,
-    principal: RateLimitedClientDep,
+    principal: ClientDep,
     jobs: JobsDep,
     storage: StorageDep,
     registry: RegistryDep,
@@ -128,7 +128,9 @@ async def stylize(
         if replay is not None:
             return _accepted(request, replay)
     try:
-        # 3. Back-pressure before any work (checked again, atomically, at the enqueue).
+        # 3. The key's rate budget, then back-pressure, before any work (the cap is checked again,
+        #    atomically, at the enqueue).
+        await anyio.to_thread.run_sync(charge_rate_limit, request, principal)
         if queue.count >= settings.max_queue_depth:
             raise ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})
         # 4. Decode and find the face now, so a bad photo is refused at once (the worker renders the crop).

@@ -140,7 +140,12 @@ def test_auth_roles_and_ownership(make_client, make_settings, start_worker) -> N
 
 def test_rate_limit_and_queue_full(make_client) -> None:
     limited = make_client(rate_limit_per_minute=2)
-    assert post_photo(limited).status_code == 202
+    # refused before any work (hardening finding 15: these used to use up the budget)
+    for _ in range(3):
+        assert post_photo(limited, style="no-such-style").status_code == 404
+        assert post_photo(limited, size=333).status_code == 422
+    assert post_photo(limited, idempotency_key="once").status_code == 202
+    assert post_photo(limited, idempotency_key="once").status_code == 202  # a replay: no new work
     assert post_photo(limited).status_code == 202
     third = post_photo(limited)
     assert third.status_code == 429 and third.json()["code"] == "rate_limited"
@@ -280,3 +285,18 @@ def test_attribute_auto_uses_the_registry_classifier(make_client, make_settings,
     finally:
         shutil.rmtree(registry / "styles" / "dual", ignore_errors=True)
         shutil.rmtree(registry / "base" / "attribute-classifier", ignore_errors=True)
+
+
+def test_failed_authentications_are_limited_per_address(make_client) -> None:
+    """Hardening finding 15: 2,000 wrong keys in 9 s were all answered 401; now an address that fails
+    too often gets 429 with Retry-After, while a valid key from it still works."""
+    client = make_client(failed_auth_per_minute=5)
+    if time.time() % 60 > 55:  # failures are counted per clock minute: start well inside one
+        time.sleep(61 - time.time() % 60)
+    wrong = {"Authorization": "Bearer not-a-key-000000000"}
+    assert [client.get("/v1/styles", headers=wrong).status_code for _ in range(5)] == [401] * 5
+    limited = client.get("/v1/styles", headers=wrong)
+    assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    assert client.get("/v1/jobs/" + "0" * 32).status_code == 429  # no key at all counts too
+    assert client.get("/v1/styles", headers=auth()).status_code == 200
