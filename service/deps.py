@@ -8,6 +8,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from rq import Queue
 
 from service.auth import Principal
@@ -41,7 +42,14 @@ def get_stylize_queue(request: Request) -> Queue:
     return request.app.state.queues[STYLIZE_QUEUE]
 
 
-def authenticate(request: Request) -> Principal:
+# Declares the bearer scheme in the OpenAPI document (so /docs can send a key); the key itself is
+# checked below, and already from the headers by the AuthGate middleware before any body is read.
+bearer = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer KEY`")
+
+
+def authenticate(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None
+) -> Principal:
     settings: Settings = request.app.state.settings
     if settings.auth_disabled:
         return Principal("anonymous", "operator")

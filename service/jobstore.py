@@ -34,6 +34,24 @@ return 1
 """
 
 
+_RUN_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'started_at', ARGV[2], 'worker', ARGV[3], 'progress', 0)
+redis.call('HDEL', KEYS[1], 'stage')
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return 1
+"""
+
+_SUCCEED_IF_RUNNING = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' and status ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2], 'progress', 1, 'stage', 'done',
+           'result', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
 class JobStore:
     def __init__(self, redis: Redis, result_ttl_s: int, pending_ttl_s: int = 7 * 86400) -> None:
         self.redis = redis
@@ -41,6 +59,8 @@ class JobStore:
         self.pending_ttl_s = pending_ttl_s
         self._fail = redis.register_script(_FAIL_UNLESS_DONE)
         self._requeue = redis.register_script(_REQUEUE_IF_RUNNING)
+        self._succeed = redis.register_script(_SUCCEED_IF_RUNNING)
+        self._run = redis.register_script(_RUN_IF_EXISTS)
 
     def create(self, job_id: str, owner: str, kind: str, fields: dict[str, Any]) -> None:
         record = {
@@ -69,15 +89,9 @@ class JobStore:
             record["result"] = json.loads(record["result"])
         return record
 
-    def mark_running(self, job_id: str, worker: str) -> None:
-        with self.redis.pipeline() as p:
-            p.hset(
-                job_key(job_id),
-                mapping={"status": RUNNING, "started_at": time.time(), "worker": worker, "progress": 0.0},
-            )
-            p.hdel(job_key(job_id), "stage")
-            p.hincrby(job_key(job_id), "attempts", 1)
-            p.execute()
+    def mark_running(self, job_id: str, worker: str) -> bool:
+        """A worker starts the job (attempts + 1); False, and nothing written, when its record is gone."""
+        return bool(self._run(keys=[job_key(job_id)], args=[RUNNING, time.time(), worker]))
 
     def mark_requeued(self, job_id: str, reason: str) -> bool:
         """The job's run ended without an outcome (its worker died, or a transient error outlived the
@@ -88,20 +102,15 @@ class JobStore:
     def progress(self, job_id: str, stage: str, fraction: float) -> None:
         self.redis.hset(job_key(job_id), mapping={"stage": stage, "progress": round(fraction, 3)})
 
-    def mark_succeeded(self, job_id: str, result: dict[str, Any]) -> None:
-        with self.redis.pipeline() as p:
-            p.hset(
-                job_key(job_id),
-                mapping={
-                    "status": SUCCEEDED,
-                    "finished_at": time.time(),
-                    "progress": 1.0,
-                    "stage": "done",
-                    "result": json.dumps(result),
-                },
-            )
-            p.expire(job_key(job_id), self.result_ttl_s)
-            p.execute()
+    def mark_succeeded(self, job_id: str, result: dict[str, Any]) -> bool:
+        """Record the success of a job that is still running; a job canceled or deleted meanwhile
+        stays so (its record is not recreated). True when recorded."""
+        return bool(
+            self._succeed(keys=[job_key(job_id)], args=[SUCCEEDED, time.time(), json.dumps(result), self.result_ttl_s])
+        )
+
+    def delete(self, job_id: str) -> None:
+        self.redis.delete(job_key(job_id))
 
     def mark_failed(self, job_id: str, code: str, message: str, status: str = FAILED) -> bool:
         """Record a failure (or cancel) unless the job already succeeded; True when recorded."""

@@ -17,7 +17,7 @@ from rq import Queue
 
 from models.alignment import FaceAligner
 from models.configs import AlignerConfig
-from service import errors
+from service import docs, errors
 from service.auth import KeyStore
 from service.config import Settings, get_settings
 from service.contract import QUEUES
@@ -63,7 +63,14 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
         redis.close()
         await aredis.aclose()
 
-    app = FastAPI(title="AgileGAN service", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="AgileGAN service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served from local files by service.docs (no CDN)
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.redis = redis
     app.state.aredis = aredis
@@ -77,6 +84,7 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
     app.include_router(styles.router)
     app.include_router(style_training.router)
     app.include_router(health.router)
+    docs.install(app)
     # Outermost first: request id, then metrics, then authentication (headers only), then the body cap.
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_upload_bytes, per_path={"/v1/styles": settings.max_style_upload_bytes}

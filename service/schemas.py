@@ -13,6 +13,30 @@ class ErrorBody(BaseModel):
     request_id: str | None = Field(None, examples=["4f1c2d…"])
 
 
+def null_is_none(value: object) -> object:
+    """Multipart has no null: clients (and OpenAPI tooling) send an optional field as "null" or ""."""
+    return None if isinstance(value, str) and value in ("null", "") else value
+
+
+# Every /v1 operation documents the error answers it can give (the body is always an ErrorBody).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "the body could not be parsed (malformed multipart)"},
+    401: {"model": ErrorBody, "description": "no or unknown API key"},
+    403: {"model": ErrorBody, "description": "needs an operator key"},
+    404: {"model": ErrorBody, "description": "unknown style or job (also another client's job)"},
+    409: {"model": ErrorBody, "description": "conflict: not ready, no result, duplicate name"},
+    413: {"model": ErrorBody, "description": "body or image too large"},
+    415: {"model": ErrorBody, "description": "not a JPEG, PNG or WebP image"},
+    422: {"model": ErrorBody, "description": "invalid field, or a photo without a usable face"},
+    429: {"model": ErrorBody, "description": "rate limited (see Retry-After)"},
+    503: {"model": ErrorBody, "description": "queue full or job store unavailable (see Retry-After)"},
+}
+
+
+class NotReady(ErrorBody):
+    status: str = Field(examples=["queued", "running"])
+
+
 class JobLinks(BaseModel):
     self: str
     result: str
@@ -57,6 +81,11 @@ class StyleOut(BaseModel):
         description="style-strength controls of POST /v1/stylize (structure, strength: default and range); "
         "null when the style has no source generator or is attribute-aware",
     )
+
+
+class StyleDeleted(BaseModel):
+    id: str
+    status: str = Field(examples=["canceled", "canceling", "retired", "removed"])
 
 
 class StyleList(BaseModel):

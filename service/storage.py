@@ -54,6 +54,12 @@ class Storage:
     def delete_input(self, job_id: str) -> None:
         shutil.rmtree(self.inputs / self._check(job_id), ignore_errors=True)
 
+    def delete_job_files(self, job_id: str) -> None:
+        """A deleted job's upload and result."""
+        self.delete_input(job_id)
+        for ext in RESULT_EXTENSIONS:
+            (self.results / f"{self._check(job_id)}.{ext}").unlink(missing_ok=True)
+
     def read_input(self, job_id: str) -> bytes:
         path = self.inputs / self._check(job_id) / "upload"
         try:

@@ -1,12 +1,23 @@
-"""Shared fixtures: tiny seeded models on the CPU."""
+"""Shared fixtures: tiny seeded models on the CPU, and the test session's own Redis.
+
+Redis: a redis-server started here on a free port, in a temporary directory, for this test session
+alone: the tests flush it between tests, so they never touch a Redis they did not start (a developer's,
+or a second test run's). AGILEGAN_TEST_REDIS_URL names one to use instead, explicitly (it is flushed).
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Iterator
+
 import pytest
 import torch
+from redis import Redis
 
 from models.configs import AttributeGeneratorConfig, GeneratorConfig
 from models.stylegan2 import Generator
+from workers.commands import redis_answers, start_redis
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -35,3 +46,33 @@ def tiny_generator() -> Generator:
 @pytest.fixture
 def tiny_attribute_config() -> AttributeGeneratorConfig:
     return AttributeGeneratorConfig(generator=GeneratorConfig.tiny(64), split_resolution=16)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("AGILEGAN_TEST_REDIS_URL")
+    proc = None
+    if url is None:
+        url = f"redis://127.0.0.1:{free_port()}/0"
+        proc = start_redis(url, tmp_path_factory.mktemp("redis"))
+    elif not redis_answers(url):
+        raise RuntimeError(f"AGILEGAN_TEST_REDIS_URL={url} does not answer")
+    yield url
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[Redis]:
+    conn = Redis.from_url(redis_url)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()

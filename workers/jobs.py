@@ -46,7 +46,8 @@ def stylize_job(payload: dict[str, Any]) -> dict[str, Any]:
     record = rt.jobs.get(job.job_id) or {}
     if record.get("status") in ("succeeded", "canceled"):
         return {"skipped": record["status"]}  # a re-run after success (abandoned-job mix-up): keep the result
-    rt.jobs.mark_running(job.job_id, rt.worker_name)
+    if not record or not rt.jobs.mark_running(job.job_id, rt.worker_name):
+        return {"skipped": "deleted"}  # deleted by its owner before it ran (or its record expired)
     timings: dict[str, float] = {"wait": max(0.0, time.time() - record.get("created_at", time.time()))}
     for attempt in range(len(TRANSIENT_BACKOFF_S) + 1):
         try:
@@ -72,7 +73,10 @@ def stylize_job(payload: dict[str, Any]) -> dict[str, Any]:
             )
             _release_gpu_memory()
             time.sleep(TRANSIENT_BACKOFF_S[attempt])
-    rt.jobs.mark_succeeded(job.job_id, result)
+    if not rt.jobs.mark_succeeded(job.job_id, result):  # canceled or deleted during its last step
+        if rt.jobs.get(job.job_id) is None:
+            rt.storage.delete_job_files(job.job_id)  # deleted: nothing of it may stay
+        return {"skipped": "canceled"}
     observe(rt.redis, timings)
     return result
 

@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BeforeValidator, Field
 from rq import Callback, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -41,19 +42,19 @@ from service.deps import (
 )
 from service.errors import ApiError
 from service.registry import StyleInfo
-from service.schemas import ErrorBody, JobStatus
+from service.routes.styles import DELETED
+from service.schemas import ERROR_RESPONSES, ErrorBody, JobStatus, NotReady, null_is_none
 
-router = APIRouter(prefix="/v1", tags=["stylize"])
+router = APIRouter(prefix="/v1", tags=["stylize"], responses=ERROR_RESPONSES)
 
 RESULT_POLL_S = 0.1
-ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 415, 422, 429, 503)}
+SIZES = [256, 512, 1024]
 
 
 @router.post(
     "/stylize",
     status_code=202,
     response_model=JobStatus,
-    responses=ERRORS,
     summary="Stylize a portrait (asynchronous: poll the returned job)",
 )
 async def stylize(
@@ -64,17 +65,20 @@ async def stylize(
     registry: RegistryDep,
     queue: StylizeQueueDep,
     image: Annotated[UploadFile, File(description="the photo: JPEG, PNG or WebP")],
-    style: Annotated[str, Form(description="style id (GET /v1/styles)", examples=["demo"])],
+    style: Annotated[
+        str, Form(min_length=1, max_length=64, description="style id (GET /v1/styles)", examples=["demo"])
+    ],
     output: Annotated[Literal["aligned", "full"], Form(description="aligned crop, or pasted back")] = "aligned",
     format: Annotated[Literal["png", "jpeg", "webp"], Form()] = "png",
-    size: Annotated[int, Form(description="side of the aligned result: 256, 512 or 1024")] = 1024,
+    size: Annotated[
+        int, Form(description="side of the aligned result: 256, 512 or 1024", json_schema_extra={"enum": SIZES})
+    ] = 1024,
     attribute: Annotated[str, Form(description="'auto' or one of the style's branches")] = "auto",
     face_index: Annotated[int, Form(ge=0, le=63, description="which face, by size (0 = largest)")] = 0,
     structure: Annotated[
-        int | None,
+        Annotated[int, Field(ge=0, le=8)] | None,
+        BeforeValidator(null_is_none),
         Form(
-            ge=0,
-            le=8,
             description="layer swap: keep the photo's structure up to 2^(k+2) px (0 = off; "
             "default: the style's, see its `controls`)",
         ),
@@ -87,15 +91,17 @@ async def stylize(
             description="style strength: 1 = the style, 0 = the photo's reconstruction (quantised to 0.05)",
         ),
     ] = 1.0,
-    idempotency_key: Annotated[str | None, Form(max_length=128)] = None,
+    idempotency_key: Annotated[
+        Annotated[str, Field(max_length=128)] | None, BeforeValidator(null_is_none), Form()
+    ] = None,
     idempotency_header: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
 ) -> JSONResponse:
     settings = request.app.state.settings
-    if size not in (256, 512, 1024):
+    if size not in SIZES:
         raise ApiError(422, "invalid_request", "size: must be 256, 512 or 1024")
     # 1. The style must exist and be ready, the attribute must be one of its branches.
     info = registry.style(style)
-    if info is None:
+    if info is None or info.status in DELETED:
         raise ApiError(404, "unknown_style", f"no style {style!r}; GET /v1/styles lists them")
     if info.status != "ready":
         detail = f" (its encoder {info.encoder!r} is not in the registry)" if info.status == "missing_encoder" else ""
@@ -199,7 +205,7 @@ def _strength_controls(info: StyleInfo, structure: int | None, strength: float) 
     if structure is None:
         structure = controls["structure"]["default"]
     elif structure > top:
-        raise ApiError(422, "invalid_request", f"structure: at most {top} for this {info.resolution} px style")
+        raise ApiError(422, "structure_out_of_range", f"structure: at most {top} for this {info.resolution} px style")
     step = controls["strength"]["step"]
     return structure, round(round(strength / step) * step, 6)
 
@@ -250,24 +256,29 @@ def _visible_record(job_id: str, principal: Principal, jobs) -> dict:
     return record
 
 
-@router.get("/jobs", response_model=list[JobStatus], responses=ERRORS, tags=["jobs"])
-def list_jobs(request: Request, _: OperatorDep, jobs: JobsDep, limit: int = 100) -> list[JobStatus]:
+@router.get("/jobs", response_model=list[JobStatus], tags=["jobs"])
+def list_jobs(
+    request: Request, _: OperatorDep, jobs: JobsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[JobStatus]:
     """Operator view: the most recent jobs of every client (newest first, at most `limit`)."""
     redis = request.app.state.redis
     ids = [k.decode().rsplit(":", 1)[1] for k in redis.scan_iter(match="agilegan:job:*", count=500)]
     records = [(job_id, jobs.get(job_id)) for job_id in ids if JOB_ID.fullmatch(job_id)]
     records = sorted((r for r in records if r[1]), key=lambda r: r[1]["created_at"], reverse=True)
-    return [_status(request, job_id, record) for job_id, record in records[: max(1, min(limit, 1000))]]
+    return [_status(request, job_id, record) for job_id, record in records[:limit]]
 
 
-@router.get("/jobs/{job_id}", response_model=JobStatus, responses=ERRORS, tags=["jobs"])
+@router.get("/jobs/{job_id}", response_model=JobStatus, tags=["jobs"])
 def get_job(request: Request, job_id: str, principal: ClientDep, jobs: JobsDep) -> JobStatus:
     return _status(request, job_id, _visible_record(job_id, principal, jobs))
 
 
 @router.get(
     "/jobs/{job_id}/result",
-    responses={200: {"content": {t: {} for t in CONTENT_TYPES.values()}}, **ERRORS},
+    responses={
+        200: {"content": {t: {} for t in CONTENT_TYPES.values()}, "description": "the image"},
+        202: {"model": NotReady, "description": "the job has not finished (after waiting `wait` s)"},
+    },
     tags=["jobs"],
     response_model=None,
 )
@@ -311,20 +322,41 @@ async def get_result(
     return FileResponse(path, media_type=CONTENT_TYPES[fmt], filename=f"{job_id}.{fmt}")
 
 
-@router.delete("/jobs/{job_id}", response_model=JobStatus, responses=ERRORS, tags=["jobs"])
+@router.post("/jobs/{job_id}/cancel", response_model=JobStatus, tags=["jobs"])
 def cancel_job(request: Request, job_id: str, principal: ClientDep, jobs: JobsDep) -> JobStatus:
+    """Cancel: a queued job never runs, a running one stops at its next step (`stage: canceling`).
+    The job stays visible as `canceled`; canceling a finished job changes nothing."""
     record = _visible_record(job_id, principal, jobs)
-    if not jobs.is_terminal(record):
-        redis = request.app.state.redis
-        redis.set(cancel_key(job_id), "1", ex=request.app.state.settings.job_timeout_s + 120)
-        if record["status"] == QUEUED:
-            try:
-                Job.fetch(job_id, connection=redis).cancel()
-            except NoSuchJobError:
-                pass
-            jobs.mark_canceled(job_id)
-        # a running job stops at its next step and records itself canceled
-        record = jobs.get(job_id) or record
-        if record["status"] == RUNNING:
-            record = {**record, "stage": "canceling"}
+    record = _cancel(request, job_id, record, jobs)
+    if record["status"] == RUNNING:
+        record = {**record, "stage": "canceling"}
     return _status(request, job_id, record)
+
+
+@router.delete("/jobs/{job_id}", status_code=204, tags=["jobs"])
+def delete_job(request: Request, job_id: str, principal: ClientDep, jobs: JobsDep, storage: StorageDep) -> Response:
+    """Delete the job: canceled first if it has not finished, then its record, upload and result are
+    removed (afterwards the job is 404). A running job stops at its next step and stores nothing."""
+    record = _visible_record(job_id, principal, jobs)
+    _cancel(request, job_id, record, jobs)
+    jobs.delete(job_id)
+    storage.delete_job_files(job_id)
+    return Response(status_code=204)
+
+
+def _cancel(request: Request, job_id: str, record: dict, jobs) -> dict:
+    """Flag the job canceled (the worker checks the flag between steps); returns the fresh record."""
+    if jobs.is_terminal(record):
+        return record
+    if record.get("kind") == "train":
+        style = record.get("options", {}).get("style")
+        raise ApiError(409, "cancel_via_style", f"a training job is canceled with DELETE /v1/styles/{style}")
+    redis = request.app.state.redis
+    redis.set(cancel_key(job_id), "1", ex=request.app.state.settings.job_timeout_s + 120)
+    if record["status"] == QUEUED:
+        try:
+            Job.fetch(job_id, connection=redis).cancel()
+        except NoSuchJobError:
+            pass
+        jobs.mark_canceled(job_id)
+    return jobs.get(job_id) or record

@@ -13,8 +13,11 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BeforeValidator
 from redis import Redis
 from rq import Callback, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 
 from models.configs import ConfigError, TransferConfig
 from models.errors import InputError
@@ -33,9 +36,11 @@ from service.errors import ApiError
 from service.exemplar_uploads import ArchiveLimits, Entry, bounded_reader, open_archive
 from service.faces import FaceFinder
 from service.registry import Registry
+from service.routes.styles import DELETED
+from service.schemas import ERROR_RESPONSES, StyleDeleted, null_is_none
 from service.storage import Storage
 
-router = APIRouter(prefix="/v1", tags=["styles"])
+router = APIRouter(prefix="/v1", tags=["styles"], responses=ERROR_RESPONSES)
 TRAIN_RETRIES = 10  # each worker crash or redeploy (SIGTERM: checkpoint, re-queue) uses one
 
 
@@ -111,7 +116,9 @@ async def create_style(
     jobs: JobsDep,
     name: Annotated[str, Form(min_length=1, max_length=80)],
     files: Annotated[list[UploadFile], File(description="exemplar images")] = [],  # noqa: B006
-    archive: Annotated[UploadFile | None, File(description="a zip; first-level folders are labels")] = None,
+    archive: Annotated[
+        UploadFile | None, BeforeValidator(null_is_none), File(description="a zip; first-level folders are labels")
+    ] = None,
     description: Annotated[str, Form(max_length=2000)] = "",
     config: Annotated[str, Form(description="JSON object of TransferConfig overrides")] = "{}",
     labels: Annotated[str, Form(description='JSON {"file name": "attribute label"}; overrides zip folders')] = "{}",
@@ -236,24 +243,36 @@ def style_preview(style_id: str, _: OperatorDep, registry: RegistryDep) -> FileR
     return FileResponse(path, media_type="image/png")
 
 
-@router.delete("/styles/{style_id}", summary="Cancel a style's training, or retire a ready style")
-def delete_style(request: Request, style_id: str, _: OperatorDep, registry: RegistryDep, jobs: JobsDep) -> dict:
+@router.delete(
+    "/styles/{style_id}", response_model=StyleDeleted, summary="Cancel a style's training, or retire a ready style"
+)
+def delete_style(
+    request: Request, style_id: str, _: OperatorDep, registry: RegistryDep, jobs: JobsDep, storage: StorageDep
+) -> StyleDeleted:
+    """Pending: canceled at once. Training: stops at its next step (`canceling`), nothing is published.
+    Ready: retired (queued jobs for it fail with `style_unavailable`). Failed: removed. Afterwards the
+    style is 404 (operators list deleted ones with `include_deleted`)."""
     info = registry.style(style_id)
-    if info is None:
+    if info is None or info.status in DELETED:
         raise ApiError(404, "unknown_style", f"no style {style_id!r}")
-    if info.status in ("pending", "training"):
-        request.app.state.redis.set(style_cancel_key(style_id), "1", ex=7 * 86400)
-        job_id = registry.read_style_meta(style_id).get("job_id")
-        record = jobs.get(job_id) if job_id else None
-        if record is not None and record["status"] == QUEUED:
-            from rq.job import Job
-
-            Job.fetch(job_id, connection=request.app.state.redis).cancel()
-            jobs.mark_canceled(job_id)
-            registry.update_style_meta(style_id, status="canceled")
-            request.app.state.storage.delete_style_upload(style_id)
-        return {"id": style_id, "status": "canceling" if info.status == "training" else "canceled"}
     if info.status == "ready":
         registry.update_style_meta(style_id, status="retired", retired_at=time.time())
-        return {"id": style_id, "status": "retired"}
-    return {"id": style_id, "status": info.status}
+        return StyleDeleted(id=style_id, status="retired")
+    if info.status == "failed":
+        registry.remove_style(style_id)
+        storage.delete_style_upload(style_id)
+        return StyleDeleted(id=style_id, status="removed")
+    redis = request.app.state.redis
+    redis.set(style_cancel_key(style_id), "1", ex=7 * 86400)
+    job_id = registry.read_style_meta(style_id).get("job_id")
+    record = jobs.get(job_id) if job_id else None
+    if record is not None and record["status"] == QUEUED:
+        try:
+            Job.fetch(job_id, connection=redis).cancel()
+        except NoSuchJobError:
+            pass
+        jobs.mark_canceled(job_id, "training canceled by an operator")
+        registry.update_style_meta(style_id, status="canceled")
+        storage.delete_style_upload(style_id)
+        return StyleDeleted(id=style_id, status="canceled")
+    return StyleDeleted(id=style_id, status="canceling")  # the training job stops at its next step

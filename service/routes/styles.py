@@ -3,29 +3,48 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
+from service.auth import Principal
 from service.contract import style_progress_key
 from service.deps import ClientDep, RegistryDep
 from service.errors import ApiError
-from service.schemas import StyleList, StyleOut
+from service.schemas import ERROR_RESPONSES, StyleList, StyleOut
 
-router = APIRouter(prefix="/v1", tags=["styles"])
+router = APIRouter(prefix="/v1", tags=["styles"], responses=ERROR_RESPONSES)
+
+
+DELETED = ("retired", "canceled")  # what DELETE /v1/styles/{id} leaves: gone from the API
+
+
+def visible(status: str, principal: Principal, include_deleted: bool = False) -> bool:
+    """Clients see the styles they can use (ready); operators every style but deleted ones, unless asked."""
+    if not principal.is_operator:
+        return status == "ready"
+    return include_deleted or status not in DELETED
 
 
 @router.get("/styles", response_model=StyleList)
-def list_styles(principal: ClientDep, registry: RegistryDep) -> StyleList:
+def list_styles(
+    principal: ClientDep,
+    registry: RegistryDep,
+    include_deleted: Annotated[
+        bool, Query(description="operators: also list retired and canceled styles (clients see ready styles only)")
+    ] = False,
+) -> StyleList:
     """Clients see the styles they can use (ready); operators see every style, training ones included."""
-    styles = [s for s in registry.styles() if principal.is_operator or s.status == "ready"]
+    styles = [s for s in registry.styles() if visible(s.status, principal, include_deleted)]
     return StyleList(styles=[StyleOut(**s.public()) for s in styles])
 
 
 @router.get("/styles/{style_id}", response_model=StyleOut)
 def get_style(request: Request, style_id: str, principal: ClientDep, registry: RegistryDep) -> StyleOut:
-    """A style; while it trains, `training` has the step, losses, score curve and ETA (operators)."""
+    """A style; while it trains, `training` has the step, losses, score curve and ETA (operators).
+    A deleted (retired or canceled) style is 404."""
     info = registry.style(style_id)
-    if info is None or not (principal.is_operator or info.status == "ready"):
+    if info is None or not visible(info.status, principal):
         raise ApiError(404, "unknown_style", f"no style {style_id!r}")
     out = StyleOut(**info.public())
     if info.status in ("pending", "training"):

@@ -1,14 +1,11 @@
 """A real Redis, a tiny model registry, the API app and real worker processes.
 
-Redis: a redis-server started here on a free port, in a temporary directory, for this test session
-alone: the tests flush it between tests, so they never touch a Redis they did not start (a developer's,
-or a second test run's). AGILEGAN_TEST_REDIS_URL names one to use instead, explicitly (it is flushed).
+Redis: the `redis_url` and `redis` fixtures of tests/conftest.py (a redis-server of this test session).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,42 +21,12 @@ from models.alignment import FaceAligner
 from models.configs import AlignerConfig
 from service.config import Settings
 from service.main import create_app
-from workers.commands import redis_answers, start_redis
+from tests.conftest import free_port
 from workers.demo import demo_registry
 
 FACES = Path(__file__).parents[1] / "data" / "faces"
 CLIENT_KEY, OTHER_KEY, OPERATOR_KEY = "client-key-0000000001", "client-key-0000000002", "operator-key-000000001"
 KEYS = f"{CLIENT_KEY}:client,{OTHER_KEY}:client,{OPERATOR_KEY}:operator"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("AGILEGAN_TEST_REDIS_URL")
-    proc = None
-    if url is None:
-        url = f"redis://127.0.0.1:{free_port()}/0"
-        proc = start_redis(url, tmp_path_factory.mktemp("redis"))
-    elif not redis_answers(url):
-        raise RuntimeError(f"AGILEGAN_TEST_REDIS_URL={url} does not answer")
-    yield url
-    if proc is not None:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture
-def redis(redis_url: str) -> Iterator[Redis]:
-    conn = Redis.from_url(redis_url)
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -184,13 +184,34 @@ def _astronaut_png() -> bytes:
 def test_cancel_a_queued_job(make_client, make_settings, start_worker) -> None:
     client = make_client()
     job = post_photo(client).json()
-    canceled = client.delete(f"/v1/jobs/{job['id']}", headers=auth())
+    canceled = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth())
     assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
     keep = post_photo(client).json()
     start_worker(make_settings())
     assert wait_for(client, keep["id"])["status"] == "succeeded"
     assert client.get(f"/v1/jobs/{job['id']}", headers=auth()).json()["status"] == "canceled"
     assert client.get(f"/v1/jobs/{job['id']}/result", headers=auth()).json()["code"] == "job_canceled"
+
+
+def test_a_deleted_job_is_gone(make_client, make_settings, start_worker, tiny_data_dir) -> None:
+    """DELETE removes a job (canceled first when unfinished): afterwards it is 404 with nothing left of it
+    in storage (hardening finding 14: deleted resources stayed visible)."""
+    client = make_client()
+    queued = post_photo(client).json()
+    assert client.delete(f"/v1/jobs/{queued['id']}", headers=auth(OTHER_KEY)).status_code == 404  # not theirs
+    assert client.delete(f"/v1/jobs/{queued['id']}", headers=auth()).status_code == 204
+    done = post_photo(client).json()
+    start_worker(make_settings())
+    assert wait_for(client, done["id"])["status"] == "succeeded"
+    assert (tiny_data_dir / "results" / f"{done['id']}.png").is_file()
+    assert client.delete(f"/v1/jobs/{done['id']}", headers=auth()).status_code == 204
+    for job in (queued, done):
+        for path in (f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/result"):
+            gone = client.get(path, headers=auth())
+            assert gone.status_code == 404 and gone.json()["code"] == "unknown_job"
+        assert client.delete(f"/v1/jobs/{job['id']}", headers=auth()).status_code == 404
+        assert not (tiny_data_dir / "inputs" / job["id"]).exists()
+    assert not (tiny_data_dir / "results" / f"{done['id']}.png").exists()
 
 
 def test_readiness_is_per_role(make_client, make_settings, start_worker) -> None:
@@ -216,11 +237,24 @@ def test_readiness_is_per_role(make_client, make_settings, start_worker) -> None
     assert "/readyz" in client.get("/openapi.json").json()["paths"]
 
 
-def test_openapi_docs(make_client) -> None:
+def test_openapi_docs_work_offline_and_declare_the_bearer_scheme(make_client) -> None:
+    """Hardening finding 14: /docs loaded Swagger UI from a CDN, and the schema had no security scheme,
+    so /docs could not send a key."""
     client = make_client()
-    assert client.get("/docs").status_code == 200
+    page = client.get("/docs")
+    assert page.status_code == 200 and "cdn" not in page.text and "http" not in page.text.split("<body>")[1]
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        r = client.get(f"/docs/assets/{asset}")
+        assert r.status_code == 200 and len(r.content) > 10_000 and f"/docs/assets/{asset}" in page.text
     spec = client.get("/openapi.json").json()
     assert "/v1/stylize" in spec["paths"] and "/v1/jobs/{job_id}/result" in spec["paths"]
+    assert spec["components"]["securitySchemes"]["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "an API key: `Authorization: Bearer KEY`",
+    }
+    assert spec["paths"]["/v1/stylize"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in spec["paths"]["/healthz"]["get"]
 
 
 def test_a_new_style_is_served_without_restarting_the_worker(
@@ -300,3 +334,19 @@ def test_failed_authentications_are_limited_per_address(make_client) -> None:
     assert 1 <= int(limited.headers["retry-after"]) <= 60
     assert client.get("/v1/jobs/" + "0" * 32).status_code == 429  # no key at all counts too
     assert client.get("/v1/styles", headers=auth()).status_code == 200
+
+
+def test_the_schema_matches_what_the_api_does(make_client) -> None:
+    """Hardening finding 14 (found by schemathesis): a 405 named one of a path's methods in Allow, a
+    nullable form field sent as "null" was refused, error answers were undocumented."""
+    client = make_client()
+    r = client.put(f"/v1/jobs/{'0' * 32}", headers=auth())
+    assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "DELETE, GET"
+    nulls = post_photo(client, structure="null", idempotency_key="null")
+    assert nulls.status_code == 202 and nulls.json()["options"]["structure"] == 0
+    spec = client.get("/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            if path.startswith("/v1/"):
+                assert {"401", "404", "422", "503"} <= set(op["responses"]), (method, path)

@@ -62,7 +62,7 @@ def test_a_running_job_can_be_canceled(make_client, make_settings, start_worker,
     start_worker(settings, queues="stylize")
     job = post_photo(client, size=256).json()
     _wait_status(client, job["id"], ("running",))
-    assert client.delete(f"/v1/jobs/{job['id']}", headers=auth()).status_code == 200
+    assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth()).status_code == 200
     assert wait_for(client, job["id"])["status"] == "canceled"
     follow = post_photo(client, size=256).json()  # the worker goes on serving
     assert wait_for(client, follow["id"])["status"] == "succeeded"

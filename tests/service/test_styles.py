@@ -26,9 +26,11 @@ TINY_TRAINING = {
 
 
 def wait_style(client, style_id: str, timeout: float = 120) -> dict:
+    """The style once its training ended (a canceled style is only listed with include_deleted)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        body = client.get(f"/v1/styles/{style_id}", headers=auth(OPERATOR_KEY)).json()
+        listed = client.get("/v1/styles", params={"include_deleted": True}, headers=auth(OPERATOR_KEY)).json()
+        body = next(s for s in listed["styles"] if s["id"] == style_id)
         if body["status"] in ("ready", "failed", "canceled"):
             return body
         time.sleep(0.2)
@@ -115,12 +117,18 @@ def test_a_style_is_trained_and_served(make_client, make_settings, start_worker,
 
         # retire: the style stops being served and disappears from the clients' list
         assert client.delete("/v1/styles/poster-test", headers=auth(OPERATOR_KEY)).json()["status"] == "retired"
-        client_view = [s["id"] for s in client.get("/v1/styles", headers=auth(CLIENT_KEY)).json()["styles"]]
-        operator_view = [s["id"] for s in client.get("/v1/styles", headers=auth(OPERATOR_KEY)).json()["styles"]]
-        assert "poster-test" not in client_view and "poster-test" in operator_view
-        assert client.get("/v1/styles/poster-test", headers=auth(CLIENT_KEY)).status_code == 404
+
+        def listed(key: str, **params: object) -> list[str]:
+            return [s["id"] for s in client.get("/v1/styles", params=params, headers=auth(key)).json()["styles"]]
+
+        assert "poster-test" not in listed(CLIENT_KEY) and "poster-test" not in listed(OPERATOR_KEY)
+        assert "poster-test" in listed(OPERATOR_KEY, include_deleted=True)
+        assert "poster-test" not in listed(CLIENT_KEY, include_deleted=True)
+        for key in (CLIENT_KEY, OPERATOR_KEY):  # deleted: gone from the API (hardening finding 14)
+            assert client.get("/v1/styles/poster-test", headers=auth(key)).status_code == 404
+        assert client.delete("/v1/styles/poster-test", headers=auth(OPERATOR_KEY)).status_code == 404
         retired = post_photo(client, style="poster-test")
-        assert retired.status_code == 409 and retired.json()["code"] == "style_not_ready"
+        assert retired.status_code == 404 and retired.json()["code"] == "unknown_style"
     finally:
         for name in ("poster-test", "untrained"):
             shutil.rmtree(tiny_data_dir / "registry" / "styles" / name, ignore_errors=True)
@@ -155,7 +163,7 @@ def test_training_can_be_canceled(make_client, make_settings, start_worker, tiny
         done = wait_style(client, "endless")
         assert done["status"] == "canceled"
         assert not (tiny_data_dir / "registry" / "styles" / "endless" / "model.safetensors").exists()
-        assert post_photo(client, style="endless").status_code == 409
+        assert post_photo(client, style="endless").status_code == 404  # deleted: no such style
         assert not (tiny_data_dir / "style-uploads" / "endless").exists()  # the exemplars went with it
     finally:
         shutil.rmtree(tiny_data_dir / "registry" / "styles" / "endless", ignore_errors=True)
@@ -295,6 +303,7 @@ def test_a_canceled_style_frees_its_uploads_and_its_name(make_client, tiny_data_
         assert again.status_code == 409 and again.json()["code"] == "duplicate_name"  # pending: taken
         assert client.delete("/v1/styles/second-try", headers=auth(OPERATOR_KEY)).json()["status"] == "canceled"
         assert not uploads.exists()
+        assert client.get("/v1/styles/second-try", headers=auth(OPERATOR_KEY)).status_code == 404
         second = create()
         assert second["job_id"] != first["job_id"] and uploads.is_dir()
         fresh = client.get("/v1/styles/second-try", headers=auth(OPERATOR_KEY)).json()
