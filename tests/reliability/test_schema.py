@@ -1,24 +1,18 @@
-"""A bounded schemathesis run over the live OpenAPI document (hardening finding 14 and the suite that
-keeps it so): every operation with generated inputs, an operator key, against a real API process and a
-real Redis, asserting
+"""A bounded schemathesis run over the live OpenAPI document (hardening finding 14, and the suite that
+keeps it so): every operation with generated inputs (valid and schema-violating), an operator key, a
+real API process and a real Redis, then linked sequences of calls (stateful, by the `st` CLI). Asserted:
+schemathesis' own checks (undocumented statuses, content types, headers and bodies against the schema,
+`Allow` on 405, deleted resources still answering, keyless requests answered, …) and the two of
+`hooks.py`: no 5xx but documented 503s, and no schema-valid form refused as invalid.
 
-- no 5xx, except a 503 the operation documents (queue full, Redis down, not ready);
-- every status code, content type, header and body the schema promises (schemathesis' own checks:
-  undocumented statuses, `Allow` on 405, deleted resources still answering, and the rest);
-- a request valid by the schema is never refused as an invalid *form* (422 `invalid_request`): what
-  the schema allows, the API parses. Refusals about the content itself (an upload that is no image,
-  a photo without a face, a config the trainer rejects) are typed 4xx and allowed.
-
-Schema-violating inputs are generated too (they must never cause a 5xx), but schemathesis'
-`negative_data_rejection` is left out: the API ignores unknown query parameters and headers by design,
-and the key these tests always send would make "a request without Authorization" an authorized one.
-`ignored_auth` checks the keyless case on its own.
-
-Bounded by hypothesis settings (a few hundred requests; about a minute on the 2-core CI machine).
+Bounded: 80 cases per operation, 40 stateful scenarios; well under a minute on the 2-core CI machine.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,16 +20,17 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
-from schemathesis.checks import negative_data_rejection, not_a_server_error, positive_data_acceptance
+from hypothesis import HealthCheck, settings
 
 from service.config import Settings
 from service.main import create_app
+from tests.reliability import hooks
 from tests.service.conftest import FACES, KEYS, OPERATOR_KEY, free_port, serve_api, stop_process
 from workers.demo import demo_registry
 
 HEADERS = {"Authorization": f"Bearer {OPERATOR_KEY}"}
-EXCLUDED = [not_a_server_error, positive_data_acceptance, negative_data_rejection]  # replaced: see above
+EXCLUDED = [getattr(schemathesis.checks, name) for name in hooks.REPLACED]
+ROOT = Path(__file__).resolve().parents[2]
 BOUNDS = settings(
     max_examples=80,
     deadline=None,
@@ -88,56 +83,47 @@ def test_the_served_document_is_this_one(api_schema) -> None:
     assert api_schema.raw_schema == DOCUMENT
 
 
-def documented_503_only(ctx, response, case) -> None:
-    """No server error but a 503 that this operation documents."""
-    status = response.status_code
-    if status >= 500 and not (status == 503 and "503" in case.operation.definition.raw.get("responses", {})):
-        raise AssertionError(f"{case.method} {case.formatted_path}: undocumented {status}: {response.text[:300]}")
-
-
-def schema_valid_forms_parse(ctx, response, case) -> None:
-    """A request generated valid by the schema must not be refused as an invalid form."""
-    if case.meta is not None and getattr(case.meta.generation.mode, "name", "") != "POSITIVE":
-        return
-    if response.status_code == 422 and response.json().get("code") == "invalid_request":
-        raise AssertionError(f"{case.method} {case.formatted_path}: schema-valid input refused: {response.text[:300]}")
-
-
 @schema.parametrize()
 @BOUNDS
 def test_every_operation_keeps_to_its_schema(case, api_base: str) -> None:
+    hooks.bound_wait(case)
     case.call_and_validate(
         base_url=api_base,
         headers=HEADERS,
         excluded_checks=EXCLUDED,
-        additional_checks=[documented_503_only, schema_valid_forms_parse],
+        additional_checks=[hooks.documented_503_only, hooks.schema_valid_forms_parse],
         timeout=30,
     )
 
 
-def test_workflows_keep_to_the_schema(api_schema) -> None:
-    """Stateful: sequences of calls (list, delete, look up what was deleted, …)."""
-    machine = api_schema.as_state_machine()
-
-    class Workflow(machine):
-        def get_call_kwargs(self, case):
-            return {"headers": HEADERS, "timeout": 30}
-
-        def validate_response(self, response, case, **kwargs):
-            case.validate_response(
-                response,
-                excluded_checks=EXCLUDED,
-                additional_checks=[documented_503_only, schema_valid_forms_parse],
-            )
-
-    Workflow.TestCase.settings = settings(
-        max_examples=40,
-        stateful_step_count=8,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        # a live server's state moves on (jobs get deleted), so a failing sequence cannot be replayed
-        # to shrink it: report it as found
-        phases=[Phase.explicit, Phase.generate],
-        database=None,
+def test_workflows_keep_to_the_schema(api_base: str) -> None:
+    """Stateful: sequences of calls linked by what they return (list jobs → cancel → delete → look up
+    again, style → delete → look up, …), by the `st` CLI, whose engine runs them against a live
+    server (hypothesis' own state machine replays choices, which a server's moving state breaks)."""
+    run = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("st")),
+            "run",
+            f"{api_base}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {OPERATOR_KEY}",
+            "--phases",
+            "stateful",
+            "--max-examples",
+            "40",
+            "--seed",
+            "1",
+            "--exclude-checks",
+            ",".join(hooks.REPLACED),
+            "--request-timeout",
+            "30",
+            "--no-color",
+        ],
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.reliability.hooks"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    Workflow.TestCase().runTest()
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "Stateful" in run.stdout and "passed" in run.stdout
