@@ -98,6 +98,7 @@ class Processes:
             "AGILEGAN_WORKER_TTL_S": "16",
             **(extra_env or {}),
         }
+        tmp.mkdir(parents=True, exist_ok=True)
         self.log = open(tmp / "chaos.log", "ab")  # noqa: SIM115
         self.redis = start_redis(self.redis_url, self.redis_dir)
         self.api = self._start("serve")
@@ -242,9 +243,12 @@ def faults(procs: Processes, jpeg: bytes, jobs: int) -> dict:
     post_some(per_round)  # retried until the new API answers
     wait_running()
     t = time.time()
-    procs.kill_redis()
+    outage = threading.Thread(target=procs.kill_redis)  # clients go on posting while Redis is down
+    outage.start()
     fault_log.append(("kill -9 Redis (2 s down)", t))
+    time.sleep(0.2)
     post_some(jobs - 3 * per_round)
+    outage.join()
 
     # follow every accepted job to its end
     finished: dict[str, tuple[str, float]] = {}
@@ -422,11 +426,13 @@ def abuse(procs: Processes) -> list[dict]:
     rows = []
     try:
         for name, action, n in cases:
+            start = time.perf_counter()
             with HealthProbe(procs) as probe, ThreadPoolExecutor(n) as pool:
                 list(pool.map(action, range(n)))
             rows.append(
                 {
                     "case": name,
+                    "seconds": time.perf_counter() - start,
                     "healthz_p99": percentile(probe.samples, 0.99) * 1000,
                     "healthz_max": max(probe.samples) * 1000,
                     "samples": len(probe.samples),
@@ -446,10 +452,11 @@ def main() -> None:
     parser.add_argument("--skip-faults", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--skip-abuse", action="store_true")
+    parser.add_argument("--keep", type=Path, help="keep the data and logs in this folder (default: a temporary one)")
     args = parser.parse_args()
     jpeg = one_megapixel_jpeg()
     with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
+        tmp_path = args.keep or Path(tmp)
         print(f"# {os.cpu_count()} CPUs; Redis AOF everysec; 1 API process, 1 worker", flush=True)
         if not args.skip_faults:
             data = tmp_path / "full"
@@ -487,10 +494,10 @@ def main() -> None:
                         flush=True,
                     )
             if not args.skip_abuse:
-                print(f"{'abuse case':<34}{'/healthz p99 ms':>16}{'max ms':>8}{'probes':>8}{'API RSS MB':>12}")
+                print(f"{'abuse case':<34}{'s':>6}{'/healthz p99 ms':>16}{'max ms':>8}{'probes':>8}{'API RSS MB':>12}")
                 for row in abuse(procs):
                     print(
-                        f"{row['case']:<34}{row['healthz_p99']:>16.1f}{row['healthz_max']:>8.1f}"
+                        f"{row['case']:<34}{row['seconds']:>6.1f}{row['healthz_p99']:>16.1f}{row['healthz_max']:>8.1f}"
                         f"{row['samples']:>8}{row['rss_peak']:>12.0f}",
                         flush=True,
                     )

@@ -27,6 +27,7 @@ from service.errors import ApiError
 PENDING = "pending"
 WAIT_FOR_FIRST_S = 30.0
 LOCK_NAME = "agilegan:lock:stylize-enqueue"
+LOCK_POLL_S = 0.002  # the lock is held for two Redis round trips: redis-py's default 0.1 s poll added 100 ms steps
 
 
 def idem_key(key_id: str, key: str) -> str:
@@ -84,7 +85,7 @@ class Reservation:
 def enqueue_capped(redis: Redis, queue: Queue, max_depth: int, enqueue: Callable[[], Any]) -> None:
     """Run `enqueue` only while fewer than `max_depth` jobs wait, atomically across API processes.
     Blocking (a Redis lock): call it from a worker thread."""
-    with redis.lock(LOCK_NAME, timeout=10, blocking_timeout=10):
+    with redis.lock(LOCK_NAME, timeout=10, sleep=LOCK_POLL_S, blocking_timeout=10):
         if queue.count >= max_depth:
             raise ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})
         enqueue()

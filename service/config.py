@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     min_face_size: int = Field(128, ge=16)
     landmarks_path: str | None = None
     detect_concurrency: int = Field(
-        0, ge=0, le=256, description="face detections the API process runs at once; 0 = four per CPU core"
+        0, ge=0, le=256, description="face detections the API process runs at once; 0 = two per CPU core, at most 8"
     )
 
     # --- public weights (agilegan styles install, and the first `agilegan up`)

@@ -6,9 +6,9 @@ the FFHQ crop from the landmarks it returns.
 Detection is CPU-bound C++ (dlib) that releases the GIL. `FaceFinder` runs it in worker threads, at
 most `concurrency` at once, so the decodes in flight (and their memory) are bounded; requests beyond
 that wait on the event loop, not in a thread, so the thread pool stays free for everything else.
-The default, 4 per core, was measured with bench/service.py at 8 clients on 2 cores (README): 1 per
-core lost a fifth of the throughput to the co-located worker and to decode/detect overlap; 4 per core
-matched unbounded threads.
+The default, 2 per core and at most 8, was measured with bench/service.py and bench/chaos.py at 8
+clients on 2 cores (README): 1 per core lost a fifth of the throughput to the co-located worker and to
+decode/detect overlap; 2 per core matched 4 per core and unbounded threads at a third less memory.
 """
 
 from __future__ import annotations
@@ -52,13 +52,22 @@ def face_landmarks(
     return analysis.to_full(face.landmarks).tolist()
 
 
+MAX_DEFAULT_CONCURRENCY = 8
+
+
 def default_concurrency() -> int:
-    """Four detections per CPU core this process may run on."""
+    """Two detections per CPU core this process may run on, at most 8.
+
+    Measured (bench/service.py, bench/chaos.py, 2-core machine): 4 concurrent detections serve 8
+    clients as fast as 8 do (p50 243 vs 236 ms, p99 334 vs 340 ms), while each concurrent full
+    detection pass holds about 70 MB: 16 faceless uploads at once took the API to 1,023 MB at 8 and
+    757 MB at 4. The cap keeps a many-core host's API process under 1 GB.
+    """
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return 4 * max(1, cores)
+    return min(2 * max(1, cores), MAX_DEFAULT_CONCURRENCY)
 
 
 class FaceFinder:

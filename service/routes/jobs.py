@@ -136,9 +136,7 @@ async def stylize(
     try:
         # 3. The key's rate budget, then back-pressure, before any work (the cap is checked again,
         #    atomically, at the enqueue).
-        await anyio.to_thread.run_sync(charge_rate_limit, request, principal)
-        if queue.count >= settings.max_queue_depth:
-            raise ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})
+        await anyio.to_thread.run_sync(_check_budgets, request, principal, queue)
         # 4. Decode and find the face now, so a bad photo is refused at once (the worker renders the crop).
         landmarks = await request.app.state.faces.landmarks(
             data, settings.max_pixels, settings.min_face_size, face_index
@@ -156,7 +154,6 @@ async def stylize(
             structure=structure,
             strength=strength,
         )
-        storage.write_input(job_id, data)
         retries = settings.job_retries
 
         def enqueue() -> None:
@@ -172,13 +169,15 @@ async def stylize(
                 on_failure=Callback("workers.jobs.on_stylize_failure"),
             )
 
-        try:
-            await anyio.to_thread.run_sync(
-                enqueue_capped, request.app.state.redis, queue, settings.max_queue_depth, enqueue
-            )
-        except ApiError:
-            storage.delete_input(job_id)
-            raise
+        def store_and_enqueue() -> None:
+            storage.write_input(job_id, data)
+            try:
+                enqueue_capped(request.app.state.redis, queue, settings.max_queue_depth, enqueue)
+            except ApiError:
+                storage.delete_input(job_id)
+                raise
+
+        await anyio.to_thread.run_sync(store_and_enqueue)  # disk and Redis: off the event loop
     except BaseException:
         if reservation is not None:
             reservation.release()
@@ -187,6 +186,13 @@ async def stylize(
         reservation.complete(job_id)
     record = {"status": QUEUED, "kind": "stylize", "created_at": time.time(), "options": options}
     return _accepted(request, job_id, record)  # built here: no Redis round trip for a job just queued
+
+
+def _check_budgets(request: Request, principal: Principal, queue) -> None:
+    """The key's rate budget, then the queue cap (blocking Redis calls: run in a worker thread)."""
+    charge_rate_limit(request, principal)
+    if queue.count >= request.app.state.settings.max_queue_depth:
+        raise ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})
 
 
 def _strength_controls(info: StyleInfo, structure: int | None, strength: float) -> tuple[int, float]:
