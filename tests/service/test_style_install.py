@@ -216,3 +216,31 @@ def test_a_style_paired_with_the_wrong_encoder_is_refused_clearly(
     done = wait_for(client, job["id"])
     assert done["status"] == "failed" and done["error"]["code"] == "style_unavailable"
     assert "its own encoder" in done["error"]["message"]
+
+
+@pytest.mark.parametrize("network", ["silent server", "unroutable address"])
+def test_the_first_run_falls_back_to_the_demo_in_bounded_time(network: str, tmp_path: Path, capsys) -> None:
+    """`make run` on a dead network: a server that accepts connections and never answers, or an
+    address nothing routes to. The first run gives up within its timeouts, says so in one line and
+    leaves nothing half-imported."""
+    import socket
+    import time
+
+    from service.config import Settings
+    from workers.commands import first_run_style
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the backlog; nobody ever reads or answers
+        mirror = f"http://127.0.0.1:{silent.getsockname()[1]}" if network == "silent server" else "http://10.255.255.1"
+        settings = Settings(data_dir=tmp_path / "data", download_mirror=mirror, download_timeout_s=1.0)
+        registry = Registry(settings.registry_dir)
+        started = time.monotonic()
+        assert first_run_style(settings, registry) == "demo"
+        elapsed = time.monotonic() - started
+    assert elapsed < 8.0, elapsed  # a few timeouts of 1 s, never a hang
+    out = capsys.readouterr().out
+    assert "serving the offline demo style 'demo' instead" in out
+    assert registry.style("toonify") is None
+    for folder in ("styles", "encoders"):
+        assert not (settings.registry_dir / folder).exists() or not list((settings.registry_dir / folder).iterdir())
