@@ -5,7 +5,8 @@ Usage:
                           [--skip-abuse]
 
 Starts everything itself on temporary data directories: a redis-server with AOF (appendfsync everysec,
-as docker-compose runs it), one API process (`agilegan serve`) and one worker (`agilegan worker`), with
+as docker-compose runs it), one API process (`agilegan serve`) and one worker (`agilegan worker`, at
+niceness 10 as `make run` starts it; AGILEGAN_WORKER_NICE in the environment overrides it), with
 the full-size demo registry (real architectures, random weights, FFHQ 4096 crop), so that a job takes
 long enough to be killed in the middle.
 
@@ -96,6 +97,7 @@ class Processes:
             "AGILEGAN_HEARTBEAT_TTL_S": "6",
             "AGILEGAN_MAINTENANCE_INTERVAL_S": "2",
             "AGILEGAN_WORKER_TTL_S": "16",
+            "AGILEGAN_WORKER_NICE": os.environ.get("AGILEGAN_WORKER_NICE", "10"),  # as `make run` runs it
             **(extra_env or {}),
         }
         tmp.mkdir(parents=True, exist_ok=True)

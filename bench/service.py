@@ -2,7 +2,7 @@
 
 Usage:
     python bench/service.py [--requests 60] [--jobs 5] [--levels 1,8,32] [--detect-concurrency 0,1,2]
-                            [--faceless] [--skip-e2e]
+                            [--worker-nice 0,10] [--faceless] [--skip-e2e]
 
 Starts its own Redis (a private redis-server on a free port), an API process (`agilegan serve`) and one
 worker process (`agilegan worker`), all on this machine, on temporary data directories.
@@ -12,7 +12,8 @@ worker process (`agilegan worker`), all on this machine, on temporary data direc
    the upload, finds the face and its landmarks, stores the upload and enqueues. Reports requests/s
    and p50/p99 latency over `--requests` POSTs per level (the first 4 are a warm-up, not counted).
    One API per value of `--detect-concurrency` (AGILEGAN_DETECT_CONCURRENCY; 0 = one per core), in
-   this one script, so the rows compare. `--faceless` posts the dog photo instead (no human face: the
+   this one script, so the rows compare; likewise per value of `--worker-nice` (AGILEGAN_WORKER_NICE,
+   the worker's CPU niceness). `--faceless` posts the dog photo instead (no human face: the
    full detection pass, answered 422 `no_face`).
 2. End to end: seconds from POST to the result image for the random-weight demo style (full-size demo
    architecture, 256 px and 1024 px generators, FFHQ 4096 transform), median of `--jobs` sequential
@@ -173,6 +174,7 @@ def main() -> None:
     parser.add_argument("--api-workers", type=int, default=1, help="uvicorn processes for the POST test")
     parser.add_argument("--levels", default="1,8,32", help="client counts of the POST test")
     parser.add_argument("--detect-concurrency", default="0", help="AGILEGAN_DETECT_CONCURRENCY values to compare")
+    parser.add_argument("--worker-nice", default="0", help="AGILEGAN_WORKER_NICE values to compare")
     parser.add_argument("--faceless", action="store_true", help="post a photo without a face (full detection pass)")
     parser.add_argument("--skip-e2e", action="store_true")
     args = parser.parse_args()
@@ -189,24 +191,30 @@ def main() -> None:
             )
             data = tmp_path / "tiny"
             demo_registry(data / "registry", size=64, tiny=True)
-            print(f"{'POST /v1/stylize':<20}{'detect':>7}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+            header = f"{'POST /v1/stylize':<20}{'detect':>7}{'nice':>5}{'clients':>8}"
+            print(f"{header}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
             for detect in args.detect_concurrency.split(","):
-                stack = Stack(
-                    redis_url,
-                    data,
-                    {
-                        "AGILEGAN_ALIGN_TRANSFORM_SIZE": "1024",
-                        "AGILEGAN_API_WORKERS": str(args.api_workers),
-                        "AGILEGAN_DETECT_CONCURRENCY": detect,
-                    },
-                )
-                try:
-                    for concurrency in map(int, args.levels.split(",")):
-                        r = post_load(stack, jpeg, concurrency, args.requests, expect)
-                        row = f"{'':<20}{detect:>7}{concurrency:>8}{r['rps']:>9.1f}{r['p50']:>9.0f}{r['p99']:>9.0f}"
-                        print(row, flush=True)
-                finally:
-                    stack.stop()
+                for nice in args.worker_nice.split(","):
+                    stack = Stack(
+                        redis_url,
+                        data,
+                        {
+                            "AGILEGAN_ALIGN_TRANSFORM_SIZE": "1024",
+                            "AGILEGAN_API_WORKERS": str(args.api_workers),
+                            "AGILEGAN_DETECT_CONCURRENCY": detect,
+                            "AGILEGAN_WORKER_NICE": nice,
+                        },
+                    )
+                    try:
+                        for concurrency in map(int, args.levels.split(",")):
+                            r = post_load(stack, jpeg, concurrency, args.requests, expect)
+                            print(
+                                f"{'':<20}{detect:>7}{nice:>5}{concurrency:>8}{r['rps']:>9.1f}"
+                                f"{r['p50']:>9.0f}{r['p99']:>9.0f}",
+                                flush=True,
+                            )
+                    finally:
+                        stack.stop()
             if args.skip_e2e:
                 return
             print(f"{'end to end (s/job)':<20}{'demo px':>8}{'median':>9}  runs")

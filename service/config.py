@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     # --- workers
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     torch_threads: int = Field(0, ge=0, description="0 = torch's default")
+    worker_nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="CPU niceness the worker adds to itself: on a host where API and workers share CPU "
+        "cores, the API's request latency goes first (`agilegan up` uses 10)",
+    )
     style_cache_size: int = Field(4, ge=1, description="style generators kept loaded per worker")
     heartbeat_interval_s: float = Field(5.0, gt=0)
     heartbeat_ttl_s: int = Field(20, ge=5, description="a job whose worker stops heartbeating is requeued after this")

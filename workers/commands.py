@@ -214,6 +214,9 @@ def first_run_style(settings, registry) -> str:
     return name
 
 
+UP_WORKER_NICE = 10
+
+
 def cmd_up(args: argparse.Namespace) -> None:
     """Redis (when none answers), the demo registry (when empty), one worker and the API, as child
     processes; SIGINT/SIGTERM or the exit of any child stops them all."""
@@ -240,7 +243,9 @@ def cmd_up(args: argparse.Namespace) -> None:
             print(f"created the random-weight demo style 'demo' in {settings.registry_dir}")
         key = ensure_operator_key(settings)
         cli = [sys.executable, "-m", "workers.cli"]
-        children.append(subprocess.Popen([*cli, "worker", "--queues", "stylize,train"]))
+        # API and worker share this machine's cores: uploads are answered first (README, "Service")
+        worker_env = {**os.environ, "AGILEGAN_WORKER_NICE": os.environ.get("AGILEGAN_WORKER_NICE", str(UP_WORKER_NICE))}
+        children.append(subprocess.Popen([*cli, "worker", "--queues", "stylize,train"], env=worker_env))
         children.append(subprocess.Popen([*cli, "serve"]))
         base = f"http://{settings.host}:{settings.port}"
         print(f"\nAPI on {base}  (docs: {base}/docs)")

@@ -60,6 +60,8 @@ def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> No
     unknown = [q for q in queues if q not in QUEUES]
     if unknown:
         raise ValueError(f"unknown queue(s) {unknown}; known: {list(QUEUES)}")
+    if settings.worker_nice:
+        os.nice(settings.worker_nice)  # uploads wait on the API's CPU; jobs can yield it (README)
     rt = runtime_module.configure(settings)
     redis = Redis.from_url(settings.redis_url)
     redis.ping()

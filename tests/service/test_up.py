@@ -71,9 +71,18 @@ def test_up_runs_the_whole_path_on_a_fresh_data_directory(tmp_path: Path) -> Non
         assert result.status_code == 200 and result.headers["content-type"] == "image/png"
         styles = httpx.get(f"{base}/v1/styles", headers=headers, timeout=5).json()["styles"]
         assert styles[0]["id"] == "demo" and "random-weights" in styles[0]["labels"]
+        # its worker yields the shared CPU to the API (AGILEGAN_WORKER_NICE), the API does not
+        children = {int(p): Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0") for p in _children(proc.pid)}
+        niceness = {b"worker" in cmd: os.getpriority(os.PRIO_PROCESS, pid) for pid, cmd in children.items()}
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert niceness == {True: min(19, own + 10), False: own}, (niceness, children)
     finally:
         proc.send_signal(signal.SIGTERM)  # to `up` alone: it must stop its children itself
         proc.wait(timeout=60)
     assert not redis_answers(redis_url)  # it stopped its Redis again,
     orphans = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert orphans == [], orphans  # and its worker and API
+
+
+def _children(pid: int) -> list[str]:
+    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
