@@ -61,12 +61,7 @@ def load_image(
     data = source if isinstance(source, bytes) else _read(source)
     image = read_header(data, max_pixels, formats)
     fmt, mode = image.format or "", image.mode
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image.load()
-    except (OSError, ValueError, SyntaxError) as e:
-        raise InvalidImage(f"image data is truncated or corrupt ({e})") from e
+    _decode(image)
     orientation = int(image.getexif().get(0x0112, 1) or 1)
     image = ImageOps.exif_transpose(image) or image
     return LoadedImage(image=to_rgb(image), format=fmt, original_mode=mode, exif_orientation=orientation)
@@ -135,12 +130,7 @@ def load_for_analysis(
         image.draft("RGB", (max(1, int(w * s)), max(1, int(h * s))))
     gate = full_decode_gate if big and image.format != "JPEG" and full_decode_gate is not None else nullcontext()
     with gate:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image.load()
-        except (OSError, ValueError, SyntaxError) as e:
-            raise InvalidImage(f"image data is truncated or corrupt ({e})") from e
+        _decode(image)
         orientation = int(image.getexif().get(0x0112, 1) or 1)
         if orientation != 1:
             image = ImageOps.exif_transpose(image) or image
@@ -150,3 +140,13 @@ def load_for_analysis(
             size = (max(1, round(image.size[0] * s)), max(1, round(image.size[1] * s)))
             image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     return AnalysisImage(to_rgb(image), full)
+
+
+def _decode(image: Image.Image) -> None:
+    """Decode the pixels (the header was checked against the pixel limit already)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()
+    except (OSError, ValueError, SyntaxError) as e:
+        raise InvalidImage(f"image data is truncated or corrupt ({e})") from e

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,63 +15,43 @@ import torch
 from models import checkpoints
 from models.downloads import CATALOG, DownloadError, Release, download, fetch_release
 from models.stylegan2 import Generator
+from tests.http_files import FileServer, serve_folder
 
 
-class RangeServer(http.server.ThreadingHTTPServer):
-    """Serves one file; honours Range; the first `cut_once` request stops half-way (a dropped link)."""
+@dataclass
+class Served:
+    """One rosinality checkpoint served by the shared test file server (tests/http_files.py)."""
 
-    payload = b""
-    cut_once = False
-    ranges: list[str | None]
+    server: FileServer
+    payload: bytes
+    name: str
 
+    @property
+    def url(self) -> str:
+        return f"{self.server.base_url}/{self.name}"
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
-        server: RangeServer = self.server  # type: ignore[assignment]
-        data = server.payload
-        wanted = self.headers.get("Range")
-        server.ranges.append(wanted)
-        start = int(wanted.split("=")[1].split("-")[0]) if wanted else 0
-        body = data[start:]
-        self.send_response(206 if wanted else 200)
-        self.send_header("Content-Length", str(len(body)))
-        if wanted:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.end_headers()
-        if server.cut_once:
-            server.cut_once = False
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.connection.shutdown(2)
-            return
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+    @property
+    def ranges(self) -> list[str | None]:
+        return [wanted for _, wanted in self.server.requests]
 
 
 @pytest.fixture
-def server(tmp_path: Path, tiny_generator: Generator) -> Iterator[RangeServer]:
-    path = tmp_path / "served.pt"
+def server(tmp_path: Path, tiny_generator: Generator) -> Iterator[Served]:
+    folder = tmp_path / "served"
+    folder.mkdir()
+    path = folder / "served.pt"
     torch.save({"g_ema": tiny_generator.state_dict(), "latent_avg": tiny_generator.latent_avg}, path)
-    srv = RangeServer(("127.0.0.1", 0), Handler)
-    srv.payload, srv.ranges = path.read_bytes(), []
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
+    payload = path.read_bytes()
+    name = f"stylegan2-tiny-{hashlib.sha256(payload).hexdigest()[:8]}.pt"
+    path.rename(folder / name)
+    with serve_folder(folder) as srv:
+        yield Served(srv, payload, name)
 
 
-def _url(srv: RangeServer) -> str:
-    return f"http://127.0.0.1:{srv.server_address[1]}/stylegan2-tiny-{hashlib.sha256(srv.payload).hexdigest()[:8]}.pt"
-
-
-def test_interrupted_download_resumes_and_imports(
-    server: RangeServer, tmp_path: Path, tiny_generator: Generator
-) -> None:
+def test_interrupted_download_resumes_and_imports(server: Served, tmp_path: Path, tiny_generator: Generator) -> None:
     sha = hashlib.sha256(server.payload).hexdigest()
-    release = Release("tiny", _url(server), sha, "rosinality", "base/generator", "test", "tiny test generator")
-    server.cut_once = True
+    release = Release("tiny", server.url, sha, "rosinality", "base/generator", "test", "tiny test generator")
+    server.server.cut_next = True
     with pytest.raises(DownloadError, match="interrupted"):
         fetch_release(release, tmp_path / "cache", tmp_path / "registry")
     parts = list((tmp_path / "cache").glob("*.part"))
@@ -86,22 +65,22 @@ def test_interrupted_download_resumes_and_imports(
     assert checkpoints.read_info(target).provenance.source_sha256 == sha
 
 
-def test_checksum_mismatch_removes_the_file(server: RangeServer, tmp_path: Path) -> None:
+def test_checksum_mismatch_removes_the_file(server: Served, tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="does not match the expected 00000000"):
-        download(_url(server), tmp_path / "g.pt", "00000000")
+        download(server.url, tmp_path / "g.pt", "00000000")
     assert not list(tmp_path.glob("g.pt*"))
     with pytest.raises(DownloadError, match="interrupted"):  # nothing listens on port 9
         download("http://127.0.0.1:9/none", tmp_path / "x.pt", "0" * 64, timeout=5)
 
 
-def test_the_prefix_checksum_of_openmmlab_file_names(server: RangeServer, tmp_path: Path) -> None:
+def test_the_prefix_checksum_of_openmmlab_file_names(server: Served, tmp_path: Path) -> None:
     prefix = hashlib.sha256(server.payload).hexdigest()[:8]
-    assert download(_url(server), tmp_path / "g.pt", prefix).read_bytes() == server.payload
+    assert download(server.url, tmp_path / "g.pt", prefix).read_bytes() == server.payload
     for release in CATALOG.values():  # the catalog's prefixes are the ones in the file names
         assert release.url.rsplit("-", 1)[1].startswith(release.sha256)
 
 
-def test_cli_download(server: RangeServer, tmp_path: Path) -> None:
+def test_cli_download(server: Served, tmp_path: Path) -> None:
     sha = hashlib.sha256(server.payload).hexdigest()
     agilegan = Path(sys.executable).with_name("agilegan")
     result = subprocess.run(
@@ -110,7 +89,7 @@ def test_cli_download(server: RangeServer, tmp_path: Path) -> None:
             "weights",
             "download",
             "--url",
-            _url(server),
+            server.url,
             "--sha256",
             sha,
             "--format",

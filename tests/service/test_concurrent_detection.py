@@ -9,7 +9,6 @@ on every call, which made the crash certain on the old code (5 of 5 runs of this
 from __future__ import annotations
 
 import io
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from PIL import Image
 
 from models.alignment import FaceAligner
 from models.configs import AlignerConfig
-from tests.service.conftest import FACES, auth, free_port, serve_api
+from tests.service.conftest import FACES, auth, free_port, serve_api, stop_process
 
 SIDES = (160, 200, 240, 280, 320, 400, 520, 640)
 
@@ -64,11 +63,7 @@ def test_parallel_full_detection_passes_leave_the_api_alive(make_settings, tmp_p
         assert set(answers) == {(422, "no_face")}, {a: answers.count(a) for a in set(answers)}
         assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
     finally:
-        api.terminate()
-        try:
-            api.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            api.kill()
+        stop_process(api)
 
 
 def test_a_shared_aligner_gives_every_thread_the_sequential_answer() -> None:

@@ -8,7 +8,6 @@ full photo (the worker crops from it). Before, a flat 40 MP PNG cost 7 s and +51
 from __future__ import annotations
 
 import io
-import subprocess
 import threading
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from PIL import Image
 
 from models.alignment import FaceAligner
 from service.faces import face_landmarks
-from tests.service.conftest import FACES, auth, free_port, serve_api
+from tests.service.conftest import FACES, auth, free_port, serve_api, stop_process
 from tests.service.test_upload_abuse import peak_rss_mb
 
 
@@ -61,8 +60,4 @@ def test_eight_forty_megapixel_uploads_at_once_stay_small(make_settings, tmp_pat
         assert answers == [(422, "no_face")] * 8  # deterministic under concurrency
         assert peak_rss_mb(api.pid) - before < 600  # the old code: 8 × ~517 MB, 4.3 GB seen
     finally:
-        api.terminate()
-        try:
-            api.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            api.kill()
+        stop_process(api)

@@ -6,14 +6,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import httpx2 as httpx
 
-from tests.service.conftest import FACES, auth, free_port, serve_api
+from tests.service.conftest import FACES, auth, free_port, serve_api, stop_process
 
 
 def test_fifty_long_polls_leave_health_and_status_fast(make_settings, tmp_path: Path) -> None:
@@ -47,8 +46,4 @@ def test_fifty_long_polls_leave_health_and_status_fast(make_settings, tmp_path: 
         assert answers == [202] * 50  # each waited its 8 s and answered not_ready
         assert health_s < 1.0 and status_s < 2.0, (health_s, status_s)  # the old code: ~6.5 s each
     finally:
-        api.terminate()
-        try:
-            api.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            api.kill()
+        stop_process(api)

@@ -7,7 +7,6 @@ code grew by the size of every body it buffered, and by how fast /healthz answer
 from __future__ import annotations
 
 import io
-import subprocess
 import threading
 import time
 import zipfile
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.service.conftest import FACES, OPERATOR_KEY, auth, free_port, serve_api
+from tests.service.conftest import FACES, OPERATOR_KEY, auth, free_port, serve_api, stop_process
 
 MB = 1024 * 1024
 
@@ -34,11 +33,7 @@ def api(make_settings, tmp_path: Path):
     port = free_port()
     proc = serve_api(settings, port, tmp_path / "api.log")
     yield proc, f"http://127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop_process(proc)
 
 
 def _stream(total: int, head: bytes = b"", tail: bytes = b""):
