@@ -338,7 +338,11 @@ class TransferConfig(_Config):
     d_lr: float = 0.002
     beta2: float = 0.99
     loss: str = "hinge"  # "hinge" (FaceStylor) or "nonsaturating" (StyleGAN2)
-    ema_decay: float = 0.999
+    # EMA generator: StyleGAN2-ADA's ramp-up (half-life `ema_kimg` thousand images, at most `ema_rampup`
+    # × the images seen so far); 0.5 kimg suits ~100 exemplars. `ema_decay` set: a fixed decay instead.
+    ema_kimg: float = 0.5
+    ema_rampup: float | None = 0.05
+    ema_decay: float | None = None
     # regularisation
     r1_gamma: float = 10.0
     r1_every: int = 16
@@ -379,6 +383,10 @@ class TransferConfig(_Config):
             raise ConfigError("r1_every, pl_every, ada_every and patience must be at least 1")
         if self.minutes <= 0:
             raise ConfigError("minutes must be positive")
+        if self.ema_kimg <= 0 or (self.ema_rampup is not None and self.ema_rampup <= 0):
+            raise ConfigError("ema_kimg and ema_rampup must be positive (ema_rampup may be null: no ramp-up)")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError("ema_decay must be in [0, 1) or null")
 
 
 @dataclasses.dataclass(frozen=True)

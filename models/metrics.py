@@ -33,12 +33,18 @@ class SourceFeatures(nn.Module):
         """[B, 3, S, S] → [B, F]: spatially averaged features, concatenated (for KID)."""
         return torch.cat([f.mean(dim=(2, 3)) for f in self.maps(x)], dim=1)
 
+    def normalized_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps, each channel-normalised (unit norm per position)."""
+        return [f / (f.norm(dim=1, keepdim=True) + 1e-8) for f in self.maps(x)]
+
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """LPIPS-like distance: channel-normalised feature maps, squared difference, mean. Scalar."""
-        total = a.new_zeros(())
-        for fa, fb in zip(self.maps(a), self.maps(b)):
-            fa = fa / (fa.norm(dim=1, keepdim=True) + 1e-8)
-            fb = fb / (fb.norm(dim=1, keepdim=True) + 1e-8)
+        return self.distance_to(self.normalized_maps(a), b)
+
+    def distance_to(self, maps_a: list[torch.Tensor], b: torch.Tensor) -> torch.Tensor:
+        """`distance(a, b)` with a's normalised maps computed once (fixed references)."""
+        total = b.new_zeros(())
+        for fa, fb in zip(maps_a, self.normalized_maps(b)):
             total = total + (fa - fb).pow(2).sum(1).mean()
         return total
 

@@ -6,17 +6,17 @@ stylization inversion-consistent); hinge or non-saturating loss; lazy R1; path-l
 a source-consistency term (LPIPS-VGG when configured, else source-discriminator features); FreezeD;
 adaptive augmentation; Adam with the lazy-regularisation ratio; an EMA generator.
 
-What no public trainer has: **early stopping**. A held-out part of the exemplars; every `eval_every`
-steps the EMA generator is scored (lower is better):
+What no public trainer has: **early stopping** (`models.transfer_eval`): a held-out part of the
+exemplars; every `eval_every` steps the EMA generator is scored on fixed latents (style match, the
+discriminator memorising, losing the portrait; each term normalised by a reference of its own run).
+The best-scoring EMA generator is kept; training stops after `patience` evaluations without
+improvement, at the time budget or at `max_steps`. With exemplar labels, the attribute-aware generator
+trains one branch per label (each branch against its own discriminator, the shared blocks from all).
 
-    score = mean over branches of KID(generated, held-out exemplars)         (style match)
-          + score_overfit_weight     · relu(mean D(train) − mean D(held-out)) (discriminator memorising)
-          + score_consistency_weight · distance(source G(w), target G(w))     (losing the portrait)
-
-all in the frozen source discriminator's feature space, on fixed latents. The best-scoring EMA
-generator is kept; training stops after `patience` evaluations without improvement, at the time
-budget or at `max_steps`. With exemplar labels, the attribute-aware generator trains one branch per
-label (each branch against its own discriminator, the shared blocks from all).
+The EMA follows StyleGAN2-ADA's ramp-up: its half-life is `ema_kimg` thousand images, but never more
+than `ema_rampup` × the images seen so far, so the early evaluations score what the generator has
+learned rather than a copy of the source (a fixed decay of 0.999 left the EMA 90 % source weights at
+step 100). `ema_decay`, when set, restores a fixed decay.
 
 Every random draw of step s comes from a generator seeded by (seed, s), so a run resumed from its
 last checkpoint continues exactly as the uninterrupted run would have (on the same device).
@@ -24,6 +24,7 @@ last checkpoint continues exactly as the uninterrupted run would have (on the sa
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -47,39 +48,17 @@ from models.discriminator import Discriminator
 from models.exemplars import ExemplarSet
 from models.losses import d_loss, g_loss, path_lengths, path_projection, r1_penalty
 from models.lpips import LPIPS
-from models.metrics import SourceFeatures, downsample_to, kid
+from models.metrics import SourceFeatures, downsample_to
 from models.stylegan2 import Generator
 from models.synthesis import noise_rows
+from models.transfer_eval import EarlyStopping, Evaluator
 
 log = logging.getLogger("agilegan.train")
 STATE_DIR, BEST_DIR, REPORT_FILE = "train_state", "best", "training.json"
-EVAL_CHUNK = 8  # images per network pass in evaluation: 64 images at 1024 px at once need tens of GB
 
 
 class TrainingCanceled(Exception):
     """`should_stop` asked the run to stop; its last checkpoint stays for a later resume."""
-
-
-@dataclass
-class EarlyStopping:
-    """Tracks the best (lowest) score; `should_stop` after `patience` evaluations without improvement."""
-
-    patience: int
-    min_delta: float = 0.0
-    best: float = math.inf
-    best_step: int = -1
-    bad: int = 0
-
-    def update(self, score: float, step: int) -> bool:
-        if score < self.best - self.min_delta:
-            self.best, self.best_step, self.bad = score, step, 0
-            return True
-        self.bad += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.bad >= self.patience
 
 
 @dataclass
@@ -101,6 +80,18 @@ def _split(n: int, fraction: float, minimum: int, gen: torch.Generator) -> tuple
     if held < 2:
         raise ValueError(f"{n} exemplars are too few: at least 4 per branch are needed")
     return order[held:], order[:held]
+
+
+def ema_beta(config: TransferConfig, step: int) -> float:
+    """The EMA's decay for the update after step `step` (0-based): StyleGAN2-ADA's ramp-up,
+    beta = 0.5 ** (batch / min(ema_kimg · 1000, images seen · ema_rampup)); 0 at step 0, so the EMA
+    starts as the trained generator. A fixed `ema_decay`, when set, wins."""
+    if config.ema_decay is not None:
+        return config.ema_decay
+    ema_nimg = config.ema_kimg * 1000
+    if config.ema_rampup is not None:
+        ema_nimg = min(ema_nimg, step * config.batch_size * config.ema_rampup)
+    return 0.5 ** (config.batch_size / max(ema_nimg, 1e-8))
 
 
 class Trainer:
@@ -175,12 +166,21 @@ class Trainer:
         self.pl_mean = torch.zeros((), device=self.device)
         self.stopper = EarlyStopping(config.patience, config.min_delta)
         self.curve: list[dict[str, float]] = []
+        self.best_tensors: dict[str, torch.Tensor] | None = None  # g_ema at the best step, saved with the state
         latent_gen = torch.Generator().manual_seed(config.seed + 7)
         n, d = source_g.config.n_latent, source_g.config.style_dim
         z = torch.randn(config.eval_samples, n, d, generator=latent_gen).to(self.device)
         with torch.no_grad():
             self.eval_w = self.source_g.style.map_per_layer(z)
-            self.holdout_feats = [self._embed(h) for h in self.holdout_sets]
+        # 5. What every evaluation compares against, computed once.
+        self.evaluator = Evaluator(
+            self.features,
+            self.source_g,
+            self.eval_w,
+            self.holdout_sets,
+            lambda model, w, k: self._render(model, w, k, model.noise("const", 1, None)),
+            config,
+        )
 
     def _freeze_d(self, d: Discriminator) -> list[nn.Parameter]:
         """FreezeD: only the `freeze_d` lowest-resolution blocks and the final layers train."""
@@ -210,6 +210,12 @@ class Trainer:
         step = self.micro_batch or batch
         return [slice(a, min(a + step, batch)) for a in range(0, batch, step)]
 
+    def _latents(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        """n fresh w+ [n, L, D]: z+ per layer through the frozen source mapping."""
+        z = torch.randn(n, self.g.config.n_latent, self.g.config.style_dim, generator=rng)
+        with torch.no_grad():
+            return self.source_g.style.map_per_layer(z.to(self.device))
+
     def train_step(self) -> dict[str, float]:
         """One discriminator and one generator update on `batch_size` samples.
 
@@ -226,9 +232,7 @@ class Trainer:
         k = s % len(self.ds)
         d, real_pool = self.ds[k], self.train_sets[k]
         real = real_pool[torch.randint(len(real_pool), (batch,), generator=rng).to(self.device)]
-        z = torch.randn(batch, self.g.config.n_latent, self.g.config.style_dim, generator=rng)
-        with torch.no_grad():
-            w = self.source_g.style.map_per_layer(z.to(self.device))
+        w = self._latents(batch, rng)
         losses: dict[str, float] = {}
 
         # 1. Discriminator step (R1 every r1_every steps, lazily scaled).
@@ -252,9 +256,11 @@ class Trainer:
         if (s + 1) % cfg.ada_every == 0:
             self.ada.update(batch * cfg.ada_every)
 
-        # 2. Generator step: adversarial + source consistency (+ path length every pl_every steps).
+        # 2. Generator step on fresh latents (as rosinality and FaceStylor): adversarial + source
+        #    consistency (+ path length every pl_every steps, on latents of its own).
         for p in self.d_params:
             p.requires_grad_(False)
+        w = self._latents(batch, rng)
         noise = self.g.noise("random", batch, rng)  # the same noise for source and target
         self.g_opt.zero_grad(set_to_none=True)
         if self.micro_batch is None or self.micro_batch >= batch:
@@ -267,13 +273,16 @@ class Trainer:
             for rows in self._chunks(batch):
                 self._render(self.g, w[rows], k, noise_rows(noise, rows, batch)).backward(grad[rows])
         if cfg.pl_weight > 0 and s % cfg.pl_every == 0:
-            losses["pl"] = self._path_length_step(w, k, rng)
+            shrunk = max(1, batch // cfg.pl_batch_shrink)
+            losses["pl"] = self._path_length_step(self._latents(shrunk, rng), k, rng)
         self.g_opt.step()
 
-        # 3. EMA of the generator.
+        # 3. EMA of the generator (StyleGAN2-ADA's ramp-up: see `ema_beta`).
+        beta = ema_beta(cfg, s)
         with torch.no_grad():
             for pe, p in zip(self.g_ema.parameters(), self.g.parameters()):
-                pe.lerp_(p, 1 - cfg.ema_decay)
+                pe.lerp_(p, 1 - beta)
+        losses["ema_beta"] = beta
         self.step += 1
         losses["ada_p"] = self.ada.p
         return losses
@@ -304,7 +313,7 @@ class Trainer:
         return loss
 
     def _path_length_step(self, w: torch.Tensor, k: int, rng: torch.Generator) -> float:
-        """Accumulate the lazy path-length gradient on the first batch/pl_batch_shrink latents; returns
+        """Accumulate the lazy path-length gradient on latents `w` [batch/pl_batch_shrink, L, D]; returns
         the penalty and updates the running mean.
 
         The penalty is measured against the running mean *before* this step's update (rosinality uses
@@ -312,7 +321,7 @@ class Trainer:
         what lets micro-batches backpropagate without waiting for the other micro-batches' lengths.
         """
         cfg = self.config
-        shrunk = max(1, cfg.batch_size // cfg.pl_batch_shrink)
+        shrunk = len(w)
         size = self.g.config.size
         noise = self.g.noise("random", shrunk, rng)
         projection = path_projection((shrunk, 3, size, size), rng)
@@ -330,37 +339,10 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- evaluation
 
-    @torch.no_grad()
-    def _embed(self, images: torch.Tensor) -> torch.Tensor:
-        """[N, 3, S, S] → source-D features [N, F], EVAL_CHUNK images at a time."""
-        return torch.cat([self.features.embed(c) for c in images.split(EVAL_CHUNK)])
-
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        cfg = self.config
-        kids, gaps, generated = [], [], []
-        for k, d in enumerate(self.ds):
-            const = self.g_ema.noise("const", 1, None)
-            generated.append(torch.cat([self._render(self.g_ema, w, k, const) for w in self.eval_w.split(EVAL_CHUNK)]))
-            kids.append(kid(self._embed(generated[k]), self.holdout_feats[k]))
-            d.eval()
-            gaps.append(_mean_logit(d, self.train_sets[k]) - _mean_logit(d, self.holdout_sets[k]))
-            d.train()
-        source = torch.cat([self.source_g(w, space="wplus") for w in self.eval_w.split(EVAL_CHUNK)])
-        consistency = sum(  # branch 0's renders, reused
-            float(self.features.distance(a, b)) * len(a)
-            for a, b in zip(source.split(EVAL_CHUNK), generated[0].split(EVAL_CHUNK))
-        ) / len(source)
-        kid_mean, gap = sum(kids) / len(kids), sum(gaps) / len(gaps)
-        score = kid_mean + cfg.score_overfit_weight * max(gap, 0.0) + cfg.score_consistency_weight * consistency
-        return {
-            "step": self.step,
-            "score": score,
-            "kid": kid_mean,
-            "overfit_gap": gap,
-            "consistency": consistency,
-            "ada_p": self.ada.p,
-        }
+    def evaluate(self) -> dict[str, Any]:
+        """The EMA generator's score now, with its terms (`models.transfer_eval`)."""
+        result = self.evaluator.evaluate(self.g_ema, self.ds, self.train_sets, self.holdout_sets)
+        return {"step": self.step, **result, "ada_p": self.ada.p}
 
     # ------------------------------------------------------------------------------ persistence
 
@@ -378,6 +360,8 @@ class Trainer:
             tensors.update(t)
             meta[name] = m
         tensors["pl_mean"] = self.pl_mean.detach().cpu().reshape(1).clone()
+        if self.best_tensors is not None:  # the best generator travels with the state it belongs to
+            tensors.update({f"best.{k}": v for k, v in self.best_tensors.items()})
         tmp = folder / ".tensors.safetensors.tmp"
         save_file(tensors, str(tmp))
         tmp.replace(folder / "tensors.safetensors")
@@ -412,17 +396,30 @@ class Trainer:
         self.pl_mean = tensors["pl_mean"].reshape(())
         self.step, self.elapsed, self.ada.p, self.curve = meta["step"], meta["elapsed"], meta["ada_p"], meta["curve"]
         self.stopper = EarlyStopping(**meta["stopper"])
+        best = {k[len("best.") :]: v.cpu() for k, v in tensors.items() if k.startswith("best.")}
+        self.best_tensors = best or None
+        if self.best_tensors is not None:
+            self.write_best_dir()  # best/ as the state says (a crash may have left a later one)
         return True
 
     def save_best(self) -> None:
+        """Keep the EMA generator as the best so far: saved with the training state in one unit (a
+        resumed run then publishes the weights of the best step it reports), then written to best/
+        (what previews read)."""
+        self.best_tensors = checkpoints.model_tensors(self.g_ema)
+        self.save_state()
+        self.write_best_dir()
+
+    def best_model(self) -> nn.Module:
+        """A CPU copy of the generator with the best weights."""
         model = copy.deepcopy(self.g_ema).cpu()
-        checkpoints.save(self.out_dir / BEST_DIR, model, Provenance(source="transfer-learning", license="see source"))
+        if self.best_tensors is not None:
+            model.load_state_dict({k: v for k, v in self.best_tensors.items() if k in model.state_dict()})
+        return model
 
-
-def _mean_logit(d: Discriminator, images: torch.Tensor) -> float:
-    """Mean D logit over [N, 3, S, S], EVAL_CHUNK images per pass (the minibatch-stddev groups stay within
-    a chunk)."""
-    return float(torch.cat([d(c) for c in images.split(EVAL_CHUNK)]).mean())
+    def write_best_dir(self) -> None:
+        provenance = Provenance(source="transfer-learning", license="see source")
+        checkpoints.save(self.out_dir / BEST_DIR, self.best_model(), provenance)
 
 
 def _flatten_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -449,6 +446,30 @@ def _unflatten_optimizer(name: str, tensors: dict[str, torch.Tensor], meta: dict
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+class StepClock:
+    """Measured seconds of training steps and evaluations: the ETA is what the remaining schedule costs
+    at the measured rates (the latest ones weigh most), capped by the time left, never negative."""
+
+    def __init__(self, smoothing: float = 0.9) -> None:
+        self.smoothing = smoothing
+        self._mean: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timing(self, kind: str):
+        start = time.monotonic()
+        yield
+        took = time.monotonic() - start
+        old = self._mean.get(kind)
+        self._mean[kind] = took if old is None else self.smoothing * old + (1 - self.smoothing) * took
+
+    def mean(self, kind: str) -> float:
+        return self._mean.get(kind, 0.0)
+
+    def eta(self, steps_left: int, eval_every: int, time_left_s: float) -> float:
+        schedule = steps_left * self.mean("step") + (steps_left // eval_every) * self.mean("eval")
+        return max(0.0, min(schedule, time_left_s))
+
+
 def train_style(
     source_g: Generator,
     source_d: Discriminator,
@@ -470,25 +491,33 @@ def train_style(
     if trainer.load_state():
         log.info("resumed from step %d", trainer.step)
     started = time.monotonic() - trainer.elapsed
+    budget_s = config.minutes * 60
+    clock = StepClock()
     stop_reason = "max_steps"
     while trainer.step < config.max_steps:
         if should_stop is not None and should_stop():
             trainer.save_state()
             raise TrainingCanceled(f"canceled at step {trainer.step}")
-        losses = trainer.train_step()
+        # no step that no evaluation could score within the budget: stop with the best so far
+        if clock.mean("eval") and trainer.elapsed + clock.mean("step") + clock.mean("eval") > budget_s:
+            stop_reason = "time_budget"
+            break
+        with clock.timing("step"):
+            losses = trainer.train_step()
         trainer.elapsed = time.monotonic() - started
         if not all(math.isfinite(v) for v in losses.values()):
             raise FloatingPointError(f"non-finite loss at step {trainer.step}: {losses}")
         evaluated = None
         if trainer.step % config.eval_every == 0:
-            evaluated = trainer.evaluate()
-            trainer.curve.append(evaluated)
-            if trainer.stopper.update(evaluated["score"], trainer.step):
-                trainer.save_best()
+            with clock.timing("eval"):
+                evaluated = trainer.evaluate()
+                trainer.curve.append(evaluated)
+                if trainer.stopper.update(evaluated["score"], trainer.step):
+                    trainer.save_best()
+            trainer.elapsed = time.monotonic() - started
         if trainer.step % config.checkpoint_every == 0:
             trainer.save_state()
         if progress is not None:
-            rate = trainer.step / max(trainer.elapsed, 1e-6)
             progress(
                 {
                     "step": trainer.step,
@@ -497,16 +526,16 @@ def train_style(
                     "score": evaluated["score"] if evaluated else None,
                     "best_score": trainer.stopper.best,
                     "elapsed_s": trainer.elapsed,
-                    "eta_s": min((config.max_steps - trainer.step) / rate, config.minutes * 60 - trainer.elapsed),
+                    "eta_s": clock.eta(config.max_steps - trainer.step, config.eval_every, budget_s - trainer.elapsed),
                 }
             )
         if trainer.stopper.should_stop:
             stop_reason = "early_stopping"
             break
-        if trainer.elapsed >= config.minutes * 60:
+        if trainer.elapsed >= budget_s:
             stop_reason = "time_budget"
             break
-    if not trainer.curve or trainer.curve[-1]["step"] != trainer.step:
+    if not trainer.curve or (trainer.curve[-1]["step"] != trainer.step and stop_reason != "time_budget"):
         evaluated = trainer.evaluate()
         trainer.curve.append(evaluated)
         if trainer.stopper.update(evaluated["score"], trainer.step):
@@ -534,9 +563,11 @@ def _publish(trainer: Trainer, stop_reason: str, exemplars: ExemplarSet) -> Trai
             "train": sum(len(t) for t in trainer.train_sets),
             "holdout": sum(len(h) for h in trainer.holdout_sets),
         },
-        "score": "kid + score_overfit_weight·relu(gap) + score_consistency_weight·consistency",
+        "score": "kid/kid_reference + score_overfit_weight·relu(gap) "
+        "+ score_consistency_weight·consistency/consistency_reference (models/transfer_eval.py)",
     }
     atomic_write_bytes(out / REPORT_FILE, (json.dumps(report, indent=2) + "\n").encode())
+    trainer.write_best_dir()  # from the state's best tensors: the step the report names
     (out / "model.safetensors").write_bytes((best / "model.safetensors").read_bytes())
     (out / "config.json").write_bytes((best / "config.json").read_bytes())
     return TrainingResult(

@@ -218,8 +218,8 @@ UP_WORKER_NICE = 10
 
 
 def cmd_up(args: argparse.Namespace) -> None:
-    """Redis (when none answers), the demo registry (when empty), one worker and the API, as child
-    processes; SIGINT/SIGTERM or the exit of any child stops them all."""
+    """Redis (when none answers), the demo registry (when empty), a stylize worker, a train worker and
+    the API, as child processes; SIGINT/SIGTERM or the exit of any child stops them all."""
     from service.auth import ensure_operator_key
     from service.registry import Registry
     from workers.demo import demo_registry
@@ -245,7 +245,9 @@ def cmd_up(args: argparse.Namespace) -> None:
         cli = [sys.executable, "-m", "workers.cli"]
         # API and worker share this machine's cores: uploads are answered first (README, "Service")
         worker_env = {**os.environ, "AGILEGAN_WORKER_NICE": os.environ.get("AGILEGAN_WORKER_NICE", str(UP_WORKER_NICE))}
-        children.append(subprocess.Popen([*cli, "worker", "--queues", "stylize,train"], env=worker_env))
+        # one worker per queue: an hour of style training never holds up a stylize job
+        for queue in ("stylize", "train"):
+            children.append(subprocess.Popen([*cli, "worker", "--queues", queue], env=worker_env))
         children.append(subprocess.Popen([*cli, "serve"]))
         base = f"http://{settings.host}:{settings.port}"
         print(f"\nAPI on {base}  (docs: {base}/docs)")

@@ -88,8 +88,20 @@ def on_train_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, t
     count_failure(connection, code)
 
 
+def _report_stage(rt: Runtime, job: TrainJob, stage: str, done: int, total: int) -> None:
+    """Progress before the first training step (loading, aligning exemplars): the operator sees the
+    job working from its first second, not after minutes of silence."""
+    progress = style_progress_key(job.style_id)
+    with rt.redis.pipeline() as p:
+        p.hset(progress, mapping={"stage": stage, "stage_done": done, "stage_total": total})
+        p.expire(progress, 7 * 86400)
+        p.execute()
+    rt.jobs.progress(job.job_id, stage, 0.0)
+
+
 def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
     # 1. The source generator and discriminator of the registry.
+    _report_stage(rt, job, "loading", 0, 1)
     base = rt.registry.source_generator_dir
     source_g = checkpoints.load(base, expected=Generator, device=rt.device)
     source_d = checkpoints.load(base / "discriminator", expected=Discriminator, device=rt.device)
@@ -97,7 +109,8 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
     # 2. The exemplar crops, from the landmarks found at upload.
     manifest, files = rt.storage.read_style_upload(job.style_id)
     crops, labels, names = [], [], []
-    for entry, data in zip(manifest["files"], files):
+    for i, (entry, data) in enumerate(zip(manifest["files"], files)):
+        _report_stage(rt, job, "aligning exemplars", i, len(files))
         photo = load_image(data, rt.settings.max_pixels).image
         crop = align_landmarks(photo, entry["landmarks"], size, min(4096, rt.settings.align_transform_size)).image
         crops.append(torch.from_numpy(np.asarray(crop, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1))
@@ -121,6 +134,7 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
             return
         last["t"] = now
         fields = {
+            "stage": "training",
             "step": info["step"],
             "max_steps": info["max_steps"],
             "eta_s": round(info["eta_s"], 1),

@@ -53,10 +53,13 @@ def get_style(request: Request, style_id: str, principal: ClientDep, registry: R
         if live:
             curve = [json.loads(x) for x in redis.lrange(style_progress_key(style_id) + ":curve", 0, -1)]
             out.training = {
-                "step": int(live["step"]),
-                "max_steps": int(live["max_steps"]),
-                "eta_s": float(live["eta_s"]),
-                "losses": json.loads(live["losses"]),
+                "stage": live.get("stage", "training"),  # loading, aligning exemplars, training
+                "stage_done": int(live.get("stage_done", 0)),
+                "stage_total": int(live.get("stage_total", 0)),
+                "step": int(live.get("step", 0)),
+                "max_steps": int(live["max_steps"]) if "max_steps" in live else None,
+                "eta_s": float(live["eta_s"]) if "eta_s" in live else None,
+                "losses": json.loads(live.get("losses", "{}")),
                 "best_score": float(live["best_score"]) if live.get("best_score") else None,
                 "curve": curve,
             }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +17,8 @@ from models.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
 from models.discriminator import Discriminator
 from models.exemplars import tensor_exemplars
 from models.stylegan2 import Generator
-from models.transfer import EarlyStopping, Trainer, TrainingCanceled, train_style
+from models.transfer import StepClock, Trainer, TrainingCanceled, ema_beta, train_style
+from models.transfer_eval import EarlyStopping
 from tests.conftest import seeded
 from tests.exemplar_data import exemplar_zip_bytes
 
@@ -241,3 +244,120 @@ def test_the_train_style_command(source, tmp_path: Path) -> None:
     assert style.config == g.config
     report = json.loads((tmp_path / "style" / "training.json").read_text())
     assert report["config"]["minutes"] == 5 and report["micro_batch"] == 1
+
+
+def test_the_ema_ramps_up_like_stylegan2_ada() -> None:
+    """Issue 12, finding 1: beta = 0.5 ** (batch / min(ema_kimg · 1000, seen · ema_rampup)); a fixed
+    decay of 0.999 left the EMA 90 % source weights at step 100."""
+    cfg = TransferConfig(batch_size=4)  # ema_kimg 0.5, ema_rampup 0.05
+    assert ema_beta(cfg, 0) == 0.0  # the EMA starts as the trained generator
+    assert ema_beta(cfg, 100) == pytest.approx(0.5 ** (4 / 20))  # 400 images seen → half-life 20
+    assert ema_beta(cfg, 5000) == pytest.approx(0.5 ** (4 / 500))  # capped at 0.5 kimg
+    betas = [ema_beta(cfg, s) for s in range(0, 5000, 50)]
+    assert betas == sorted(betas)
+    source_share_at_100 = math.prod(ema_beta(cfg, s) for s in range(100))
+    assert source_share_at_100 < 1e-6  # vs 0.999 ** 100 = 0.905 with the old fixed decay
+    assert ema_beta(TransferConfig(ema_decay=0.999), 7) == 0.999  # a fixed decay on request
+    assert ema_beta(TransferConfig(batch_size=4, ema_rampup=None), 0) == pytest.approx(0.5 ** (4 / 500))
+
+
+def test_the_first_update_leaves_the_ema_equal_to_the_generator(source, tmp_path: Path) -> None:
+    g, d = source
+    trainer = Trainer(g, d, exemplars(), TransferConfig(**FAST), tmp_path)
+    losses = trainer.train_step()
+    assert losses["ema_beta"] == 0.0
+    for a, b in zip(trainer.g_ema.parameters(), trainer.g.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_the_generator_step_draws_fresh_latents(source, tmp_path: Path, monkeypatch) -> None:
+    """Finding 5: the D step, the G step and the path-length term each draw their own latents."""
+    g, d = source
+    trainer = Trainer(g, d, exemplars(), TransferConfig(**FAST), tmp_path)
+    drawn: list[torch.Tensor] = []
+    latents = trainer._latents
+    monkeypatch.setattr(trainer, "_latents", lambda n, rng: drawn.append(latents(n, rng)) or drawn[-1])
+    trainer.train_step()  # step 0: path length too
+    assert [len(w) for w in drawn] == [4, 4, 2]
+    assert not torch.equal(drawn[0], drawn[1]) and not torch.equal(drawn[1][:2], drawn[2])
+
+
+def test_the_score_terms_are_normalised_per_run(source, tmp_path: Path) -> None:
+    """Finding 2: each term on a scale of its own run, and reported. At step 0 the EMA generator is the
+    source: the style term is 1 (nothing learned), consistency 0."""
+    g, d = source
+    cfg = TransferConfig(**FAST)
+    trainer = Trainer(g, d, exemplars(), cfg, tmp_path)
+    first = trainer.evaluate()
+    assert first["terms"]["style"] == pytest.approx(1.0, rel=1e-6)
+    assert first["consistency"] == pytest.approx(0.0, abs=1e-9) and first["terms"]["consistency"] == 0.0
+    assert first["kid_reference"] > 0 and first["consistency_reference"] > 0
+    assert first["score"] == pytest.approx(sum(first["terms"].values()))
+    for _ in range(6):
+        trainer.train_step()
+    later = trainer.evaluate()
+    assert later["terms"]["consistency"] == pytest.approx(
+        cfg.score_consistency_weight * later["consistency"] / later["consistency_reference"]
+    )
+    assert later["consistency"] > 0 and later["terms"]["style"] != first["terms"]["style"]
+
+
+def test_the_best_generator_is_saved_with_the_training_state(source, tmp_path: Path) -> None:
+    """Finding 7: best/ was saved outside the training state; killed after a new best but before the
+    next checkpoint, a resumed run published weights of another step than the best step it reported.
+    Now a new best is saved with the state, as one unit, and best/ is rewritten from it on resume."""
+    g, d = source
+    config = TransferConfig(checkpoint_every=100, **FAST)
+    trainer = Trainer(g, d, exemplars(), config, tmp_path)
+    for _ in range(3):
+        trainer.train_step()
+    assert trainer.stopper.update(trainer.evaluate()["score"], trainer.step)
+    trainer.save_best()
+    best = {k: v.clone() for k, v in trainer.g_ema.state_dict().items()}
+    trainer.train_step()  # then the process dies, before any checkpoint_every save
+    (tmp_path / "best" / "model.safetensors").write_bytes(b"a later, unrelated best")  # a stray write
+
+    resumed = Trainer(g, d, exemplars(), config, tmp_path)
+    assert resumed.load_state() and resumed.step == 3 and resumed.stopper.best_step == 3
+    for name, tensor in checkpoints.load(tmp_path / "best").state_dict().items():
+        assert torch.equal(tensor, best[name]), name
+    for name, tensor in resumed.best_model().state_dict().items():
+        assert torch.equal(tensor, best[name]), name
+
+
+def test_the_eta_comes_from_measured_rates_and_is_never_negative() -> None:
+    """Finding 9: the ETA was derived from the time budget and went negative."""
+    clock = StepClock(smoothing=0.0)  # the latest measurement only
+    for kind, seconds in (("step", 0.01), ("eval", 0.02)):
+        with clock.timing(kind):
+            time.sleep(seconds)
+    eta = clock.eta(steps_left=100, eval_every=10, time_left_s=1e6)
+    expected = 100 * clock.mean("step") + 10 * clock.mean("eval")
+    assert eta == pytest.approx(expected) and 1.0 < eta < 3.0
+    assert clock.eta(100, 10, time_left_s=0.5) == 0.5  # capped by the time left
+    assert clock.eta(100, 10, time_left_s=-30.0) == 0.0  # past the budget: 0, never negative
+
+
+def test_the_time_budget_holds_and_no_evaluation_starts_that_cannot_finish(source, tmp_path: Path, monkeypatch) -> None:
+    """Finding 9: a 20-minute budget overran by 4 minutes (an evaluation after the budget, then another
+    for the final step). An evaluation that would end past the budget is not started now."""
+    g, d = source
+    slow = Trainer.evaluate
+
+    def evaluate(self):
+        time.sleep(0.6)
+        return slow(self)
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    budget_s = 2.0
+    config = TransferConfig(max_steps=100, eval_every=1, patience=100, minutes=budget_s / 60, **FAST)
+    etas: list[float] = []
+    started = time.monotonic()
+    result = train_style(g, d, exemplars(), config, tmp_path, progress=lambda i: etas.append(i["eta_s"]))
+    took = time.monotonic() - started
+    assert result.stop_reason == "time_budget" and result.steps < 100
+    report = json.loads((tmp_path / "training.json").read_text())
+    assert report["elapsed_s"] <= budget_s, report["elapsed_s"]  # the old loop: budget + 2 evaluations
+    assert took < budget_s + 8  # set-up and publishing included
+    assert result.best_step == result.curve[-1]["step"] or result.best_step in [c["step"] for c in result.curve]
+    assert min(etas) >= 0.0 and etas[-1] <= budget_s

@@ -152,13 +152,24 @@ def test_training_can_be_canceled(make_client, make_settings, start_worker, tiny
     )
     assert created.status_code == 202
     try:
-        start_worker(make_settings(min_exemplars=8))
+        start_worker(make_settings(min_exemplars=8), queues="train")  # as `make run` starts them: one per queue
+        start_worker(make_settings(min_exemplars=8), queues="stylize")
+        started = time.time()
+        while (first := client.get("/v1/styles/endless", headers=auth(OPERATOR_KEY)).json()).get("training") is None:
+            assert time.time() < started + 60
+            time.sleep(0.05)
+        # progress from the job's first seconds (issue 12, finding 9), before any training step
+        assert time.time() - started < 5 and first["training"]["stage"] in ("loading", "aligning exemplars", "training")
         deadline = time.time() + 60
-        while client.get("/v1/styles/endless", headers=auth(OPERATOR_KEY)).json().get("training") is None:
+        while (progress := client.get("/v1/styles/endless", headers=auth(OPERATOR_KEY)).json())["training"]["step"] < 1:
             assert time.time() < deadline
             time.sleep(0.2)
-        progress = client.get("/v1/styles/endless", headers=auth(OPERATOR_KEY)).json()
-        assert progress["status"] == "training" and progress["training"]["step"] >= 1
+        assert progress["status"] == "training" and progress["training"]["stage"] == "training"
+        assert 0 <= progress["training"]["eta_s"] <= 60 * TINY_TRAINING.get("minutes", 60)
+        # a portrait stylized while the style trains (it used to wait behind the whole run)
+        stylized = wait_for(client, post_photo(client, size=256).json()["id"], timeout=60)
+        assert stylized["status"] == "succeeded"
+        assert client.get("/v1/styles/endless", headers=auth(OPERATOR_KEY)).json()["status"] == "training"
         assert client.delete("/v1/styles/endless", headers=auth(OPERATOR_KEY)).json()["status"] == "canceling"
         done = wait_style(client, "endless")
         assert done["status"] == "canceled"
