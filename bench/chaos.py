@@ -51,7 +51,7 @@ import httpx2 as httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench.service import faceless_jpeg, free_port, one_megapixel_jpeg  # noqa: E402
+from bench.service import faceless_jpeg, free_port, one_megapixel_jpeg, wait_until_ready  # noqa: E402
 from workers.commands import start_redis  # noqa: E402
 from workers.demo import demo_registry  # noqa: E402
 
@@ -114,15 +114,8 @@ class Processes:
         )
 
     def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("the stack did not become ready")
+        if not wait_until_ready(self.base, timeout):
+            raise TimeoutError("the stack did not become ready")
 
     def sample_rss(self) -> float:
         now = rss_mb(self.api.pid)

@@ -53,6 +53,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_ready(base: str, timeout: float) -> bool:
+    """Poll `base`/readyz until it answers 200 (True) or `timeout` seconds pass (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def one_megapixel_jpeg() -> bytes:
     photo = Image.open(ROOT / "tests" / "data" / "faces" / "obama.jpg").convert("RGB")
     scale = (1e6 / (photo.size[0] * photo.size[1])) ** 0.5
@@ -90,16 +103,9 @@ class Stack:
                 [sys.executable, "-m", "workers.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
             ),
         ]
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise TimeoutError((data_dir / "stack.log").read_text()[-3000:])
+        if not wait_until_ready(self.base, 120):
+            self.stop()
+            raise TimeoutError((data_dir / "stack.log").read_text()[-3000:])
 
     def stop(self) -> None:
         for p in self.procs:
