@@ -326,6 +326,8 @@ def cmd_weights_download(args: argparse.Namespace) -> None:
         )
     elif args.name in CATALOG:
         release = CATALOG[args.name]
+        if release.format == "lpips-vgg":
+            raise CommandError(f"{args.name} is one of the two LPIPS files: install both with `agilegan lpips install`")
         if release.format == "facestylor-transfer":
             style = release.registry_path.removeprefix("styles/")
             raise CommandError(

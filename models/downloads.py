@@ -167,7 +167,31 @@ _RELEASES = (
         "face2comics 256: comic-book faces.",
     ),
 )
-CATALOG: dict[str, Release] = {r.name: r for r in _RELEASES}
+# LPIPS-VGG (the consistency term of style training, as FaceStylor trains with it): two files, imported
+# together (`agilegan lpips install`; `agilegan weights import --format lpips-vgg HEADS --vgg VGG16`).
+# The heads' digest is of the file in the lpips 0.1.4 wheel, equal to the repository's copy; torchvision
+# names its files with the digest's first 8 hex characters.
+LPIPS_HEADS = Release(
+    "lpips-vgg-heads",
+    "https://raw.githubusercontent.com/richzhang/PerceptualSimilarity/master/lpips/weights/v0.1/vgg.pth",
+    "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
+    "lpips-vgg",
+    "base/lpips",
+    "BSD-2-Clause (richzhang/PerceptualSimilarity).",
+    "LPIPS v0.1 linear heads for VGG16 (7 kB); installed with torchvision-vgg16 by `agilegan lpips install`.",
+)
+LPIPS_VGG16 = Release(
+    "torchvision-vgg16",
+    "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "397923af",
+    "lpips-vgg",
+    "base/lpips",
+    "torchvision (BSD-3-Clause); trained on ImageNet, whose terms allow non-commercial research use.",
+    "VGG16 ImageNet weights: the LPIPS backbone; installed with lpips-vgg-heads by `agilegan lpips install`.",
+    528,
+)
+LPIPS_FILES = (LPIPS_HEADS, LPIPS_VGG16)
+CATALOG: dict[str, Release] = {r.name: r for r in (*_RELEASES, *LPIPS_FILES)}
 
 STYLE_PRESETS: dict[str, StylePreset] = {
     p.name: p

@@ -2,7 +2,8 @@
 
 Key names follow torchvision's `vgg16().features` (`net.features.N.*`) and the LPIPS package's linear
 heads (`lin{k}.model.1.weight`), so `agilegan weights import --format lpips-vgg` only renames. No weights
-ship with the project: LPIPS needs ImageNet-trained VGG16 weights plus the LPIPS heads (see README).
+ship with the project: LPIPS needs ImageNet-trained VGG16 weights plus the LPIPS heads, which
+`agilegan lpips install` downloads (checksum-verified) and imports (see README).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,11 @@ class Settings(BaseSettings):
     max_style_files: int = Field(500, ge=1)
     min_exemplars: int = Field(20, ge=4, description="usable exemplars a style needs")
     train_minutes: float = Field(60.0, gt=0, description="default time budget of a training job")
+    train_lpips: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: a training job installs LPIPS-VGG when the registry lacks it (bounded by the "
+        "download timeout) and trains with it; off: only an installed one is used",
+    )
     train_micro_batch: int = Field(
         0, ge=0, description="generator samples per training pass (0 = the whole batch); less memory, same update"
     )

@@ -96,6 +96,11 @@ class Registry:
     def source_generator_dir(self) -> Path:
         return self.root / "base" / "generator"
 
+    @property
+    def lpips_dir(self) -> Path:
+        """LPIPS-VGG for the consistency term of style training (`agilegan lpips install`)."""
+        return self.root / "base" / "lpips"
+
     def encoder_dir_for(self, encoder: str) -> Path:
         """The Inverter checkpoint of `encoder` ("base" or an id under encoders/)."""
         if encoder == BASE_ENCODER:

@@ -39,6 +39,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     inst.add_argument("--mirror", help="base URL with the release files (default AGILEGAN_DOWNLOAD_MIRROR)")
     inst.set_defaults(handler=cmd_styles_install)
 
+    lpips = sub.add_parser("lpips", help="LPIPS-VGG for style training's consistency term")
+    lsub = lpips.add_subparsers(dest="lpips_command", required=True)
+    linst = lsub.add_parser("install", help="download (resumable, checksum-verified) and import LPIPS-VGG")
+    linst.add_argument("--mirror", help="base URL with the two files (default AGILEGAN_DOWNLOAD_MIRROR)")
+    linst.set_defaults(handler=cmd_lpips_install)
+
     demo = sub.add_parser("demo-registry", help="write the random-weight demo encoder and style if absent")
     demo.add_argument("--size", type=int, default=1024, help="demo generator resolution")
     demo.add_argument("--tiny", action="store_true", help="test-sized models")
@@ -110,10 +116,41 @@ def cmd_styles_install(args: argparse.Namespace) -> None:
         print(f"style {installed.style!r} is already installed in {settings.registry_dir}")
 
 
+def cmd_lpips_install(args: argparse.Namespace) -> None:
+    from workers.style_install import InstallError, install_lpips
+
+    settings = _settings()
+    try:
+        changed = install_lpips(
+            settings.registry_dir,
+            settings.data_dir / "downloads",
+            mirror=args.mirror or settings.download_mirror,
+            timeout=settings.download_timeout_s,
+            progress=_progress_printer(),
+        )
+    except InstallError as e:
+        print(f"agilegan: error: {e}", file=sys.stderr)
+        raise SystemExit(1) from e
+    where = settings.registry_dir / "base" / "lpips"
+    print(f"LPIPS-VGG {'installed' if changed else 'is already installed'} in {where}")
+
+
 def install_public_style(settings, name: str, mirror: str | None):
     """Install a public style with progress on stderr: a bar on a terminal, a line per 10 % otherwise."""
     from workers.style_install import install_style
 
+    return install_style(
+        name,
+        settings.registry_dir,
+        settings.data_dir / "downloads",
+        mirror=mirror,
+        timeout=settings.download_timeout_s,
+        progress=_progress_printer(),
+    )
+
+
+def _progress_printer():
+    """Download progress on stderr: a bar on a terminal, a line per 10 % otherwise."""
     tty = sys.stderr.isatty()
     shown: dict[str, int] = {}
 
@@ -129,14 +166,7 @@ def install_public_style(settings, name: str, mirror: str | None):
             shown[file_name] = share // 10
             print(f"{file_name}: {done / 1e6:.1f} of {total / 1e6:.1f} MB ({share} %)", file=sys.stderr, flush=True)
 
-    return install_style(
-        name,
-        settings.registry_dir,
-        settings.data_dir / "downloads",
-        mirror=mirror,
-        timeout=settings.download_timeout_s,
-        progress=progress,
-    )
+    return progress
 
 
 def redis_answers(url: str) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.downloads import CATALOG, STYLE_PRESETS, Release, StylePreset, download, mirrored
+from models.downloads import CATALOG, LPIPS_FILES, STYLE_PRESETS, Release, StylePreset, download, mirrored
 from service.registry import Registry
 
 Progress = Callable[[str, int, int | None], None]  # (file name, bytes done, total or None)
@@ -64,16 +64,7 @@ def install_style(
     if existing is not None and existing.provenance.get("source") != style_rel.file_name:
         raise InstallError(f"a different style {name!r} is already in the registry; retire it first")
     downloaded: list[str] = []
-
-    def fetch(release: Release) -> Path:
-        path = Path(cache_dir) / release.file_name
-        if not path.is_file():
-            downloaded.append(release.file_name)
-        report = (lambda done, total: progress(release.file_name, done, total)) if progress else None
-        try:
-            return download(release.url, path, release.sha256, timeout=timeout, progress=report)
-        except Exception as e:  # DownloadError and friends: the message is the user's answer
-            raise InstallError(str(e)) from e
+    fetch = _fetcher(cache_dir, timeout, progress, downloaded)
 
     # 1. The encoder (with its source generator), unless the registry has it.
     if not registry.has_encoder(enc_id):
@@ -95,14 +86,55 @@ def install_style(
     return Installed(name, enc_id, True, downloaded)
 
 
-def _import_atomically(fmt: str, src: Path, dest: Path, style_meta: dict | None = None) -> None:
+def install_lpips(
+    registry_dir: Path,
+    cache_dir: Path,
+    mirror: str | None = None,
+    timeout: float = 60.0,
+    progress: Progress | None = None,
+    files: tuple[Release, Release] | None = None,
+) -> bool:
+    """Download the LPIPS heads and torchvision's VGG16 (resumable, checksum-verified; `files` default to
+    the public releases) and import them as one LPIPS checkpoint in `base/lpips`, atomically; False when
+    it is installed already."""
+    dest = Registry(registry_dir).lpips_dir
+    if (dest / "config.json").is_file():
+        return False
+    heads, vgg = (mirrored(f, mirror) for f in files or LPIPS_FILES)
+    fetch = _fetcher(cache_dir, timeout, progress, [])
+    _import_atomically(heads.format, fetch(heads), dest, vgg=fetch(vgg))
+    return True
+
+
+def _fetcher(
+    cache_dir: Path, timeout: float, progress: Progress | None, downloaded: list[str]
+) -> Callable[[Release], Path]:
+    """download() of a release into the cache, its errors as InstallError; names fetched go to `downloaded`."""
+
+    def fetch(release: Release) -> Path:
+        path = Path(cache_dir) / release.file_name
+        if not path.is_file():
+            downloaded.append(release.file_name)
+        report = (lambda done, total: progress(release.file_name, done, total)) if progress else None
+        try:
+            return download(release.url, path, release.sha256, timeout=timeout, progress=report)
+        except Exception as e:  # DownloadError and friends: the message is the user's answer
+            raise InstallError(str(e)) from e
+
+    return fetch
+
+
+def _import_atomically(
+    fmt: str, src: Path, dest: Path, style_meta: dict | None = None, vgg: Path | None = None
+) -> None:
     """Import `src` into a hidden sibling of `dest`, then rename it into place."""
     from models.importers import ImportFailure, import_weights
 
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         try:
-            import_weights(fmt, src, tmp)
+            import_weights(fmt, src, tmp, vgg=vgg)
         except ImportFailure as e:
             raise InstallError(str(e)) from e
         if style_meta is not None:

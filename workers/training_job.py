@@ -32,6 +32,7 @@ from service.contract import TrainJob, style_cancel_key, style_progress_key
 from service.jobmetrics import count_failure
 from workers.jobs import failure_code
 from workers.runtime import Runtime, get_runtime
+from workers.style_install import InstallError, install_lpips
 
 log = logging.getLogger("agilegan.train")
 
@@ -88,6 +89,33 @@ def on_train_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, t
     count_failure(connection, code)
 
 
+def _perceptual(rt: Runtime, job: TrainJob) -> dict[str, Any]:
+    """The consistency term's LPIPS for this style: the registry's LPIPS-VGG, installed first when it is
+    missing and AGILEGAN_TRAIN_LPIPS=auto (a machine with internet trains with real LPIPS), else the
+    source-discriminator features (logged). Decided once per style and kept in its style.json, so a
+    resumed run keeps the recipe it started with."""
+    if "lpips_path" in job.overrides:
+        return {}
+    meta = rt.registry.read_style_meta(job.style_id)
+    if "lpips_path" in meta:
+        return {"lpips_path": meta["lpips_path"]}
+    lpips_dir = rt.registry.lpips_dir
+    if not (lpips_dir / "config.json").is_file() and rt.settings.train_lpips == "auto":
+        _report_stage(rt, job, "downloading LPIPS", 0, 1)
+        try:
+            install_lpips(
+                rt.settings.registry_dir,
+                rt.settings.data_dir / "downloads",
+                mirror=rt.settings.download_mirror,
+                timeout=rt.settings.download_timeout_s,
+            )
+        except InstallError as e:
+            log.warning("LPIPS-VGG could not be installed (%s): training uses source-discriminator features", e)
+    path = str(lpips_dir) if (lpips_dir / "config.json").is_file() else None
+    rt.registry.update_style_meta(job.style_id, lpips_path=path)
+    return {"lpips_path": path}
+
+
 def _report_stage(rt: Runtime, job: TrainJob, stage: str, done: int, total: int) -> None:
     """Progress before the first training step (loading, aligning exemplars): the operator sees the
     job working from its first second, not after minutes of silence."""
@@ -117,7 +145,8 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
         labels.append(entry["label"])
         names.append(entry["name"])
     exemplars = ExemplarSet(torch.stack(crops), labels, names)
-    config = TransferConfig.from_dict({**TransferConfig().to_dict(), **job.overrides})
+    overrides = {**_perceptual(rt, job), **job.overrides}
+    config = TransferConfig.from_dict({**TransferConfig().to_dict(), **overrides})
     out = rt.registry.style_dir(job.style_id)
     preview_latents = torch.randn(
         4, source_g.config.n_latent, source_g.config.style_dim, generator=torch.Generator().manual_seed(1234)

@@ -55,6 +55,7 @@ def make_settings(redis: Redis, redis_url: str, tiny_data_dir: Path) -> Callable
             "worker_ttl_s": 16,
             "job_timeout_s": 60,
             "rate_limit_per_minute": 1000,
+            "train_lpips": "off",  # no LPIPS download from training tests (tested on its own)
         }
         values.update(overrides)
         return Settings(**values)
