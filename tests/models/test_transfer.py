@@ -340,24 +340,24 @@ def test_the_eta_comes_from_measured_rates_and_is_never_negative() -> None:
 
 def test_the_time_budget_holds_and_no_evaluation_starts_that_cannot_finish(source, tmp_path: Path, monkeypatch) -> None:
     """Finding 9: a 20-minute budget overran by 4 minutes (an evaluation after the budget, then another
-    for the final step). An evaluation that would end past the budget is not started now."""
+    for the final step). Now no step or evaluation starts that the measured rates say cannot finish in
+    time: the budget holds, except when the very first evaluation (not yet measured) overruns it."""
     g, d = source
-    slow = Trainer.evaluate
+    slow, evaluations = Trainer.evaluate, []
 
     def evaluate(self):
-        time.sleep(0.6)
+        evaluations.append(self.step)
+        time.sleep(1.5)
         return slow(self)
 
     monkeypatch.setattr(Trainer, "evaluate", evaluate)
-    budget_s = 2.0
+    budget_s = 4.0
     config = TransferConfig(max_steps=100, eval_every=1, patience=100, minutes=budget_s / 60, **FAST)
     etas: list[float] = []
-    started = time.monotonic()
     result = train_style(g, d, exemplars(), config, tmp_path, progress=lambda i: etas.append(i["eta_s"]))
-    took = time.monotonic() - started
     assert result.stop_reason == "time_budget" and result.steps < 100
-    report = json.loads((tmp_path / "training.json").read_text())
-    assert report["elapsed_s"] <= budget_s, report["elapsed_s"]  # the old loop: budget + 2 evaluations
-    assert took < budget_s + 8  # set-up and publishing included
-    assert result.best_step == result.curve[-1]["step"] or result.best_step in [c["step"] for c in result.curve]
+    elapsed = json.loads((tmp_path / "training.json").read_text())["elapsed_s"]
+    # the old loop evaluated at every step until past the budget: 3 evaluations, about 4.8 s
+    assert elapsed <= budget_s or len(evaluations) == 1, (elapsed, evaluations)
+    assert evaluations == [c["step"] for c in result.curve]  # no extra evaluation after stopping
     assert min(etas) >= 0.0 and etas[-1] <= budget_s
