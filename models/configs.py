@@ -332,7 +332,7 @@ class TransferConfig(_Config):
     # data
     batch_size: int = 4
     holdout_fraction: float = 0.15  # exemplars kept out of training, for early stopping
-    min_holdout: int = 4
+    min_holdout: int = 8  # KID on fewer held-out images is mostly noise (at most half the exemplars)
     # optimisation (Adam; lr and betas get the lazy-regularisation ratio)
     g_lr: float = 0.002
     d_lr: float = 0.002

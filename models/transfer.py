@@ -74,9 +74,11 @@ class TrainingResult:
 
 
 def _split(n: int, fraction: float, minimum: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, held-out) indices: `fraction` of n held out, at least `minimum` (KID needs a few), at
+    most half (the rest trains)."""
     order = torch.randperm(n, generator=gen)
     held = max(minimum, int(round(n * fraction)))
-    held = min(held, n - 2)
+    held = min(held, n // 2, n - 2)
     if held < 2:
         raise ValueError(f"{n} exemplars are too few: at least 4 per branch are needed")
     return order[held:], order[:held]
@@ -164,7 +166,6 @@ class Trainer:
         self.step, self.elapsed = 0, 0.0
         self.ada = AdaptiveP(config.ada_target, config.ada_kimg, config.ada_p_init)
         self.pl_mean = torch.zeros((), device=self.device)
-        self.stopper = EarlyStopping(config.patience, config.min_delta)
         self.curve: list[dict[str, float]] = []
         self.best_tensors: dict[str, torch.Tensor] | None = None  # g_ema at the best step, saved with the state
         latent_gen = torch.Generator().manual_seed(config.seed + 7)
@@ -181,6 +182,8 @@ class Trainer:
             lambda model, w, k: self._render(model, w, k, model.noise("const", 1, None)),
             config,
         )
+        # an evaluation is better only by more than the score's measured noise (models.transfer_eval)
+        self.stopper = EarlyStopping(config.patience, max(config.min_delta, self.evaluator.score_noise))
 
     def _freeze_d(self, d: Discriminator) -> list[nn.Parameter]:
         """FreezeD: only the `freeze_d` lowest-resolution blocks and the final layers train."""
@@ -563,6 +566,7 @@ def _publish(trainer: Trainer, stop_reason: str, exemplars: ExemplarSet) -> Trai
             "train": sum(len(t) for t in trainer.train_sets),
             "holdout": sum(len(h) for h in trainer.holdout_sets),
         },
+        "score_noise": trainer.evaluator.score_noise,
         "score": "kid/kid_reference + score_overfit_weight·relu(gap) "
         "+ score_consistency_weight·consistency/consistency_reference (models/transfer_eval.py)",
     }

@@ -17,6 +17,11 @@ frozen source discriminator's feature space, each on a scale of its own run (low
 distances, so once KID neared 0 the consistency term was 99.9 % of the score.) Each evaluation
 reports the raw values, the references and each term's contribution. The source renders, their
 features and the references are computed once per run.
+
+KID from a few dozen renders and a few held-out exemplars is noisy, so an evaluation counts as better
+only when its score beats the best by more than that noise (`score_noise`): the standard deviation of
+the style term between disjoint quarters of the evaluation renders, scaled to the whole set
+(KID's variance falls as 1/n), measured at step 0. Without it, any decrease reset patience.
 """
 
 from __future__ import annotations
@@ -88,6 +93,7 @@ class Evaluator:
                 rows = torch.arange(i * EVAL_CHUNK, i * EVAL_CHUNK + len(chunk)) % len(held)
                 reference += float(features.distance(chunk, held[rows])) * len(chunk)
             self.consistency_ref = max(reference / len(eval_w), MIN_REFERENCE)
+            self.score_noise = style_noise(source_feats, self.holdout_feats, self.kid_refs)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -131,6 +137,23 @@ class Evaluator:
             "consistency": consistency,
             "consistency_reference": self.consistency_ref,
         }
+
+
+NOISE_PARTS = 4
+
+
+def style_noise(features: torch.Tensor, holdout_feats: list[torch.Tensor], refs: list[float]) -> float:
+    """The standard deviation of the normalised style term: KID of disjoint quarters of `features`
+    [N, F] against each branch's held-out features, its spread across quarters scaled to N samples
+    (÷ √NOISE_PARTS), averaged over branches; 0 when there are too few renders to split."""
+    size = len(features) // NOISE_PARTS
+    if size < 2:
+        return 0.0
+    spreads = []
+    for held, ref in zip(holdout_feats, refs):
+        parts = [kid(features[i * size : (i + 1) * size], held) / ref for i in range(NOISE_PARTS)]
+        spreads.append(float(torch.tensor(parts).std()) / NOISE_PARTS**0.5)
+    return sum(spreads) / len(spreads)
 
 
 def _mean_logit(d: Discriminator, images: torch.Tensor) -> float:

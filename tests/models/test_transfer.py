@@ -17,7 +17,7 @@ from models.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
 from models.discriminator import Discriminator
 from models.exemplars import tensor_exemplars
 from models.stylegan2 import Generator
-from models.transfer import StepClock, Trainer, TrainingCanceled, ema_beta, train_style
+from models.transfer import StepClock, Trainer, TrainingCanceled, _split, ema_beta, train_style
 from models.transfer_eval import EarlyStopping
 from tests.conftest import seeded
 from tests.exemplar_data import exemplar_zip_bytes
@@ -361,3 +361,27 @@ def test_the_time_budget_holds_and_no_evaluation_starts_that_cannot_finish(sourc
     assert elapsed <= budget_s or len(evaluations) == 1, (elapsed, evaluations)
     assert evaluations == [c["step"] for c in result.curve]  # no extra evaluation after stopping
     assert min(etas) >= 0.0 and etas[-1] <= budget_s
+
+
+def test_improvements_must_beat_the_measured_noise_of_the_score(source, tmp_path: Path) -> None:
+    """Finding 6: KID from few renders and held-out images is noisy, and any decrease reset patience.
+    The noise of the style term is measured across quarters of the evaluation renders; only a larger
+    improvement counts."""
+    g, d = source
+    config = TransferConfig(**{**FAST, "eval_samples": 16})
+    trainer = Trainer(g, d, exemplars(), config, tmp_path)
+    noise = trainer.evaluator.score_noise
+    assert noise > 0 and trainer.stopper.min_delta == max(config.min_delta, noise)
+    stopper = trainer.stopper
+    assert stopper.update(1.0, 1) and not stopper.update(1.0 - noise / 2, 2)  # within the noise: no better
+    assert stopper.update(1.0 - 2 * noise, 3) and stopper.best_step == 3
+    with_floor = Trainer(g, d, exemplars(), TransferConfig(**{**FAST, "eval_samples": 16, "min_delta": 10.0}), tmp_path)
+    assert with_floor.stopper.min_delta == 10.0  # a configured floor above the noise wins
+
+
+def test_the_held_out_set_is_big_enough_for_kid_but_at_most_half() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for n, expected in ((100, 15), (30, 8), (12, 6), (6, 3)):
+        train, held = _split(n, 0.15, 8, gen)
+        assert len(held) == expected and len(train) == n - expected
+    assert TransferConfig().min_holdout == 8
