@@ -358,7 +358,8 @@ class TransferConfig(_Config):
     # adaptive augmentation
     ada_target: float = 0.6
     ada_every: int = 4
-    ada_kimg: float = 100.0
+    ada_kimg: float = 5.0  # p can swing 0 → 1 in 5k images (1,250 steps at batch 4); ADA's 500 never moves here
+    mirror_exemplars: bool = True  # each real exemplar mirrored with probability 0.5 (FaceStylor's ffhq_flip)
     ada_p_init: float = 0.0
     # schedule, evaluation, early stopping
     max_steps: int = 2000

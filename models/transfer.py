@@ -84,6 +84,16 @@ def _split(n: int, fraction: float, minimum: int, gen: torch.Generator) -> tuple
     return order[held:], order[:held]
 
 
+def sample_reals(pool: torch.Tensor, batch: int, rng: torch.Generator, mirror: bool) -> torch.Tensor:
+    """`batch` exemplars drawn from pool [N, 3, S, S], each mirrored with probability 0.5 when `mirror`
+    (FaceStylor's `ffhq_flip`: a portrait style does not depend on which way the face looks)."""
+    real = pool[torch.randint(len(pool), (batch,), generator=rng).to(pool.device)]
+    if mirror:
+        flip = (torch.rand(batch, generator=rng) < 0.5).to(pool.device).view(batch, 1, 1, 1)
+        real = torch.where(flip, real.flip(3), real)
+    return real
+
+
 def ema_beta(config: TransferConfig, step: int) -> float:
     """The EMA's decay for the update after step `step` (0-based): StyleGAN2-ADA's ramp-up,
     beta = 0.5 ** (batch / min(ema_kimg · 1000, images seen · ema_rampup)); 0 at step 0, so the EMA
@@ -234,7 +244,7 @@ class Trainer:
         rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + s)
         k = s % len(self.ds)
         d, real_pool = self.ds[k], self.train_sets[k]
-        real = real_pool[torch.randint(len(real_pool), (batch,), generator=rng).to(self.device)]
+        real = sample_reals(real_pool, batch, rng, cfg.mirror_exemplars)
         w = self._latents(batch, rng)
         losses: dict[str, float] = {}
 
