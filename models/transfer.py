@@ -192,8 +192,8 @@ class Trainer:
             lambda model, w, k: self._render(model, w, k, model.noise("const", 1, None)),
             config,
         )
-        # an evaluation is better only by more than the score's measured noise (models.transfer_eval)
-        self.stopper = EarlyStopping(config.patience, max(config.min_delta, self.evaluator.score_noise))
+        # an evaluation is better only by more than its measured noise (models.transfer_eval)
+        self.stopper = EarlyStopping(config.patience, config.min_delta)
 
     def _freeze_d(self, d: Discriminator) -> list[nn.Parameter]:
         """FreezeD: only the `freeze_d` lowest-resolution blocks and the final layers train."""
@@ -525,7 +525,7 @@ def train_style(
             with clock.timing("eval"):
                 evaluated = trainer.evaluate()
                 trainer.curve.append(evaluated)
-                if trainer.stopper.update(evaluated["score"], trainer.step):
+                if trainer.stopper.update(evaluated["score"], trainer.step, evaluated["score_noise"]):
                     trainer.save_best()
             trainer.elapsed = time.monotonic() - started
         if trainer.step % config.checkpoint_every == 0:
@@ -551,7 +551,7 @@ def train_style(
     if not trainer.curve or (trainer.curve[-1]["step"] != trainer.step and stop_reason != "time_budget"):
         evaluated = trainer.evaluate()
         trainer.curve.append(evaluated)
-        if trainer.stopper.update(evaluated["score"], trainer.step):
+        if trainer.stopper.update(evaluated["score"], trainer.step, evaluated["score_noise"]):
             trainer.save_best()
     trainer.save_state()
     return _publish(trainer, stop_reason, exemplars)
@@ -576,7 +576,6 @@ def _publish(trainer: Trainer, stop_reason: str, exemplars: ExemplarSet) -> Trai
             "train": sum(len(t) for t in trainer.train_sets),
             "holdout": sum(len(h) for h in trainer.holdout_sets),
         },
-        "score_noise": trainer.evaluator.score_noise,
         "score": "kid/kid_reference + score_overfit_weight·relu(gap) "
         "+ score_consistency_weight·consistency/consistency_reference (models/transfer_eval.py)",
     }

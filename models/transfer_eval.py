@@ -19,9 +19,10 @@ reports the raw values, the references and each term's contribution. The source 
 features and the references are computed once per run.
 
 KID from a few dozen renders and a few held-out exemplars is noisy, so an evaluation counts as better
-only when its score beats the best by more than that noise (`score_noise`): the standard deviation of
-the style term between disjoint quarters of the evaluation renders, scaled to the whole set
-(KID's variance falls as 1/n), measured at step 0. Without it, any decrease reset patience.
+only when its score beats the best by more than its noise (`score_noise`): the standard deviation of
+the style term between disjoint quarters of this evaluation's renders, scaled to the whole set
+(KID's variance falls as 1/n). It is measured at every evaluation, because KID's spread shrinks as the
+renders approach the exemplars (at step 0 it is largest). Without it, any decrease reset patience.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ class EarlyStopping:
     best_step: int = -1
     bad: int = 0
 
-    def update(self, score: float, step: int) -> bool:
-        if score < self.best - self.min_delta:
+    def update(self, score: float, step: int, noise: float = 0.0) -> bool:
+        """Whether `score` beats the best by more than max(min_delta, noise); counts patience if not."""
+        if score < self.best - max(self.min_delta, noise):
             self.best, self.best_step, self.bad = score, step, 0
             return True
         self.bad += 1
@@ -93,7 +95,6 @@ class Evaluator:
                 rows = torch.arange(i * EVAL_CHUNK, i * EVAL_CHUNK + len(chunk)) % len(held)
                 reference += float(features.distance(chunk, held[rows])) * len(chunk)
             self.consistency_ref = max(reference / len(eval_w), MIN_REFERENCE)
-            self.score_noise = style_noise(source_feats, self.holdout_feats, self.kid_refs)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -110,10 +111,12 @@ class Evaluator:
     ) -> dict[str, object]:
         """The score of `g_ema` now, with its terms (see the module docs)."""
         cfg = self.config
-        styles, gaps, consistency = [], [], 0.0
+        styles, gaps, consistency, noises = [], [], 0.0, []
         for k, d in enumerate(discriminators):
             chunks = [self.render(g_ema, w, k) for w in self.eval_w.split(EVAL_CHUNK)]
-            styles.append(kid(torch.cat([self.features.embed(c) for c in chunks]), self.holdout_feats[k]))
+            feats = torch.cat([self.features.embed(c) for c in chunks])
+            styles.append(kid(feats, self.holdout_feats[k]))
+            noises.append(style_noise(feats, self.holdout_feats[k], self.kid_refs[k]))
             if k == 0:  # branch 0's renders against the cached source maps
                 consistency = sum(
                     float(self.features.distance_to(maps, c)) * len(c) for maps, c in zip(self.source_maps, chunks)
@@ -136,24 +139,22 @@ class Evaluator:
             "overfit_gap": gap,
             "consistency": consistency,
             "consistency_reference": self.consistency_ref,
+            "score_noise": sum(noises) / len(noises) / len(noises) ** 0.5,  # of the branch mean
         }
 
 
 NOISE_PARTS = 4
 
 
-def style_noise(features: torch.Tensor, holdout_feats: list[torch.Tensor], refs: list[float]) -> float:
-    """The standard deviation of the normalised style term: KID of disjoint quarters of `features`
-    [N, F] against each branch's held-out features, its spread across quarters scaled to N samples
-    (÷ √NOISE_PARTS), averaged over branches; 0 when there are too few renders to split."""
+def style_noise(features: torch.Tensor, holdout_feats: torch.Tensor, ref: float) -> float:
+    """The standard deviation of one branch's normalised style term: KID of disjoint quarters of
+    `features` [N, F] against the held-out features, its spread across quarters scaled to N samples
+    (÷ √NOISE_PARTS); 0 when there are too few renders to split."""
     size = len(features) // NOISE_PARTS
     if size < 2:
         return 0.0
-    spreads = []
-    for held, ref in zip(holdout_feats, refs):
-        parts = [kid(features[i * size : (i + 1) * size], held) / ref for i in range(NOISE_PARTS)]
-        spreads.append(float(torch.tensor(parts).std()) / NOISE_PARTS**0.5)
-    return sum(spreads) / len(spreads)
+    parts = [kid(features[i * size : (i + 1) * size], holdout_feats) / ref for i in range(NOISE_PARTS)]
+    return float(torch.tensor(parts).std()) / NOISE_PARTS**0.5
 
 
 def _mean_logit(d: Discriminator, images: torch.Tensor) -> float:
