@@ -87,5 +87,9 @@ def enqueue_capped(redis: Redis, queue: Queue, max_depth: int, enqueue: Callable
     Blocking (a Redis lock): call it from a worker thread."""
     with redis.lock(LOCK_NAME, timeout=10, sleep=LOCK_POLL_S, blocking_timeout=10):
         if queue.count >= max_depth:
-            raise ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})
+            raise queue_full()
         enqueue()
+
+
+def queue_full() -> ApiError:
+    return ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})

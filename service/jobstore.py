@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 from redis import Redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 
 from service.contract import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, job_key
 
@@ -120,6 +122,14 @@ class JobStore:
 
     def mark_canceled(self, job_id: str, message: str = "canceled by the client") -> bool:
         return self.mark_failed(job_id, "canceled", message, status=CANCELED)
+
+    def cancel_queued(self, job_id: str, message: str = "canceled by the client") -> None:
+        """Take a queued job off its rq queue (it never runs) and record it canceled."""
+        try:
+            Job.fetch(job_id, connection=self.redis).cancel()
+        except NoSuchJobError:
+            pass  # already gone from rq: the record still says what happened
+        self.mark_canceled(job_id, message)
 
     def is_active(self, job_id: str) -> bool:
         """Queued or running (its upload must stay); False when the record is gone or terminal."""

@@ -18,7 +18,7 @@ from rq import Callback, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from service.admission import Reservation, enqueue_capped, idem_key
+from service.admission import Reservation, enqueue_capped, idem_key, queue_full
 from service.auth import Principal
 from service.contract import (
     CONTENT_TYPES,
@@ -192,7 +192,7 @@ def _check_budgets(request: Request, principal: Principal, queue) -> None:
     """The key's rate budget, then the queue cap (blocking Redis calls: run in a worker thread)."""
     charge_rate_limit(request, principal)
     if queue.count >= request.app.state.settings.max_queue_depth:
-        raise ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})
+        raise queue_full()
 
 
 def _strength_controls(info: StyleInfo, structure: int | None, strength: float) -> tuple[int, float]:
@@ -360,9 +360,5 @@ def _cancel(request: Request, job_id: str, record: dict, jobs) -> dict:
     redis = request.app.state.redis
     redis.set(cancel_key(job_id), "1", ex=request.app.state.settings.job_timeout_s + 120)
     if record["status"] == QUEUED:
-        try:
-            Job.fetch(job_id, connection=redis).cancel()
-        except NoSuchJobError:
-            pass
-        jobs.mark_canceled(job_id)
+        jobs.cancel_queued(job_id)
     return jobs.get(job_id) or record

@@ -16,8 +16,6 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BeforeValidator
 from redis import Redis
 from rq import Callback, Retry
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
 
 from models.configs import ConfigError, TransferConfig
 from models.errors import InputError
@@ -267,11 +265,7 @@ def delete_style(
     job_id = registry.read_style_meta(style_id).get("job_id")
     record = jobs.get(job_id) if job_id else None
     if record is not None and record["status"] == QUEUED:
-        try:
-            Job.fetch(job_id, connection=redis).cancel()
-        except NoSuchJobError:
-            pass
-        jobs.mark_canceled(job_id, "training canceled by an operator")
+        jobs.cancel_queued(job_id, "training canceled by an operator")
         registry.update_style_meta(style_id, status="canceled")
         storage.delete_style_upload(style_id)
         return StyleDeleted(id=style_id, status="canceled")
