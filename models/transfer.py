@@ -580,7 +580,6 @@ def _publish(trainer: Trainer, stop_reason: str, exemplars: ExemplarSet) -> Trai
         "+ score_consistency_weight·consistency/consistency_reference (models/transfer_eval.py)",
     }
     atomic_write_bytes(out / REPORT_FILE, (json.dumps(report, indent=2) + "\n").encode())
-    trainer.write_best_dir()  # from the state's best tensors: the step the report names
     (out / "model.safetensors").write_bytes((best / "model.safetensors").read_bytes())
     (out / "config.json").write_bytes((best / "config.json").read_bytes())
     return TrainingResult(

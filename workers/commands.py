@@ -131,7 +131,9 @@ def cmd_lpips_install(args: argparse.Namespace) -> None:
     except InstallError as e:
         print(f"agilegan: error: {e}", file=sys.stderr)
         raise SystemExit(1) from e
-    where = settings.registry_dir / "base" / "lpips"
+    from service.registry import Registry
+
+    where = Registry(settings.registry_dir).lpips_dir
     print(f"LPIPS-VGG {'installed' if changed else 'is already installed'} in {where}")
 
 
