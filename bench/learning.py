@@ -15,7 +15,7 @@ default settings apart from the image size and the schedule flags.
 score stops improving: early stopping must fire before `max_steps`, and the published step must be the
 one with the best held-out score.
 
-Prints the score terms at each evaluation, then the published step's terms, and ends with one line:
+Prints the score terms and the EMA generator's colour-gap fraction at each evaluation, then the published step's terms, and ends with one line:
 `published gap fraction F, stop REASON at step S of M`. `--plot` writes the score terms over steps as
 a PNG (drawn with Pillow).
 """
@@ -128,16 +128,23 @@ def main() -> None:
         f"eval_every {config.eval_every}, patience {config.patience}; source colour gap {source_gap:.3f}",
         flush=True,
     )
-    print(f"{'step':>6}{'score':>9}{'style':>9}{'overfit':>9}{'consist.':>9}{'kid':>10}{'s':>8}", flush=True)
+    print(f"{'step':>6}{'score':>9}{'style':>9}{'overfit':>9}{'consist.':>9}{'kid':>10}{'gap':>7}", flush=True)
     started = time.monotonic()
+    gaps: dict[int, float] = {}
+
+    def progress(info: dict) -> None:  # the colour gap of the EMA generator at each evaluation
+        if info["model"] is not None:
+            gaps[info["step"]] = colour_gap(samples(info["model"], 64, seed=args.seed + 2), target) / source_gap
+
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "style"
-        result = train_style(source, source_d, tensor_exemplars(exemplars), config, out)
+        result = train_style(source, source_d, tensor_exemplars(exemplars), config, out, progress=progress)
         for c in result.curve:
             t = c["terms"]
+            gap = f"{gaps[c['step']]:>7.3f}" if c["step"] in gaps else ""
             print(
                 f"{c['step']:>6}{c['score']:>9.4f}{t['style']:>9.4f}{t['overfit']:>9.4f}{t['consistency']:>9.4f}"
-                f"{c['kid']:>10.2e}",
+                f"{c['kid']:>10.2e}{gap}",
                 flush=True,
             )
         published = checkpoints.load(out, expected=Generator)

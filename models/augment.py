@@ -124,14 +124,17 @@ def apply_colour(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """x [B, 3, H, W] in about [-1, 1] → augmented x (the bgc pipeline); identity when p == 0."""
+    """x [B, 3, H, W] in about [-1, 1] → augmented x (the bgc pipeline); identity when p == 0.
+    Always computed in fp32, also under autocast (resampling matrices in bf16 would shift pixels)."""
     if p <= 0:
         return x
     b = x.shape[0]
-    m = geometric_matrix(b, p, x.shape[-1], generator).to(x.device)
-    if not torch.allclose(m, torch.eye(3, device=x.device).expand_as(m)):
-        x = apply_geometric(x, m)
-    return apply_colour(x, colour_matrix(b, p, generator))
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = x.float()
+        m = geometric_matrix(b, p, x.shape[-1], generator).to(x.device)
+        if not torch.allclose(m, torch.eye(3, device=x.device).expand_as(m)):
+            x = apply_geometric(x, m)
+        return apply_colour(x, colour_matrix(b, p, generator))
 
 
 class AdaptiveP:

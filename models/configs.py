@@ -368,12 +368,18 @@ class TransferConfig(_Config):
     eval_samples: int = 64
     patience: int = 5
     min_delta: float = 0.0
+    min_steps: int = 500  # warm-up: earlier evaluations are reported, never published (capped at max_steps)
     score_overfit_weight: float = 0.1
     score_consistency_weight: float = 0.1
     checkpoint_every: int = 200
     seed: int = 0
+    # "bf16": the D and G forward/backward passes under bf16 autocast (path length, evaluation, the
+    # optimiser and the EMA stay fp32); measured against fp32 by bench/precision.py, off by default
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.loss not in ("hinge", "nonsaturating"):
             raise ConfigError(f"loss must be hinge or nonsaturating, got {self.loss!r}")
         if self.batch_size < 1 or self.max_steps < 1 or self.eval_every < 1 or self.checkpoint_every < 1:
@@ -382,6 +388,8 @@ class TransferConfig(_Config):
             raise ConfigError("holdout_fraction must be in (0, 0.9)")
         if self.r1_every < 1 or self.pl_every < 1 or self.ada_every < 1 or self.patience < 1:
             raise ConfigError("r1_every, pl_every, ada_every and patience must be at least 1")
+        if self.min_steps < 0:
+            raise ConfigError("min_steps must be at least 0")
         if self.minutes <= 0:
             raise ConfigError("minutes must be positive")
         if self.ema_kimg <= 0 or (self.ema_rampup is not None and self.ema_rampup <= 0):

@@ -94,6 +94,13 @@ def sample_reals(pool: torch.Tensor, batch: int, rng: torch.Generator, mirror: b
     return real
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast can run on `device` (CPUs always can, if slowly without AMX/AVX512-BF16)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type in ("cpu", "xpu", "mps")
+
+
 def ema_beta(config: TransferConfig, step: int) -> float:
     """The EMA's decay for the update after step `step` (0-based): StyleGAN2-ADA's ramp-up,
     beta = 0.5 ** (batch / min(ema_kimg · 1000, images seen · ema_rampup)); 0 at step 0, so the EMA
@@ -126,6 +133,8 @@ class Trainer:
             raise ValueError(f"micro_batch must be at least 1, got {micro_batch}")
         self.config, self.out_dir, self.device = config, Path(out_dir), torch.device(device)
         self.micro_batch = micro_batch
+        if config.precision == "bf16" and not bf16_supported(self.device):
+            raise ValueError(f"precision bf16: {self.device} does not support bfloat16; use fp32")
         if exemplars.images.shape[-1] != source_g.config.size:
             raise ValueError(f"exemplars are {exemplars.images.shape[-1]} px; the generator is {source_g.config.size}")
         # 1. Exemplars: per branch, a training and a held-out split.
@@ -193,7 +202,7 @@ class Trainer:
             config,
         )
         # an evaluation is better only by more than its measured noise (models.transfer_eval)
-        self.stopper = EarlyStopping(config.patience, config.min_delta)
+        self.stopper = EarlyStopping(config.patience, config.min_delta, min(config.min_steps, config.max_steps))
 
     def _freeze_d(self, d: Discriminator) -> list[nn.Parameter]:
         """FreezeD: only the `freeze_d` lowest-resolution blocks and the final layers train."""
@@ -217,6 +226,11 @@ class Trainer:
         """`_render` one micro-batch at a time (for renders without a graph)."""
         parts = [self._render(model, w[rows], k, noise_rows(noises, rows, len(w))) for rows in self._chunks(len(w))]
         return torch.cat(parts)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for the training passes when `precision` is bf16 (a no-op for fp32)."""
+        enabled = self.config.precision == "bf16"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _chunks(self, batch: int) -> list[slice]:
         """The rows of each micro-batch."""
@@ -251,11 +265,12 @@ class Trainer:
         # 1. Discriminator step (R1 every r1_every steps, lazily scaled).
         for p in self.d_params:
             p.requires_grad_(True)
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             fake = self._render_batch(self.g, w, k, self.g.noise("random", batch, rng))
         real_in = real.detach().requires_grad_(s % cfg.r1_every == 0)
-        real_logits = d(augment(real_in, self.ada.p, rng))
-        fake_logits = d(augment(fake, self.ada.p, rng))
+        with self._autocast():
+            real_logits = d(augment(real_in, self.ada.p, rng)).float()
+            fake_logits = d(augment(fake, self.ada.p, rng)).float()
         loss = d_loss(real_logits, fake_logits, cfg.loss)
         losses["d"] = float(loss.detach())
         if s % cfg.r1_every == 0:
@@ -277,14 +292,20 @@ class Trainer:
         noise = self.g.noise("random", batch, rng)  # the same noise for source and target
         self.g_opt.zero_grad(set_to_none=True)
         if self.micro_batch is None or self.micro_batch >= batch:
-            self._g_objective(self._render(self.g, w, k, noise), w, noise, d, rng, losses).backward()
+            with self._autocast():
+                objective = self._g_objective(self._render(self.g, w, k, noise), w, noise, d, rng, losses)
+            objective.backward()
         else:
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 fake = self._render_batch(self.g, w, k, noise)
             fake.requires_grad_(True)
-            (grad,) = torch.autograd.grad(self._g_objective(fake, w, noise, d, rng, losses), fake)
+            with self._autocast():
+                objective = self._g_objective(fake, w, noise, d, rng, losses)
+            (grad,) = torch.autograd.grad(objective, fake)
             for rows in self._chunks(batch):
-                self._render(self.g, w[rows], k, noise_rows(noise, rows, batch)).backward(grad[rows])
+                with self._autocast():
+                    part = self._render(self.g, w[rows], k, noise_rows(noise, rows, batch))
+                part.backward(grad[rows].to(part.dtype))
         if cfg.pl_weight > 0 and s % cfg.pl_every == 0:
             shrunk = max(1, batch // cfg.pl_batch_shrink)
             losses["pl"] = self._path_length_step(self._latents(shrunk, rng), k, rng)
@@ -311,7 +332,7 @@ class Trainer:
     ) -> torch.Tensor:
         """The generator's loss on its images `fake` [B, 3, S, S]: adversarial + source consistency."""
         cfg = self.config
-        loss = g_loss(d(augment(fake, self.ada.p, rng)), cfg.loss)
+        loss = g_loss(d(augment(fake, self.ada.p, rng)).float(), cfg.loss)
         losses["g"] = float(loss.detach())
         if cfg.perceptual_weight > 0:
             with torch.no_grad():
@@ -321,7 +342,7 @@ class Trainer:
                 perc = self.lpips(downsample_to(source, side), downsample_to(fake, side)).mean()
             else:
                 perc = self.features.distance(source, fake)
-            loss = loss + cfg.perceptual_weight * perc
+            loss = loss + cfg.perceptual_weight * perc.float()
             losses["perceptual"] = float(perc.detach())
         return loss
 
@@ -537,6 +558,8 @@ def train_style(
                     "max_steps": config.max_steps,
                     "losses": losses,
                     "score": evaluated["score"] if evaluated else None,
+                    # the EMA generator just scored (for previews; read it in the callback, don't keep it)
+                    "model": trainer.g_ema if evaluated else None,
                     "best_score": trainer.stopper.best,
                     "elapsed_s": trainer.elapsed,
                     "eta_s": clock.eta(config.max_steps - trainer.step, config.eval_every, budget_s - trainer.elapsed),
@@ -553,6 +576,11 @@ def train_style(
         trainer.curve.append(evaluated)
         if trainer.stopper.update(evaluated["score"], trainer.step, evaluated["score_noise"]):
             trainer.save_best()
+    if trainer.stopper.best_step < 0:  # the time budget ended the run in its warm-up: its last step is the best
+        if trainer.curve[-1]["step"] != trainer.step:
+            trainer.curve.append(trainer.evaluate())
+        trainer.stopper.accept(trainer.curve[-1]["score"], trainer.step)
+        trainer.save_best()
     trainer.save_state()
     return _publish(trainer, stop_reason, exemplars)
 

@@ -44,21 +44,38 @@ MIN_REFERENCE = 1e-8  # a reference this small (exemplars indistinguishable from
 
 @dataclass
 class EarlyStopping:
-    """Tracks the best (lowest) score; `should_stop` after `patience` evaluations without improvement."""
+    """Tracks the best (lowest) score; `should_stop` after `patience` evaluations without improvement.
+
+    Evaluations before step `min_steps` are reported but neither become the best nor count against
+    patience (Keras' `start_from_epoch`): in the first hundreds of steps the style term moves less than
+    its noise while the consistency term is lowest for the least-changed model, so without the
+    warm-up an untrained generator won (bench/learning.py published step 100 of a run whose later
+    steps matched the style twice as well)."""
 
     patience: int
     min_delta: float = 0.0
+    min_steps: int = 0
     best: float = math.inf
     best_step: int = -1
     bad: int = 0
 
+    def eligible(self, step: int) -> bool:
+        return step >= self.min_steps
+
     def update(self, score: float, step: int, noise: float = 0.0) -> bool:
-        """Whether `score` beats the best by more than max(min_delta, noise); counts patience if not."""
+        """Whether `score` beats the best by more than max(min_delta, noise); counts patience if not.
+        Before `min_steps`: False, and patience is not counted."""
+        if not self.eligible(step):
+            return False
         if score < self.best - max(self.min_delta, noise):
             self.best, self.best_step, self.bad = score, step, 0
             return True
         self.bad += 1
         return False
+
+    def accept(self, score: float, step: int) -> None:
+        """Take `score` at `step` as the best, whatever it is (a run that ends with no eligible one)."""
+        self.best, self.best_step, self.bad = score, step, 0
 
     @property
     def should_stop(self) -> bool:

@@ -22,7 +22,15 @@ from models.transfer_eval import EarlyStopping
 from tests.conftest import seeded
 from tests.exemplar_data import exemplar_zip_bytes
 
-FAST = {"batch_size": 4, "eval_samples": 8, "r1_every": 4, "pl_every": 2, "min_holdout": 2, "holdout_fraction": 0.25}
+FAST = {
+    "min_steps": 0,
+    "batch_size": 4,
+    "eval_samples": 8,
+    "r1_every": 4,
+    "pl_every": 2,
+    "min_holdout": 2,
+    "holdout_fraction": 0.25,
+}
 
 
 @pytest.fixture
@@ -53,6 +61,9 @@ def test_a_training_run_moves_the_generator_and_publishes_the_best(source, tmp_p
     assert all(torch.isfinite(torch.tensor(list(s["losses"].values()))).all() for s in seen)
     assert {"d", "g", "perceptual", "r1", "pl"} <= set().union(*(s["losses"] for s in seen))
     assert seen[-1]["eta_s"] >= 0 and seen[3]["score"] is not None
+    # the EMA generator travels with every evaluation's progress report (the live preview), only there
+    assert [s["step"] for s in seen if s["model"] is not None] == [4, 8, 12]
+    assert all(s["model"] is None for s in seen if s["score"] is None)
     # checkpoints written: resumable state, the best EMA generator, the published style
     assert (tmp_path / "train_state" / "tensors.safetensors").is_file()
     report = json.loads((tmp_path / "training.json").read_text())
@@ -77,6 +88,25 @@ def test_early_stopping_logic() -> None:
     verdicts = [stopper.update(score, step) for step, score in enumerate([5.0, 4.0, 4.5, 3.0, 3.1, 3.2], 1)]
     assert verdicts == [True, True, False, True, False, False]
     assert stopper.best == 3.0 and stopper.best_step == 4 and stopper.should_stop
+
+
+def test_evaluations_in_the_warm_up_are_reported_but_never_published() -> None:
+    stopper = EarlyStopping(patience=2, min_steps=300)
+    verdicts = [stopper.update(score, step) for step, score in [(100, 0.1), (200, 0.2), (300, 0.5), (400, 0.6)]]
+    assert verdicts == [False, False, True, False]
+    assert stopper.best_step == 300 and stopper.bad == 1 and not stopper.should_stop  # warm-up not counted
+
+
+def test_a_run_stopped_in_its_warm_up_publishes_its_last_step(source, tmp_path: Path) -> None:
+    g, d = source
+    config = TransferConfig(max_steps=6, eval_every=2, **{**FAST, "min_steps": 500})
+    result = train_style(g, d, exemplars(), config, tmp_path)  # the warm-up is capped at max_steps
+    assert result.best_step == 6 and result.stop_reason == "max_steps"
+    config = TransferConfig(max_steps=1000, eval_every=2, minutes=0.05, **{**FAST, "min_steps": 500})
+    timed = train_style(g, d, exemplars(), config, tmp_path / "timed")  # 3 s: ends inside the warm-up
+    assert timed.stop_reason == "time_budget" and timed.steps < 500
+    assert timed.best_step == timed.steps == timed.curve[-1]["step"]
+    assert checkpoints.load(tmp_path / "timed", expected=Generator) is not None
 
 
 def test_a_run_whose_score_stops_improving_stops_on_patience(source, tmp_path: Path) -> None:
@@ -389,3 +419,33 @@ def test_the_held_out_set_is_big_enough_for_kid_but_at_most_half() -> None:
         train, held = _split(n, 0.15, 8, gen)
         assert len(held) == expected and len(train) == n - expected
     assert TransferConfig().min_holdout == 8
+
+
+def test_bf16_training_follows_fp32_on_the_same_run(source, tmp_path: Path) -> None:
+    """Finding 10: bf16 autocast is an option (off by default); with the same seed its steps stay
+    close to fp32's, augmentation runs in fp32 under it, and the weights and EMA stay fp32."""
+    g, d = source
+    assert TransferConfig().precision == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        TransferConfig(precision="fp16")
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        config = TransferConfig(precision=precision, ada_p_init=0.3, **FAST)
+        trainer = Trainer(g, d, exemplars(), config, tmp_path / precision)
+        runs[precision] = [trainer.train_step() for _ in range(3)], trainer
+    (f32, a), (b16, b) = runs["fp32"], runs["bf16"]
+    assert all(p.dtype == torch.float32 for p in b.g.parameters()) and b.evaluate()["score"] > 0
+    for x, y in zip(f32, b16):
+        assert abs(x["d"] - y["d"]) < 0.05 * abs(x["d"]) + 0.05 and abs(x["g"] - y["g"]) < 0.05 * abs(x["g"]) + 0.05
+    changed = [float((p - q).norm() / p.norm()) for p, q in zip(a.g_ema.parameters(), b.g_ema.parameters())]
+    assert 0 < max(changed) < 0.05  # different arithmetic, the same run
+
+
+def test_augmentation_runs_in_fp32_under_autocast() -> None:
+    from models.augment import augment
+
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = augment(x.bfloat16(), 0.9, torch.Generator().manual_seed(0))
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, augment(x.bfloat16().float(), 0.9, torch.Generator().manual_seed(0)))
