@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from models import checkpoints
 from models.alignment import align_landmarks
@@ -151,14 +152,13 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
     preview_latents = torch.randn(
         4, source_g.config.n_latent, source_g.config.style_dim, generator=torch.Generator().manual_seed(1234)
     ).to(rt.device)
-    last = {"t": 0.0, "best": float("inf")}
+    last = {"t": 0.0}
 
-    # 3. Train, reporting progress and writing a preview at each new best.
+    # 3. Train, reporting progress and writing a preview of the generator at each evaluation.
     def progress(info: dict[str, Any]) -> None:
         now = time.monotonic()
-        if info["best_score"] < last["best"]:
-            last["best"] = info["best_score"]
-            _write_preview(out / "best", source_g, preview_latents, out / "preview.png")
+        if info["model"] is not None:
+            _write_preview(info["model"], source_g, preview_latents, out / "preview.png")
         if now - last["t"] < 1.0 and info["score"] is None:
             return
         last["t"] = now
@@ -169,6 +169,7 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
             "eta_s": round(info["eta_s"], 1),
             "losses": json.dumps({k: round(v, 5) for k, v in info["losses"].items()}),
             "best_score": info["best_score"] if info["best_score"] != float("inf") else "",
+            **({"preview_step": info["step"]} if info["model"] is not None else {}),
         }
         with rt.redis.pipeline() as p:
             p.hset(style_progress_key(job.style_id), mapping=fields)
@@ -195,7 +196,7 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
         should_stop=should_stop,
         micro_batch=rt.settings.train_micro_batch or None,
     )
-    _write_preview(out, source_g, preview_latents, out / "preview.png")
+    _write_preview(checkpoints.load(out, device=rt.device), source_g, preview_latents, out / "preview.png")
     return {
         "steps": result.steps,
         "best_step": result.best_step,
@@ -208,9 +209,9 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def _write_preview(style_dir, source_g: Generator, latents: torch.Tensor, path) -> None:
-    """Top row: fixed FFHQ portraits (the source generator); bottom row: the same latents stylized."""
-    style = checkpoints.load(style_dir, device=latents.device)
+def _write_preview(style: nn.Module, source_g: Generator, latents: torch.Tensor, path) -> None:
+    """Top row: fixed FFHQ portraits (the source generator); bottom row: the same latents through
+    `style` (the generator of the latest evaluation during training, the published one after)."""
     w = source_g.style.map_per_layer(latents)
     top = source_g(w, space="wplus")
     kwargs = {"branch": style.attribute_config.default_branch} if hasattr(style, "attribute_config") else {}

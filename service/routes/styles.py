@@ -61,6 +61,7 @@ def get_style(request: Request, style_id: str, principal: ClientDep, registry: R
                 "eta_s": float(live["eta_s"]) if "eta_s" in live else None,
                 "losses": json.loads(live.get("losses", "{}")),
                 "best_score": float(live["best_score"]) if live.get("best_score") else None,
+                "preview_step": int(live["preview_step"]) if "preview_step" in live else None,
                 "curve": curve,
             }
     return out

@@ -143,7 +143,7 @@ def _png(name: str) -> bytes:
 
 def test_training_can_be_canceled(make_client, make_settings, start_worker, tiny_data_dir) -> None:
     client = make_client(min_exemplars=8)
-    long_run = {**TINY_TRAINING, "max_steps": 100000, "eval_every": 1000}
+    long_run = {**TINY_TRAINING, "max_steps": 100000, "eval_every": 4}
     created = client.post(
         "/v1/styles",
         files={"archive": ("style.zip", exemplar_zip_bytes())},
@@ -170,6 +170,17 @@ def test_training_can_be_canceled(make_client, make_settings, start_worker, tiny
         stylized = wait_for(client, post_photo(client, size=256).json()["id"], timeout=60)
         assert stylized["status"] == "succeeded"
         assert client.get("/v1/styles/endless", headers=auth(OPERATOR_KEY)).json()["status"] == "training"
+        # the preview shows the generator of each evaluation, not only of a new best (finding 9)
+        seen = set()
+        while len(seen) < 2:
+            training = client.get("/v1/styles/endless", headers=auth(OPERATOR_KEY)).json()["training"]
+            if training["preview_step"] is not None:
+                seen.add(training["preview_step"])
+                preview = client.get("/v1/styles/endless/preview", headers=auth(OPERATOR_KEY))
+                assert preview.status_code == 200 and Image.open(io.BytesIO(preview.content)).size == (4 * 64, 2 * 64)
+            assert time.time() < deadline
+            time.sleep(0.1)
+        assert all(s % 4 == 0 for s in seen)
         assert client.delete("/v1/styles/endless", headers=auth(OPERATOR_KEY)).json()["status"] == "canceling"
         done = wait_style(client, "endless")
         assert done["status"] == "canceled"
