@@ -127,3 +127,36 @@ def atomic_write_bytes(path: Path, payload: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+MAPPING_PREFIXES = {"Generator": "style.", "AttributeAwareGenerator": "style.", "Inverter": "mapping."}
+
+
+def w_space_id(directory: str | os.PathLike[str]) -> str:
+    """The fingerprint of the w space a checkpoint's mapping network defines: sha256 (first 16 hex) of
+    the mapping's tensors (names without their prefix, dtypes, shapes, bytes), read straight from the
+    safetensors file. A generator and the encoder that shares its mapping (`Inverter.mapping` ←
+    `Generator.style`) get the same id; latent directions are tied to it (models/directions.py)."""
+    info = read_info(directory)
+    prefix = MAPPING_PREFIXES.get(info.class_name)
+    if prefix is None:
+        raise CheckpointError(f"{directory}: a {info.class_name} has no mapping network (no w space)")
+    path = Path(directory) / TENSORS_FILE
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size))
+            start = 8 + size
+            names = sorted(k for k in header if k.startswith(prefix))
+            if not names:
+                raise CheckpointError(f"{path}: no {prefix}* tensors")
+            for name in names:
+                entry = header[name]
+                a, b = entry["data_offsets"]
+                f.seek(start + a)
+                digest.update(f"{name[len(prefix) :]}|{entry['dtype']}|{entry['shape']}|".encode())
+                digest.update(f.read(b - a))
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: unreadable safetensors ({e})") from e
+    return digest.hexdigest()[:16]

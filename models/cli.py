@@ -6,6 +6,7 @@ Examples:
     agilegan generate data/registry/base/ffhq-1024 --seed 1 --count 4 --truncation 0.7 --out samples.png
     agilegan generate STYLE_DIR --latents wplus.npy --space wplus --out out.npy
     agilegan invert data/registry/base/encoder aligned.png --space wplus --out wplus.npy
+    agilegan generate STYLE_DIR --seed 3 --edit sefa:1=2.5 --out edited.png   (models/direction_cli.py)
 
 Errors (missing file, wrong format, shape mismatch) print one line to stderr and exit with status 1.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.direction_cli import add_direction_commands, add_edit_arguments, edits_for
 from models.synthesis import NOISE_MODES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -73,6 +75,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--strength", type=float, default=1.0, help="1 = the style, 0 = the source (interpolation)")
     gen.add_argument("--out", type=Path, required=True, help=".npy (raw float32 NCHW) or .png/.jpg image(s)")
     gen.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, …")
+    add_edit_arguments(gen)
     gen.set_defaults(handler=cmd_generate)
 
     inv = sub.add_parser("invert", help="encode an aligned face crop to z+ (mu) or w+")
@@ -84,6 +87,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     inv.set_defaults(handler=cmd_invert)
 
     add_align_command(sub)
+    add_direction_commands(sub)
 
     fit = sub.add_parser(
         "fit-attribute-classifier", help="fit the attribute=auto classifier from labelled photos (label subfolders)"
@@ -372,6 +376,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
         kwargs["branch"] = args.branch
     elif args.branch is not None:
         raise CommandError(f"{args.checkpoint} is a plain generator: it has no --branch")
+    if args.edit:  # latent edits on w+ (models/directions.py), then render w+ as it is
+        from models.directions import apply_edits
+
+        edits = edits_for(args, model, args.checkpoint)
+        with torch.inference_mode():
+            latents = apply_edits(model.to_wplus(latents.to(device), args.space, args.truncation), edits)
+        args.space, args.truncation = "wplus", 1.0
+        kwargs.update(space="wplus", truncation=1.0)
     rng = torch.Generator().manual_seed(args.seed)
     if args.source is not None or args.structure or args.strength != 1.0:
         image = _generate_with_strength(model, latents.to(device), args, device, rng)

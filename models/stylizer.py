@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from PIL import Image
 
 from models.attribute_classifier import AttributeClassifier
 from models.attribute_generator import AttributeAwareGenerator
+from models.directions import Edit, apply_edits
 from models.encoder import Inverter, image_to_tensor
 from models.style_strength import check_pair, interpolate_generators, quantise_strength, render
 from models.stylegan2 import Generator
@@ -129,12 +131,16 @@ class Stylizer:
         seed: int = 0,
         structure: int = 0,
         strength: float = 1.0,
+        edits: Sequence[Edit] = (),
     ) -> Stylized:
+        """`edits`: latent edits applied to the inverted w+ before rendering (models/directions.py)."""
         device = self.generator.latent_avg.device
         # 1. The aligned crop → encoder input [1, 3, S, S] in [-1, 1].
         x = image_to_tensor(crop, self.inverter.config.encoder.input_size).to(device)
         # 2. Invert: mu (z+) through the frozen source mapping → w+ (the generator's n_latent codes).
         wplus = self.inverter(x).wplus[:, : self.generator.n_latent]
+        # 2a. Latent edits: w'[l] = w[l] + α·d on each edit's layers.
+        wplus = apply_edits(wplus, edits)
         # 3. Render with the style generator (the attribute branch for attribute-aware styles).
         rng = torch.Generator().manual_seed(seed)
         source, confidence = None, None

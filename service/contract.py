@@ -15,6 +15,7 @@ TRAIN_QUEUE = "train"
 QUEUES = (STYLIZE_QUEUE, TRAIN_QUEUE)
 STYLIZE_FUNCTION = "workers.jobs.stylize_job"
 TRAIN_FUNCTION = "workers.training_job.train_style_job"
+FIT_DIRECTION_FUNCTION = "workers.direction_job.fit_direction_job"
 
 KEY_PREFIX = "agilegan"
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -23,6 +24,16 @@ STYLE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 OutputMode = Literal["aligned", "full"]
 ImageFormat = Literal["png", "jpeg", "webp"]
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+class EditSpec(BaseModel):
+    """One latent edit of a stylize job: direction `index` of the registry's `direction` set, `alpha`,
+    on `layers` (None: the set's recommended layers, or all). Checked by the API (service/edits.py)."""
+
+    direction: str = Field(pattern=STYLE_ID.pattern)
+    index: int = Field(0, ge=0)
+    alpha: float
+    layers: list[int] | None = None
 
 
 class StylizeJob(BaseModel):
@@ -38,6 +49,17 @@ class StylizeJob(BaseModel):
     noise: Literal["const", "random", "zero"] = "const"
     structure: int = Field(0, ge=0, le=8)
     strength: float = Field(1.0, ge=0.0, le=1.0)
+    edits: list[EditSpec] = Field(default_factory=list, max_length=8)
+
+
+class FitDirectionJob(BaseModel):
+    """The payload of a direction fit (operator): photos uploaded under `upload_id`, labelled positive
+    and negative, inverted with `encoder`, written to the registry as directions/<name>.npz."""
+
+    job_id: str = Field(pattern=JOB_ID.pattern)
+    name: str = Field(pattern=STYLE_ID.pattern)
+    upload_id: str = Field(pattern=STYLE_ID.pattern)
+    encoder: str = Field("base", pattern=STYLE_ID.pattern)
 
 
 def job_key(job_id: str) -> str:

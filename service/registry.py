@@ -5,6 +5,7 @@
     <registry>/base/attribute-classifier/  optional: picks the branch for attribute=auto
     <registry>/encoders/<id>/         more encoders (e.g. FaceStylor's), each with its source generator in source/
     <registry>/styles/<id>/           a style: generator checkpoint + style.json
+    <registry>/directions/<name>.npz  latent directions for editing (models/directions.py), by w space
 
 `style.json`: {"id", "name", "description", "status": "ready" | "training" | …, "created_at", "labels"}, and
 optionally "encoder" (an id under encoders/; absent = base/encoder), "source" (registry-relative directory
@@ -23,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.checkpoint_files import CheckpointError, atomic_write_bytes, read_info
+import numpy as np
+
+from models.checkpoint_files import CheckpointError, atomic_write_bytes, read_info, w_space_id
 from service.contract import STYLE_ID
 
 STYLE_FILE = "style.json"
@@ -83,6 +86,7 @@ class StyleInfo:
 class Registry:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._w_spaces: dict[Path, tuple[tuple[int, int], str]] = {}
 
     @property
     def encoder_dir(self) -> Path:
@@ -202,3 +206,54 @@ class Registry:
         """style.json into `directory` (a style's folder, or a temporary one renamed into place later)."""
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(directory / STYLE_FILE, (json.dumps({"id": style_id, **meta}, indent=2) + "\n").encode())
+
+    # ------------------------------------------------------------------------------- directions
+
+    @property
+    def directions_dir(self) -> Path:
+        return self.root / "directions"
+
+    def direction_path(self, name: str) -> Path:
+        if not STYLE_ID.fullmatch(name):
+            raise ValueError(f"not a direction name: {name!r}")
+        return self.directions_dir / f"{name}.npz"
+
+    def directions(self) -> list[dict[str, Any]]:
+        """Every readable direction file's metadata, with `id` (its file name without .npz)."""
+        if not self.directions_dir.is_dir():
+            return []
+        found = (self.direction(p.stem) for p in sorted(self.directions_dir.glob("*.npz")))
+        return [d for d in found if d is not None]
+
+    def direction(self, name: str) -> dict[str, Any] | None:
+        """A direction set's metadata (the `meta` of its .npz, read without the arrays), or None."""
+        try:
+            path = self.direction_path(name)
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+        except (ValueError, OSError, KeyError):
+            return None
+        return {"id": name, **meta}
+
+    def w_space(self, encoder: str) -> str | None:
+        """The w-space fingerprint of an encoder's mapping (what its codes mean), cached by file stamp;
+        None when the encoder cannot be read."""
+        try:
+            directory = self.encoder_dir_for(encoder)
+            stat = (directory / "model.safetensors").stat()
+        except (ValueError, OSError):
+            return None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = self._w_spaces.get(directory)
+        if cached is None or cached[0] != stamp:
+            try:
+                cached = (stamp, w_space_id(directory))
+            except CheckpointError:
+                return None
+            self._w_spaces[directory] = cached
+        return cached[1]
+
+
+def n_latent(resolution: int) -> int:
+    """w+ codes a generator of this resolution reads (18 at 1024)."""
+    return 2 * (resolution.bit_length() - 1) - 2

@@ -24,7 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LIST_OPTIONS = ("--alphas", "--range")  # take comma lists that may start with a minus: "--alphas -3,0,3"
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(argv) - 2, -1, -1):  # argparse reads "-3,0,3" as an option; glue it to its flag
+        if argv[i] in LIST_OPTIONS and argv[i + 1].startswith("-") and argv[i + 1][1:2].isdigit():
+            argv[i : i + 2] = [f"{argv[i]}={argv[i + 1]}"]
     args = build_parser().parse_args(argv)
     return model_cli.run(args)
 

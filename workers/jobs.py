@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from torch.cuda import OutOfMemoryError as TorchOOM
 
 from models.alignment import align_landmarks, paste_back
+from models.directions import DirectionError
 from models.errors import InputError
 from models.images import load_image
 from models.stylizer import IncompatibleModels
@@ -56,8 +57,8 @@ def stylize_job(payload: dict[str, Any]) -> dict[str, Any]:
         except JobCanceled:
             rt.jobs.mark_canceled(job.job_id)
             return {"canceled": True}
-        except (InputError, InputMissing, StyleUnavailable, IncompatibleModels) as e:
-            code = getattr(e, "code", "style_unavailable")
+        except (InputError, InputMissing, StyleUnavailable, IncompatibleModels, DirectionError) as e:
+            code = "edit_unavailable" if isinstance(e, DirectionError) else getattr(e, "code", "style_unavailable")
             rt.jobs.mark_failed(job.job_id, code, str(e))
             count_failure(rt.redis, code)
             return {"failed": code}
@@ -98,13 +99,16 @@ def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[st
     branch = None if job.attribute == "auto" else job.attribute
     if branch is not None and branch not in stylizer.branches:
         raise StyleUnavailable(f"style {job.style!r} has no attribute branch {branch!r}")
+    edits = rt.edits(job.style, job.edits)
     step("load", 0.1)
     # 2. The FFHQ crop, from the landmarks the API found at upload.
     photo = load_image(rt.storage.read_input(job.job_id), rt.settings.max_pixels).image
     aligned = align_landmarks(photo, job.landmarks, ALIGNED_SIZE, rt.settings.align_transform_size)
     step("align", 0.3)
-    # 3. Encoder → z+ → source mapping → w+ → the style's generator.
-    out = stylizer(aligned.image, branch=branch, noise=job.noise, structure=job.structure, strength=job.strength)
+    # 3. Encoder → z+ → source mapping → w+ (→ edited) → the style's generator.
+    out = stylizer(
+        aligned.image, branch=branch, noise=job.noise, structure=job.structure, strength=job.strength, edits=edits
+    )
     step("generate", 0.8)
     # 4. Resize, or paste back into the photo.
     if job.output == "full":
@@ -123,6 +127,7 @@ def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[st
         "branch_confidence": out.confidence,
         "structure": out.structure,
         "strength": out.strength,
+        "edits": [e.model_dump() for e in job.edits],
         "width": image.size[0],
         "height": image.size[1],
         "format": job.format,

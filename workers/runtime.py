@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from redis import Redis
 
-from models import checkpoints
+from models import checkpoints, directions
 from models.attribute_classifier import AttributeClassifier
 from models.attribute_generator import AttributeAwareGenerator
 from models.configs import AlignerConfig
@@ -59,6 +59,7 @@ class Runtime:
         self._inverters: dict[str, Inverter] = {}
         self._styles: OrderedDict[str, tuple[tuple[float, float], Stylizer]] = OrderedDict()
         self._classifier_cache: tuple[float, AttributeClassifier | None] = (0.0, None)
+        self._directions: dict[str, tuple[int, directions.DirectionSet]] = {}
         self._lock = threading.Lock()
         self.worker_name = "worker"
         self.worker: Any = None  # the rq worker running this runtime (set by run_worker)
@@ -106,6 +107,32 @@ class Runtime:
                 evicted, _ = self._styles.popitem(last=False)
                 log.info("evicted style %s from the cache", evicted)
             return stylizer
+
+    def edits(self, style_id: str, specs: list) -> list[directions.Edit]:
+        """The edits of a job (`service.contract.EditSpec`s) as `models.directions.Edit`s for this style:
+        each set loaded once (reloaded when its file changes) and checked against the w space of the
+        style's encoder (the API checked too; a set may have been replaced since). DirectionError if not."""
+        if not specs:
+            return []
+        info = self.registry.style(style_id)
+        w_space = self.registry.w_space(info.encoder) if info else None
+        out = []
+        for spec in specs:
+            path = self.registry.direction_path(spec.direction)
+            try:
+                stamp = path.stat().st_mtime_ns
+            except OSError:
+                raise directions.DirectionError(f"direction {spec.direction!r} is no longer in the registry") from None
+            cached = self._directions.get(spec.direction)
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, directions.load(path))
+                self._directions[spec.direction] = cached
+            layers = tuple(spec.layers) if spec.layers is not None else None
+            edit = directions.Edit(cached[1], spec.alpha, spec.index, layers)
+            generator = self.stylizer(style_id).generator
+            edit.check(generator.n_latent, generator.config.style_dim, w_space)
+            out.append(edit)
+        return out
 
     def _classifier(self) -> tuple[AttributeClassifier | None, float]:
         """The registry's attribute classifier (reloaded when it changes), or None."""

@@ -40,6 +40,7 @@ from service.deps import (
     StylizeQueueDep,
     charge_rate_limit,
 )
+from service.edits import parse_edits
 from service.errors import ApiError
 from service.registry import StyleInfo
 from service.routes.styles import DELETED
@@ -91,6 +92,15 @@ async def stylize(
             description="style strength: 1 = the style, 0 = the photo's reconstruction (quantised to 0.05)",
         ),
     ] = 1.0,
+    edits: Annotated[
+        Annotated[str, Field(max_length=4000)] | None,
+        BeforeValidator(null_is_none),
+        Form(
+            description='latent edits, JSON: direction id (or id:INDEX) → alpha, or → {"alpha": a, "layers": "A-B"}; '
+            "GET /v1/directions lists them",
+            examples=['{"smile": 1.5, "sefa:3": -2}'],
+        ),
+    ] = None,
     idempotency_key: Annotated[
         Annotated[str, Field(max_length=128)] | None, BeforeValidator(null_is_none), Form()
     ] = None,
@@ -110,6 +120,7 @@ async def stylize(
         branches = ", ".join(info.branches) or "none (a single-branch style)"
         raise ApiError(422, "unknown_attribute", f"attribute must be 'auto' or one of: {branches}")
     structure, strength = _strength_controls(info, structure, strength)
+    edit_specs = parse_edits(edits, registry, info)
 
     # 2. Read the upload (already size-capped by the BodyLimit middleware).
     data = await image.read()
@@ -122,6 +133,7 @@ async def stylize(
         "face_index": face_index,
         "structure": structure,
         "strength": strength,
+        "edits": [e.model_dump() for e in edit_specs],
     }
     fingerprint = hashlib.sha256(data + json.dumps(options, sort_keys=True).encode()).hexdigest()
     idem = idempotency_header or idempotency_key
@@ -153,6 +165,7 @@ async def stylize(
             landmarks=landmarks,
             structure=structure,
             strength=strength,
+            edits=edit_specs,
         )
         retries = settings.job_retries
 

@@ -83,7 +83,7 @@ def json_object(text: str, field: str, code: str) -> dict:
     return value
 
 
-async def _check_exemplar(
+async def check_exemplar(
     faces: FaceFinder, entry: Entry, max_bytes: int, max_pixels: int, min_face: int
 ) -> tuple[dict, bytes | None]:
     """(report row, the bytes when accepted). Reads the one file, off the event loop."""
@@ -150,7 +150,7 @@ async def create_style(
         if len(entries) > settings.max_style_files:
             raise ApiError(413, "too_many_files", f"more than {settings.max_style_files} files")
         for entry in entries:
-            row, data = await _check_exemplar(
+            row, data = await check_exemplar(
                 request.app.state.faces, entry, limits.max_entry, settings.max_pixels, settings.min_face_size
             )
             if data is not None:

@@ -1,0 +1,82 @@
+"""The direction-fit job (train queue): two labelled photo sets → a supervised latent direction.
+
+The API found each photo's landmarks at upload; here each is aligned (the FFHQ crop), inverted by the
+chosen encoder to w+, and `models.directions.fit_direction` fits InterFaceGAN's linear boundary. The
+result, with its held-out accuracies and recommended layers, is written to the registry as
+`directions/<name>.npz` in the encoder's w space, and recorded as the job's result.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from models import directions
+from models.alignment import align_landmarks
+from models.encoder import image_to_tensor
+from models.errors import InputError
+from models.images import load_image
+from service.contract import FitDirectionJob
+from service.jobmetrics import count_failure
+from workers.runtime import StyleUnavailable, get_runtime
+
+log = logging.getLogger("agilegan.worker")
+ALIGNED_SIZE = 1024
+
+
+def fit_direction_job(payload: dict[str, Any]) -> dict[str, Any]:
+    rt = get_runtime()
+    job = FitDirectionJob.model_validate(payload)
+    if not rt.jobs.mark_running(job.job_id, rt.worker_name):
+        return {"skipped": "deleted"}
+    try:
+        result = _fit(rt, job)
+    except (InputError, StyleUnavailable, directions.DirectionError, FileNotFoundError) as e:
+        code = getattr(e, "code", "fit_failed")
+        rt.jobs.mark_failed(job.job_id, code, str(e))
+        count_failure(rt.redis, code)
+        rt.storage.delete_style_upload(job.upload_id)
+        return {"failed": code}
+    rt.jobs.mark_succeeded(job.job_id, result)
+    rt.storage.delete_style_upload(job.upload_id)
+    return result
+
+
+@torch.no_grad()
+def _fit(rt, job: FitDirectionJob) -> dict[str, Any]:
+    # 1. The encoder whose w space the direction lives in.
+    inverter = rt.inverter_for(job.encoder)
+    w_space = rt.registry.w_space(job.encoder)
+    if w_space is None:
+        raise StyleUnavailable(f"encoder {job.encoder!r} cannot be read")
+    # 2. Each photo: the FFHQ crop from its landmarks → the encoder → w+ [1, L, D].
+    manifest, files = rt.storage.read_style_upload(job.upload_id)
+    codes: dict[str, list[torch.Tensor]] = {"positive": [], "negative": []}
+    for i, (entry, data) in enumerate(zip(manifest["files"], files)):
+        photo = load_image(data, rt.settings.max_pixels).image
+        crop = align_landmarks(photo, entry["landmarks"], ALIGNED_SIZE, rt.settings.align_transform_size).image
+        x = image_to_tensor(crop, inverter.config.encoder.input_size).to(rt.device)
+        codes[entry["label"]].append(inverter(x).wplus.cpu())
+        rt.jobs.progress(job.job_id, "inverting", (i + 1) / (len(files) + 1))
+    # 3. The linear boundary, per layer and pooled; written to the registry.
+    fit = directions.fit_direction(torch.cat(codes["positive"]), torch.cat(codes["negative"]))
+    info = {
+        "accuracy": round(fit.accuracy, 4),
+        "layer_accuracy": [round(a, 4) for a in fit.layer_accuracy],
+        "examples": {label: len(c) for label, c in codes.items()},
+        "encoder": job.encoder,
+    }
+    found = directions.DirectionSet(
+        name=job.name,
+        kind="supervised",
+        vectors=fit.direction[None],
+        w_space=w_space,
+        layers=fit.recommended,
+        alpha_range=(-3.0, 3.0),
+        info=info,
+    )
+    found.save(rt.registry.direction_path(job.name))
+    log.info("direction %s: held-out accuracy %.3f, layers %s", job.name, fit.accuracy, fit.recommended)
+    return {"direction": job.name, "layers": list(fit.recommended), **info}
