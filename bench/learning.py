@@ -15,9 +15,9 @@ default settings apart from the image size and the schedule flags.
 score stops improving: early stopping must fire before `max_steps`, and the published step must be the
 one with the best held-out score.
 
-Prints the score terms and the EMA generator's colour-gap fraction at each evaluation, then the published step's terms, and ends with one line:
-`published gap fraction F, stop REASON at step S of M`. `--plot` writes the score terms over steps as
-a PNG (drawn with Pillow).
+Prints the score terms and the EMA generator's colour-gap fraction at each evaluation, then the
+published step's terms, and ends with one line: `published gap fraction F, stop REASON at step S of M`.
+`--plot` writes the score terms over steps as a PNG (drawn with Pillow).
 """
 
 from __future__ import annotations
@@ -153,8 +153,12 @@ def main() -> None:
         terms = ", ".join(f"{k} {v:.4f}" for k, v in best["terms"].items())
         took = time.monotonic() - started
         print(f"published step {result.best_step}: score {best['score']:.4f} ({terms}); {took:.0f} s")
-        best_by_score = min(result.curve, key=lambda c: c["score"])["step"]
-        print(f"best held-out score at step {best_by_score}; published {result.best_step}")
+        warm_up = min(config.min_steps, config.max_steps)  # earlier evaluations are never published
+        eligible = [c for c in result.curve if c["step"] >= warm_up] or result.curve[-1:]
+        best_by_score = min(eligible, key=lambda c: c["score"])["step"]
+        print(
+            f"best held-out score after the {warm_up}-step warm-up: step {best_by_score}; published {result.best_step}"
+        )
         if args.plot:
             plot(result.curve, result.best_step, args.plot)
             print(f"plot: {args.plot}")
