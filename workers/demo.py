@@ -63,7 +63,12 @@ def demo_registry(registry_dir: Path, size: int = 1024, tiny: bool = False, seed
         checkpoints.save(registry.source_generator_dir / "discriminator", disc, prov)
         wrote = True
     if registry.style(DEMO_STYLE) is None:
+        # like a transfer-learned style: new synthesis weights, the base's (frozen) mapping, so the
+        # base's w space and its latent directions hold for it
         generator = Generator(generator_config).eval()
+        if registry.source_generator_dir.is_dir():
+            base = checkpoints.load(registry.source_generator_dir, expected=Generator)
+            generator.style.load_state_dict(base.style.state_dict())
         generator.compute_latent_avg(1024)
         checkpoints.save(
             registry.style_dir(DEMO_STYLE), generator, Provenance(source="random-init", license="demo", notes=NOTE)

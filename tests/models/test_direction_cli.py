@@ -84,7 +84,8 @@ def test_generate_edit_is_the_formula(registry: Path, tmp_path: Path) -> None:
     (registry / "directions" / "sefa.npz").write_bytes(sets.read_bytes())
     named = agilegan(*seeded, "--registry", registry, "--edit", "sefa:1=0", "--out", tmp_path / "c.png")
     assert named.returncode == 0 and (tmp_path / "c.png").read_bytes() == (tmp_path / "a.png").read_bytes()
-    other = agilegan("generate", registry / "styles" / "demo", "--edit", f"{sets}=1", "--out", tmp_path / "d.png")
+    checkpoints.save(tmp_path / "alien", Generator(g.config))  # the same shape, another (random) mapping
+    other = agilegan("generate", tmp_path / "alien", "--edit", f"{sets}=1", "--out", tmp_path / "d.png")
     assert other.returncode == 1 and "another w space" in other.stderr
     for bad, message in (("nope=1", "no direction"), (f"{sets}=big", "number"), (f"{sets}=9", "outside")):
         result = agilegan(*seeded, "--registry", registry, "--edit", bad, "--out", tmp_path / "x.png")

@@ -18,11 +18,13 @@ from tests.service.conftest import OPERATOR_KEY, auth, post_photo, wait_for
 
 
 @pytest.fixture
-def directions(tiny_data_dir: Path):
-    """SeFa of the base generator (the demo style's w space) and of another mapping (the demo style's
-    own generator, which the base encoder does not share)."""
+def directions(tiny_data_dir: Path, tmp_path: Path):
+    """SeFa of the base generator (the demo style's w space) and of another mapping (a generator of
+    the same shape with its own random mapping, which no encoder of the registry shares)."""
     registry = tiny_data_dir / "registry"
-    for name, source in (("sefa", registry / "base" / "generator"), ("alien", registry / "styles" / "demo")):
+    base = checkpoints.load(registry / "base" / "generator", expected=Generator)
+    checkpoints.save(tmp_path / "alien", Generator(base.config))
+    for name, source in (("sefa", registry / "base" / "generator"), ("alien", tmp_path / "alien")):
         g = checkpoints.load(source, expected=Generator)
         vectors, values, _ = sefa(g.state_dict(), g.n_latent, None, k=4)
         DirectionSet(name, "sefa", vectors, w_space_id(source), eigenvalues=values, alpha_range=(-4, 4)).save(
@@ -67,14 +69,15 @@ def test_edits_on_stylize(make_client, make_settings, start_worker, directions) 
     assert nested.status_code == 422 and nested.json()["code"] == "invalid_edits"
 
     start_worker(make_settings())
-    plain, zero, edited, layered = (
-        _stylize(client),
-        _stylize(client, {"sefa:1": 0}),
-        _stylize(client, {"sefa:1": 3.0, "sefa": -1.5}),
-        _stylize(client, {"sefa:1": {"alpha": 3.0, "layers": "6-9"}}),
-    )
+    jobs = {
+        "plain": _stylize(client),
+        "zero": _stylize(client, {"sefa:1": 0}),
+        "edited": _stylize(client, {"sefa:1": 3.0, "sefa": -1.5}),
+        "layered": _stylize(client, {"sefa:1": {"alpha": 3.0, "layers": "6-9"}}),
+        "lighter": _stylize(client, {"sefa:1": 3.0, "sefa": -1.5}, strength=0.5),  # edits compose with strength
+    }
     results = {}
-    for name, job in (("plain", plain), ("zero", zero), ("edited", edited), ("layered", layered)):
+    for name, job in jobs.items():
         done = wait_for(client, job["id"])
         assert done["status"] == "succeeded", done
         results[name] = (done, client.get(f"/v1/jobs/{job['id']}/result", headers=auth()).content)
@@ -89,6 +92,9 @@ def test_edits_on_stylize(make_client, make_settings, start_worker, directions) 
         {"direction": "sefa", "index": 0, "alpha": -1.5, "layers": None},
     ]
     assert results["layered"][0]["result"]["edits"][0]["layers"] == [6, 7, 8, 9]
+    lighter = results["lighter"]
+    assert lighter[0]["result"]["strength"] == 0.5 and lighter[0]["result"]["edits"] == recorded
+    assert lighter[1] not in (results["edited"][1], results["plain"][1])
 
 
 def test_a_direction_fitted_by_a_job_edits_stylized_portraits(
