@@ -155,9 +155,11 @@ def main() -> None:
         print(f"published step {result.best_step}: score {best['score']:.4f} ({terms}); {took:.0f} s")
         warm_up = min(config.min_steps, config.max_steps)  # earlier evaluations are never published
         eligible = [c for c in result.curve if c["step"] >= warm_up] or result.curve[-1:]
-        best_by_score = min(eligible, key=lambda c: c["score"])["step"]
+        lowest = min(eligible, key=lambda c: c["score"])
         print(
-            f"best held-out score after the {warm_up}-step warm-up: step {best_by_score}; published {result.best_step}"
+            f"lowest held-out score after the {warm_up}-step warm-up: step {lowest['step']} ({lowest['score']:.4f}, "
+            f"noise {lowest['score_noise']:.4f}); published step {result.best_step} ({best['score']:.4f}): "
+            "no later evaluation beat it by more than its noise"
         )
         if args.plot:
             plot(result.curve, result.best_step, args.plot)
