@@ -1,0 +1,258 @@
+"""Video in and out with PyAV (FFmpeg's libraries in a wheel: no system ffmpeg), and image-sequence zips.
+
+Formats, in and out: MP4 (H.264 through libx264 when the wheel has it, else MPEG-4 Part 2; yuv420p,
+so odd sides are padded by one pixel), WebM (VP9), GIF (a 256-colour palette per frame), and a zip
+of PNG/JPEG frames (sorted by name; `fps` given, default 25). The frame rate is kept; audio, when
+the input has it, is decoded and encoded again into the output (AAC in MP4, Opus in WebM; GIF and
+zips carry none).
+
+`probe` reads only the container header (duration, frame count, size, rate, audio), so the API refuses
+a too-long or too-large video before decoding a frame (`check_limits`: typed errors with the codes of
+`models.errors.InputError`). Torch-free: the API process imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import zipfile
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from models.errors import InputError as _InputError
+
+FORMATS = ("mp4", "webm", "gif", "zip")
+SUFFIXES = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "zip": ".zip"}
+ZIP_FPS = 25.0
+IMAGE_NAMES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class InputError(_InputError):
+    """A video the service cannot take; `code`: unsupported_video, invalid_video, video_too_long,
+    too_many_frames, frame_too_large."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    format: str  # one of FORMATS
+    frames: int
+    fps: float
+    width: int
+    height: int
+    duration_s: float
+    has_audio: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoLimits:
+    max_duration_s: float = 60.0
+    max_frames: int = 1800
+    max_frame_pixels: int = 1920 * 1080
+
+
+def detect_format(path: Path) -> str:
+    """mp4 / webm / gif / zip from the file's first bytes (not its name)."""
+    head = Path(path).read_bytes()[:64]
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "webm"
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    raise InputError("unsupported_video", "not an MP4, WebM, GIF or zip of images")
+
+
+def probe(path: Path, fps: float | None = None) -> VideoInfo:
+    """The video's header facts (no frame is decoded; a zip's first image is opened for its size)."""
+    kind = detect_format(path)
+    if kind == "zip":
+        names = _zip_frames(path)
+        if not names:
+            raise InputError("invalid_video", "the zip holds no PNG, JPEG or WebP frames")
+        with zipfile.ZipFile(path) as z, Image.open(io.BytesIO(z.read(names[0]))) as first:
+            width, height = first.size
+        rate = fps or ZIP_FPS
+        return VideoInfo(kind, len(names), rate, width, height, len(names) / rate, False)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputError("invalid_video", "the file has no video stream")
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate or 25)
+            duration = container.duration / 1_000_000 if container.duration else 0.0
+            if not duration and stream.duration and stream.time_base:
+                duration = float(stream.duration * stream.time_base)
+            frames = int(stream.frames) or round(duration * rate)
+            width, height = stream.codec_context.width, stream.codec_context.height
+            return VideoInfo(kind, frames, rate, width, height, duration, bool(container.streams.audio))
+    except av.error.FFmpegError as e:
+        raise InputError("invalid_video", f"unreadable video ({e})") from e
+
+
+def check_limits(info: VideoInfo, limits: VideoLimits) -> None:
+    """Typed refusals from the header: video_too_long, too_many_frames, frame_too_large."""
+    if info.duration_s > limits.max_duration_s:
+        raise InputError("video_too_long", f"{info.duration_s:.1f} s; at most {limits.max_duration_s:g} s")
+    if info.frames > limits.max_frames:
+        raise InputError("too_many_frames", f"{info.frames} frames; at most {limits.max_frames}")
+    if info.width * info.height > limits.max_frame_pixels:
+        raise InputError(
+            "frame_too_large", f"{info.width}×{info.height} frames; at most {limits.max_frame_pixels} pixels each"
+        )
+    if info.frames < 1 or info.width < 1:
+        raise InputError("invalid_video", "the video has no frames")
+
+
+def read_frames(path: Path, limits: VideoLimits | None = None) -> Iterator[np.ndarray]:
+    """RGB frames [H, W, 3] uint8, in order; stops with too_many_frames past `limits.max_frames`
+    (a header can lie)."""
+    cap = limits.max_frames if limits else None
+    count = 0
+    if detect_format(path) == "zip":
+        with zipfile.ZipFile(path) as z:
+            for name in _zip_frames(path):
+                with Image.open(io.BytesIO(z.read(name))) as image:
+                    yield np.asarray(image.convert("RGB"))
+                count += 1
+                if cap is not None and count > cap:
+                    raise InputError("too_many_frames", f"more than {cap} frames")
+        return
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                yield frame.to_ndarray(format="rgb24")
+                count += 1
+                if cap is not None and count > cap:
+                    raise InputError("too_many_frames", f"more than {cap} frames")
+    except av.error.FFmpegError as e:
+        raise InputError("invalid_video", f"unreadable video ({e})") from e
+
+
+def write_video(path: Path, frames: Iterable[np.ndarray], fps: float, kind: str, audio_from: Path | None = None) -> int:
+    """Encode RGB frames [H, W, 3] uint8 (all one size) into `kind`; returns the frame count. Audio of
+    `audio_from` (when it has any and `kind` carries audio) is encoded into the output."""
+    if kind not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}")
+    if kind == "zip":
+        return _write_zip(path, frames)
+    rate = Fraction(fps).limit_denominator(1001)
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("no frames to write")
+    count = 0
+    with av.open(str(path), "w", format={"mp4": "mp4", "webm": "webm", "gif": "gif"}[kind]) as out:
+        # every stream is added before the first packet (the header is written then)
+        stream = _video_stream(out, kind, rate, first.shape[1], first.shape[0])
+        audio = _audio_source(audio_from, out, kind) if audio_from is not None and kind != "gif" else None
+        for frame in _chain(first, frames):
+            video_frame = (
+                _gif_frame(frame) if kind == "gif" else av.VideoFrame.from_ndarray(_even(frame), format="rgb24")
+            )
+            for packet in stream.encode(video_frame):
+                out.mux(packet)
+            count += 1
+        for packet in stream.encode(None):
+            out.mux(packet)
+        if audio is not None:
+            audio(out)
+    return count
+
+
+def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    yield first
+    yield from rest
+
+
+def _video_stream(out, kind: str, rate: Fraction, width: int, height: int):
+    if kind == "gif":
+        stream = out.add_stream("gif", rate=rate)
+        stream.pix_fmt = "pal8"
+    else:
+        codec = "libvpx-vp9" if kind == "webm" else ("libx264" if "libx264" in av.codecs_available else "mpeg4")
+        stream = out.add_stream(codec, rate=rate)
+        stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "18", "preset": "medium"}
+        width, height = width + width % 2, height + height % 2
+    stream.width, stream.height = width, height
+    return stream
+
+
+def _gif_frame(frame: np.ndarray) -> av.VideoFrame:
+    """A pal8 frame with its own 256-colour palette (Pillow's median cut): far truer than a fixed one."""
+    image = Image.fromarray(frame).quantize(256)
+    palette = np.asarray(image.getpalette()[:768], np.uint8).reshape(-1, 3)
+    palette = np.concatenate([palette, np.zeros((256 - len(palette), 3), np.uint8)])
+    argb = np.concatenate([np.full((256, 1), 255, np.uint8), palette], axis=1)  # FFmpeg's pal8 byte order here
+    return av.VideoFrame.from_ndarray((np.ascontiguousarray(np.asarray(image)), argb), format="pal8")
+
+
+def _even(frame: np.ndarray) -> np.ndarray:
+    """yuv420p needs even sides: pad the last row/column by repetition."""
+    h, w = frame.shape[:2]
+    if h % 2 or w % 2:
+        frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return np.ascontiguousarray(frame)
+
+
+def _audio_source(source: Path, out, kind: str):
+    """When `source` has audio: add an audio stream to `out` (AAC for MP4, Opus for WebM) and return a
+    function that decodes the source's audio and encodes it into that stream; else None."""
+    if detect_format(source) == "zip":
+        return None
+    with av.open(str(source)) as container:
+        if not container.streams.audio:
+            return None
+        context = container.streams.audio[0].codec_context
+        rate = 48000 if kind == "webm" else (context.sample_rate or 44100)
+        layout = "mono" if context.channels == 1 else "stereo"
+    stream = out.add_stream("libopus" if kind == "webm" else "aac", rate=rate)
+    stream.layout = layout
+
+    def encode(out) -> None:
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=rate)
+        with av.open(str(source)) as container:
+            for frame in container.decode(container.streams.audio[0]):
+                frame.pts = None
+                for chunk in resampler.resample(frame):
+                    for packet in stream.encode(chunk):
+                        out.mux(packet)
+        for chunk in resampler.resample(None):
+            for packet in stream.encode(chunk):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+    return encode
+
+
+def _write_zip(path: Path, frames: Iterable[np.ndarray]) -> int:
+    count = 0
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for i, frame in enumerate(frames):
+            buf = io.BytesIO()
+            Image.fromarray(frame).save(buf, format="PNG")
+            z.writestr(f"frame-{i:05d}.png", buf.getvalue())
+            count += 1
+    if not count:
+        raise ValueError("no frames to write")
+    return count
+
+
+def _zip_frames(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as z:
+        return sorted(
+            n for n in z.namelist() if n.lower().endswith(IMAGE_NAMES) and not n.startswith(("__MACOSX", "."))
+        )

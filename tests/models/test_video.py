@@ -1,0 +1,194 @@
+"""Video: codec round trips, header limits, no-face frames, retargeting, resumable chunks, smoothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models import checkpoints
+from models.alignment import FaceAligner
+from models.configs import AlignerConfig
+from models.encoder import Inverter
+from models.stylegan2 import Generator
+from models.stylizer import to_image
+from models.video import VideoConfig, VideoStylizer, crop_centres, fill_gaps, smooth_tracks
+from models.video_io import InputError, VideoLimits, check_limits, probe, read_frames, write_video
+from models.video_run import VideoCanceled, run_video
+from tests.exemplar_data import FACES
+from workers.demo import demo_registry
+
+
+def _with_audio(path: Path, frames: int = 12, fps: int = 25, size: tuple[int, int] = (64, 48)) -> Path:
+    """An MP4 with a sine tone, written by PyAV directly (the reference input)."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+        audio = out.add_stream("aac", rate=16000)
+        for i in range(frames):
+            image = np.full((size[1], size[0], 3), (i * 10) % 256, np.uint8)
+            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+        tone = (np.sin(np.arange(16000 * frames // fps) / 10) * 0.3).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*audio.encode(frame), *audio.encode(None)]:
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["mp4", "webm", "gif", "zip"])
+def test_every_format_round_trips(kind: str, tmp_path: Path) -> None:
+    source = _with_audio(tmp_path / "in.mp4")
+    frames = [np.full((47, 63, 3), i * 12, np.uint8) for i in range(12)]  # odd sides: padded for yuv420p
+    out = tmp_path / f"out.{kind}"
+    assert write_video(out, frames, 12.5 if kind != "gif" else 10, kind, audio_from=source) == 12
+    info = probe(out)
+    decoded = list(read_frames(out))
+    assert len(decoded) == 12 and info.format == kind
+    expected = (48, 64) if kind in ("mp4", "webm") else (47, 63)
+    assert decoded[0].shape[:2] == expected and (info.height, info.width) == expected
+    assert abs(info.fps - (10 if kind == "gif" else 12.5 if kind != "zip" else 25)) < 1e-6 or kind == "zip"
+    assert info.has_audio == (kind in ("mp4", "webm"))  # audio kept where the container carries it
+    error = np.abs(decoded[5][:47, :63].astype(int) - frames[5]).mean()
+    assert error == 0 if kind in ("zip", "gif") else error < 4  # GIF: these flat greys fit its palette
+
+
+def test_limits_are_typed_errors_from_the_header(tmp_path: Path) -> None:
+    info = probe(_with_audio(tmp_path / "in.mp4", frames=50))
+    assert info.frames == 50 and info.duration_s >= 1.9
+    for limits, code in [
+        (VideoLimits(max_duration_s=1.0), "video_too_long"),
+        (VideoLimits(max_frames=20), "too_many_frames"),
+        (VideoLimits(max_frame_pixels=1000), "frame_too_large"),
+    ]:
+        with pytest.raises(InputError) as caught:
+            check_limits(info, limits)
+        assert caught.value.code == code
+    check_limits(info, VideoLimits())
+    (tmp_path / "x.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
+    with pytest.raises(InputError) as caught:
+        probe(tmp_path / "x.mp4")
+    assert caught.value.code == "invalid_video"
+    (tmp_path / "y.bin").write_bytes(b"hello")
+    with pytest.raises(InputError) as caught:
+        probe(tmp_path / "y.bin")
+    assert caught.value.code == "unsupported_video"
+
+
+def test_gaps_are_bridged_when_short_and_passed_through_when_long() -> None:
+    tracks = np.zeros((12, 68, 2))
+    tracks[:, :, 0] = np.arange(12)[:, None]
+    tracks[3:5] = np.nan  # 2 frames: bridged linearly
+    tracks[7:11] = np.nan  # 4 frames: too long for max_gap 3
+    filled, usable = fill_gaps(tracks, max_gap=3)
+    assert usable.tolist() == [True] * 7 + [False] * 4 + [True]
+    assert np.allclose(filled[3:5, 0, 0], [3, 4])
+
+
+def test_smoothing_removes_jitter_and_follows_motion() -> None:
+    rng = np.random.RandomState(0)
+    t = np.arange(60)
+    truth = np.zeros((60, 68, 2))
+    truth[..., 0] = 200 + 2.0 * t[:, None] + 40 * np.arange(68)[None] / 68  # a slow pan
+    truth[..., 1] = 240 + 60 * np.arange(68)[None] / 68
+    noisy = truth + rng.normal(0, 2.0, truth.shape)
+    usable = np.ones(60, bool)
+    # Savitzky–Golay (the default): zero-phase, so it follows the pan without lag
+    smooth = smooth_tracks(noisy, usable, VideoConfig(landmark_filter="savgol"), fps=25)
+    assert np.abs(smooth - truth)[5:-5].mean() < 0.6 * np.abs(noisy - truth)[5:-5].mean()
+    # One-Euro (causal): removes jitter on a still face; under a pan it lags (bench/video.py measures it)
+    still = truth[:1].repeat(60, 0)
+    shaky = still + rng.normal(0, 2.0, still.shape)
+    smooth = smooth_tracks(shaky, usable, VideoConfig(landmark_filter="one_euro"), fps=25)
+    assert np.abs(smooth - still)[10:].mean() < 0.6 * np.abs(shaky - still)[10:].mean()
+    centre = crop_centres(noisy)
+    assert centre.shape == (60, 2)
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("video") / "registry"
+    demo_registry(root, size=64, tiny=True)
+    return root
+
+
+def _stylizer(models_dir: Path, config: VideoConfig, portrait: Image.Image | None = None) -> VideoStylizer:
+    inverter = checkpoints.load(models_dir / "base" / "encoder", expected=Inverter)
+    g = checkpoints.load(models_dir / "styles" / "demo", expected=Generator)
+    aligned = FaceAligner(AlignerConfig()).align(portrait) if portrait is not None else None
+    return VideoStylizer(inverter, lambda w: g(w, space="wplus"), g.n_latent, config, aligned, portrait)
+
+
+def _photo_video(path: Path, frames: list[Image.Image], kind: str = "zip") -> Path:
+    write_video(path, [np.asarray(f) for f in frames], 25, kind)
+    return path
+
+
+def test_no_face_frames_pass_through(models_dir: Path, tmp_path: Path) -> None:
+    face = Image.open(FACES / "obama.jpg").convert("RGB").resize((300, 360))
+    dogs = Image.open(FACES / "dogs.jpg").convert("RGB").resize((300, 360))
+    source = _photo_video(tmp_path / "in.zip", [face] * 3 + [dogs] + [face] * 2 + [dogs] * 4 + [face])
+    config = VideoConfig(output="full", size=64, max_gap=2)
+    result = run_video(
+        source, tmp_path / "out.zip", "zip", _stylizer(models_dir, config), FaceAligner(AlignerConfig()),
+        tmp_path / "work", VideoLimits(),
+    )  # fmt: skip
+    assert (result.frames, result.bridged, result.passed_through) == (11, 1, 4)
+    out = list(read_frames(tmp_path / "out.zip"))
+    assert all(np.array_equal(out[i], np.asarray(dogs)) for i in range(6, 10))  # unstylized
+    assert not np.array_equal(out[0], np.asarray(face)) and not np.array_equal(out[3], np.asarray(dogs))
+
+
+def test_retargeting_a_still_driver_renders_the_portrait_on_every_frame(models_dir: Path, tmp_path: Path) -> None:
+    portrait = Image.open(FACES / "biden.jpg").convert("RGB")
+    source = _photo_video(tmp_path / "in.zip", [portrait] * 6)
+    config = VideoConfig(mode="retarget", output="aligned", size=64)
+    stylizer = _stylizer(models_dir, config, portrait)
+    run_video(
+        source, tmp_path / "out.zip", "zip", stylizer, FaceAligner(AlignerConfig()), tmp_path / "w", VideoLimits()
+    )
+    own = np.asarray(to_image(stylizer.render_w(stylizer.w_src)[0]))
+    frames = list(read_frames(tmp_path / "out.zip"))
+    assert len(frames) == 6 and all(np.array_equal(f, own) for f in frames)
+
+
+def test_a_stopped_run_resumes_from_its_finished_chunks(models_dir: Path, tmp_path: Path) -> None:
+    face = Image.open(FACES / "obama.jpg").convert("RGB").resize((300, 360))
+    frames = [face.transform(face.size, Image.AFFINE, (1, 0, i, 0, 1, 0), Image.BILINEAR) for i in range(10)]
+    source = _photo_video(tmp_path / "in.zip", frames)
+    config = VideoConfig(output="aligned", size=64, latent_smoothing=0.5)
+    aligner = FaceAligner(AlignerConfig())
+    whole = run_video(
+        source, tmp_path / "whole.zip", "zip", _stylizer(models_dir, config), aligner, tmp_path / "a", VideoLimits(),
+        chunk_frames=4,
+    )  # fmt: skip
+    def stop_after_two_chunks() -> bool:  # asked before every frame and chunk
+        return len(list((tmp_path / "b").glob("chunk-*.npz"))) >= 2
+
+    with pytest.raises(VideoCanceled):
+        run_video(
+            source, tmp_path / "part.zip", "zip", _stylizer(models_dir, config), aligner, tmp_path / "b",
+            VideoLimits(), should_stop=stop_after_two_chunks, chunk_frames=4,
+        )  # fmt: skip
+    finished = sorted(p.name for p in (tmp_path / "b").glob("chunk-*.npz"))
+    assert finished == ["chunk-00000.npz", "chunk-00001.npz"]
+    resumed = run_video(
+        source, tmp_path / "part.zip", "zip", _stylizer(models_dir, config), aligner, tmp_path / "b", VideoLimits(),
+        chunk_frames=4,
+    )  # fmt: skip
+    assert resumed.chunks_resumed == len(finished) and whole.chunks_resumed == 0
+    a, b = list(read_frames(tmp_path / "whole.zip")), list(read_frames(tmp_path / "part.zip"))
+    assert len(a) == len(b) == 10 and all(np.array_equal(x, y) for x, y in zip(a, b))  # the same video
+
+
+def test_torch_is_not_needed_to_probe() -> None:
+    import models.video_io as io_module
+
+    assert "torch" not in io_module.__dict__ and torch is not None
