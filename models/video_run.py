@@ -62,9 +62,11 @@ def run_video(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     chunk_frames: int = CHUNK_FRAMES,
+    fps: float | None = None,
 ) -> VideoResult:
+    """`fps`: the frame rate of a zip of frames (default 25); containers carry their own."""
     started = time.monotonic()
-    info = probe(source)
+    info = probe(source, fps)
     workdir.mkdir(parents=True, exist_ok=True)
 
     def report(stage: str, done: int, total: int) -> None:

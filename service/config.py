@@ -37,6 +37,10 @@ class Settings(BaseSettings):
 
     # --- request limits
     max_upload_bytes: int = Field(15 * 1024 * 1024, ge=1024)
+    max_video_bytes: int = Field(200 * 1024 * 1024, ge=1024, description="POST /v1/animate body")
+    max_video_seconds: float = Field(60.0, gt=0)
+    max_video_frames: int = Field(1800, ge=1)
+    max_video_frame_pixels: int = Field(1920 * 1080, ge=1024)
     max_pixels: int = Field(40_000_000, ge=10_000)
     rate_limit_per_minute: int = Field(120, ge=0, description="stylize requests per key per minute; 0 = off")
     failed_auth_per_minute: int = Field(
@@ -86,6 +90,8 @@ class Settings(BaseSettings):
     # --- workers
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     torch_threads: int = Field(0, ge=0, description="0 = torch's default")
+    video_batch: int = Field(8, ge=1, le=64, description="video frames per encoder/generator pass")
+    video_chunk_frames: int = Field(16, ge=1, le=1024, description="frames per resumable chunk of a video job")
     worker_nice: int = Field(
         0,
         ge=0,

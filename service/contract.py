@@ -12,10 +12,12 @@ from pydantic import BaseModel, Field
 
 STYLIZE_QUEUE = "stylize"
 TRAIN_QUEUE = "train"
-QUEUES = (STYLIZE_QUEUE, TRAIN_QUEUE)
+VIDEO_QUEUE = "video"
+QUEUES = (STYLIZE_QUEUE, TRAIN_QUEUE, VIDEO_QUEUE)
 STYLIZE_FUNCTION = "workers.jobs.stylize_job"
 TRAIN_FUNCTION = "workers.training_job.train_style_job"
 FIT_DIRECTION_FUNCTION = "workers.direction_job.fit_direction_job"
+ANIMATE_FUNCTION = "workers.video_job.animate_job"
 
 KEY_PREFIX = "agilegan"
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -23,7 +25,16 @@ STYLE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 OutputMode = Literal["aligned", "full"]
 ImageFormat = Literal["png", "jpeg", "webp"]
-CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+CONTENT_TYPES = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "webp": "image/webp",
+    "mp4": "video/mp4",
+    "webm": "video/webm",
+    "gif": "image/gif",
+    "zip": "application/zip",
+}
+VideoFormat = Literal["mp4", "webm", "gif", "zip"]
 
 
 class EditSpec(BaseModel):
@@ -95,3 +106,20 @@ def metrics_key(name: str) -> str:
 # Job record statuses, as the API reports them.
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED = "queued", "running", "succeeded", "failed", "canceled"
 TERMINAL = (SUCCEEDED, FAILED, CANCELED)
+
+
+class AnimateJob(BaseModel):
+    """The payload of a video job: the video (and, to retarget, a portrait) are in storage's video
+    folder of the job; `portrait_landmarks` were found at upload."""
+
+    job_id: str = Field(pattern=JOB_ID.pattern)
+    style: str = Field(pattern=STYLE_ID.pattern)
+    mode: Literal["stylize", "retarget"] = "stylize"
+    output: OutputMode = "full"
+    format: VideoFormat = "mp4"
+    size: Literal[256, 512, 1024] = 256
+    structure: int = Field(0, ge=0, le=8)
+    strength: float = Field(1.0, ge=0.0, le=1.0)
+    edits: list[EditSpec] = Field(default_factory=list, max_length=8)
+    portrait_landmarks: list[list[float]] | None = None
+    fps: float | None = Field(None, gt=0, le=120)  # a zip of frames: its frame rate

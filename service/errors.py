@@ -23,6 +23,11 @@ INPUT_ERROR_STATUS = {
     "no_face": 422,
     "face_too_small": 422,
     "face_index_out_of_range": 422,
+    "unsupported_video": 415,
+    "invalid_video": 422,
+    "video_too_long": 413,
+    "too_many_frames": 413,
+    "frame_too_large": 413,
 }
 HTTP_CODES = {
     400: "bad_request",

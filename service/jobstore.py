@@ -89,6 +89,8 @@ class JobStore:
         record["options"] = json.loads(record.get("options", "{}"))
         if "result" in record:
             record["result"] = json.loads(record["result"])
+        if "detail" in record:
+            record["detail"] = json.loads(record["detail"])
         return record
 
     def mark_running(self, job_id: str, worker: str) -> bool:
@@ -101,8 +103,12 @@ class JobStore:
         A no-op for a job already finished; True when recorded."""
         return bool(self._requeue(keys=[job_key(job_id)], args=[QUEUED, reason[:300]]))
 
-    def progress(self, job_id: str, stage: str, fraction: float) -> None:
-        self.redis.hset(job_key(job_id), mapping={"stage": stage, "progress": round(fraction, 3)})
+    def progress(self, job_id: str, stage: str, fraction: float, detail: dict[str, Any] | None = None) -> None:
+        """Stage and fraction done; `detail` (e.g. a video's frames done, total and ETA) goes with them."""
+        mapping: dict[str, Any] = {"stage": stage, "progress": round(fraction, 3)}
+        if detail is not None:
+            mapping["detail"] = json.dumps(detail)
+        self.redis.hset(job_key(job_id), mapping=mapping)
 
     def mark_succeeded(self, job_id: str, result: dict[str, Any]) -> bool:
         """Record the success of a job that is still running; a job canceled or deleted meanwhile

@@ -26,7 +26,7 @@ from service.jobstore import JobStore
 from service.memory import return_large_allocations
 from service.middleware import AuthGate, BodyLimit, RequestContext, RequestMetrics
 from service.registry import Registry
-from service.routes import directions, health, jobs, style_training, styles
+from service.routes import animate, directions, health, jobs, style_training, styles
 from service.storage import Storage
 
 log = logging.getLogger("agilegan.api")
@@ -84,11 +84,14 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
     app.include_router(styles.router)
     app.include_router(style_training.router)
     app.include_router(directions.router)
+    app.include_router(animate.router)
     app.include_router(health.router)
     docs.install(app)
     # Outermost first: request id, then metrics, then authentication (headers only), then the body cap.
     app.add_middleware(
-        BodyLimit, max_bytes=settings.max_upload_bytes, per_path={"/v1/styles": settings.max_style_upload_bytes}
+        BodyLimit,
+        max_bytes=settings.max_upload_bytes,
+        per_path={"/v1/styles": settings.max_style_upload_bytes, "/v1/animate": settings.max_video_bytes},
     )
     app.add_middleware(
         AuthGate,

@@ -52,6 +52,7 @@ class JobStatus(BaseModel):
     position: int | None = Field(None, description="place in the queue (0 = next) while queued")
     stage: str | None = None
     progress: float = 0.0
+    detail: dict[str, Any] | None = Field(None, description="video jobs: frames done, total, eta_s")
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None

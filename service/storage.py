@@ -23,7 +23,7 @@ from pathlib import Path
 from models.checkpoint_files import atomic_write_bytes as atomic_write
 from service.contract import JOB_ID, STYLE_ID
 
-RESULT_EXTENSIONS = ("png", "jpeg", "webp")
+RESULT_EXTENSIONS = ("png", "jpeg", "webp", "mp4", "webm", "gif", "zip")
 
 
 class InputMissing(Exception):
@@ -37,7 +37,8 @@ class Storage:
         self.root = Path(data_dir)
         self.inputs = self.root / "inputs"
         self.results = self.root / "results"
-        for folder in (self.inputs, self.results):
+        self.videos = self.root / "video"  # per video job: the upload, a portrait, landmarks, chunks
+        for folder in (self.inputs, self.results, self.videos):
             folder.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
@@ -54,9 +55,17 @@ class Storage:
     def delete_input(self, job_id: str) -> None:
         shutil.rmtree(self.inputs / self._check(job_id), ignore_errors=True)
 
+    def video_dir(self, job_id: str) -> Path:
+        """A video job's folder: `video` (the upload), `portrait`, and its resumable work files."""
+        return self.videos / self._check(job_id)
+
+    def delete_video_work(self, job_id: str) -> None:
+        shutil.rmtree(self.video_dir(job_id), ignore_errors=True)
+
     def delete_job_files(self, job_id: str) -> None:
         """A deleted job's upload and result."""
         self.delete_input(job_id)
+        self.delete_video_work(job_id)
         for ext in RESULT_EXTENSIONS:
             (self.results / f"{self._check(job_id)}.{ext}").unlink(missing_ok=True)
 
@@ -125,11 +134,11 @@ class Storage:
         is queued or running); returns how many entries went."""
         cutoff = (now or time.time()) - max_age_s
         removed = 0
-        for entry in list(self.inputs.iterdir()) + list(self.results.iterdir()):
+        for entry in list(self.inputs.iterdir()) + list(self.results.iterdir()) + list(self.videos.iterdir()):
             try:
                 if entry.stat().st_mtime >= cutoff:
                     continue
-                if entry.parent == self.inputs and job_active(entry.name):
+                if entry.parent in (self.inputs, self.videos) and job_active(entry.name):
                     continue
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
                 removed += 1

@@ -38,9 +38,9 @@ def dockerfile(name: str) -> str:
 
 def test_services_and_their_commands_exist() -> None:
     services = compose()["services"]
-    assert set(services) == {"redis", "api", "worker-stylize", "worker-train"}
+    assert set(services) == {"redis", "api", "worker-stylize", "worker-train", "worker-video"}
     parser = build_parser()
-    for name in ("worker-stylize", "worker-train"):
+    for name in ("worker-stylize", "worker-train", "worker-video"):
         args = parser.parse_args(services[name]["command"])  # the worker image's entrypoint is `agilegan`
         assert args.command == "worker"
         assert args.queues == name.split("-")[1]
@@ -76,7 +76,7 @@ def test_healthchecks_point_at_real_endpoints() -> None:
 
 def test_gpu_reservations_and_shutdown_grace() -> None:
     services = compose()["services"]
-    for name in ("worker-stylize", "worker-train"):
+    for name in ("worker-stylize", "worker-train", "worker-video"):
         devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
         assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
         assert "device_ids" in devices[0] and "count" not in devices[0]  # one service per GPU
@@ -84,7 +84,7 @@ def test_gpu_reservations_and_shutdown_grace() -> None:
     cpu = compose("docker-compose.cpu.yml")["services"]
     assert all(
         cpu[name]["deploy"] == {} and cpu[name]["environment"]["AGILEGAN_DEVICE"] == "cpu"
-        for name in ("worker-stylize", "worker-train")
+        for name in ("worker-stylize", "worker-train", "worker-video")
     )
 
 
@@ -95,7 +95,7 @@ def test_redis_persists_and_never_evicts() -> None:
     assert "--maxmemory-policy noeviction" in command
     assert redis["volumes"] == ["redis:/data"]
     data_users = [n for n, s in compose()["services"].items() if "data:/data" in (s.get("volumes") or [])]
-    assert set(data_users) == {"api", "worker-stylize", "worker-train"}  # one shared data volume
+    assert set(data_users) == {"api", "worker-stylize", "worker-train", "worker-video"}  # one shared data volume
 
 
 def test_images_are_pinned_non_root_and_the_api_has_no_torch() -> None:

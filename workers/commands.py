@@ -22,7 +22,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     serve.set_defaults(handler=cmd_serve)
 
     worker = sub.add_parser("worker", help="run a GPU/CPU worker on the given queues")
-    worker.add_argument("--queues", default="stylize", help="comma-separated: stylize, train")
+    worker.add_argument("--queues", default="stylize", help="comma-separated: stylize, train, video")
     worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     worker.set_defaults(handler=cmd_worker)
 
@@ -277,8 +277,8 @@ def cmd_up(args: argparse.Namespace) -> None:
         cli = [sys.executable, "-m", "workers.cli"]
         # API and worker share this machine's cores: uploads are answered first (README, "Service")
         worker_env = {**os.environ, "AGILEGAN_WORKER_NICE": os.environ.get("AGILEGAN_WORKER_NICE", str(UP_WORKER_NICE))}
-        # one worker per queue: an hour of style training never holds up a stylize job
-        for queue in ("stylize", "train"):
+        # one worker per queue: an hour of style training or a long video never holds up a portrait
+        for queue in ("stylize", "train", "video"):
             children.append(subprocess.Popen([*cli, "worker", "--queues", queue], env=worker_env))
         children.append(subprocess.Popen([*cli, "serve"]))
         base = f"http://{settings.host}:{settings.port}"

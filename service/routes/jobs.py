@@ -257,6 +257,7 @@ def _status(request: Request, job_id: str, record: dict, lookup_position: bool =
         position=position,
         stage=record.get("stage"),
         progress=record.get("progress", 0.0),
+        detail=record.get("detail"),
         created_at=record.get("created_at", 0.0),
         started_at=record.get("started_at"),
         finished_at=record.get("finished_at"),

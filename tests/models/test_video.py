@@ -169,6 +169,7 @@ def test_a_stopped_run_resumes_from_its_finished_chunks(models_dir: Path, tmp_pa
         source, tmp_path / "whole.zip", "zip", _stylizer(models_dir, config), aligner, tmp_path / "a", VideoLimits(),
         chunk_frames=4,
     )  # fmt: skip
+
     def stop_after_two_chunks() -> bool:  # asked before every frame and chunk
         return len(list((tmp_path / "b").glob("chunk-*.npz"))) >= 2
 
