@@ -21,6 +21,7 @@ import numpy as np
 
 from models.direction_cli import add_direction_commands, add_edit_arguments, edits_for
 from models.synthesis import NOISE_MODES
+from models.video_cli import add_video_command
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 IMPORT_FORMATS = (  # models.importers.FORMATS, without importing torch for --help
@@ -88,6 +89,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     add_align_command(sub)
     add_direction_commands(sub)
+    add_video_command(sub)
 
     fit = sub.add_parser(
         "fit-attribute-classifier", help="fit the attribute=auto classifier from labelled photos (label subfolders)"

@@ -193,3 +193,24 @@ def test_torch_is_not_needed_to_probe() -> None:
     import models.video_io as io_module
 
     assert "torch" not in io_module.__dict__ and torch is not None
+
+
+def test_the_animate_command(models_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    face = Image.open(FACES / "obama.jpg").convert("RGB").resize((240, 288))
+    source = _photo_video(tmp_path / "in.mp4", [face] * 5, kind="mp4")
+    agilegan = Path(sys.executable).with_name("agilegan")
+    common = [str(agilegan), "animate", str(models_dir / "styles" / "demo"), str(source)]
+    encoder = ["--encoder", str(models_dir / "base" / "encoder")]
+    done = subprocess.run([*common, *encoder, "--out", str(tmp_path / "out.webm")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "5 frames at 25 fps, 5 stylized" in done.stdout and "stylizing" in done.stderr  # the progress bar
+    assert probe(tmp_path / "out.webm").width == 240 and not (tmp_path / "out.webm.work").exists()
+    portrait = [*encoder, "--portrait", str(FACES / "biden.jpg"), "--output", "aligned", "--size", "64"]
+    done = subprocess.run([*common, *portrait, "--out", str(tmp_path / "me.zip")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [f.shape for f in read_frames(tmp_path / "me.zip")] == [(64, 64, 3)] * 5
+    bad = subprocess.run([*common, "--out", str(tmp_path / "x.avi")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "suffix" in bad.stderr
