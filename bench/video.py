@@ -149,7 +149,7 @@ def main() -> None:
         still_video(still, min(args.frames, 30))
         change = flicker(still)
         print(
-            "mean |frame-to-frame change| of the output (8-bit): "
+            "still clip, mean |frame-to-frame change| of the output (8-bit): "
             + ", ".join(f"{k} {v:.2f}" for k, v in change.items())
         )
         if not args.skip_speed:
