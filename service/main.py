@@ -17,7 +17,7 @@ from rq import Queue
 
 from models.alignment import FaceAligner
 from models.configs import AlignerConfig
-from service import docs, errors
+from service import console, docs, errors
 from service.auth import KeyStore
 from service.config import Settings, get_settings
 from service.contract import QUEUES
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
     app.include_router(animate.router)
     app.include_router(health.router)
     docs.install(app)
+    console.install(app)
     # Outermost first: request id, then metrics, then authentication (headers only), then the body cap.
     app.add_middleware(
         BodyLimit,

@@ -205,6 +205,8 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
         "branches": result.branches,
         "perceptual": result.perceptual,
         "exemplars": len(exemplars),
+        # the score curve, for the console's chart of a finished style (the full one is in training.json)
+        "curve": [{"step": c["step"], "score": c["score"], "terms": c["terms"]} for c in result.curve],
     }
 
 

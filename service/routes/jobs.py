@@ -34,7 +34,6 @@ from service.contract import (
 from service.deps import (
     ClientDep,
     JobsDep,
-    OperatorDep,
     RegistryDep,
     StorageDep,
     StylizeQueueDep,
@@ -278,14 +277,20 @@ def _visible_record(job_id: str, principal: Principal, jobs) -> dict:
 
 @router.get("/jobs", response_model=list[JobStatus], tags=["jobs"])
 def list_jobs(
-    request: Request, _: OperatorDep, jobs: JobsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    request: Request, principal: ClientDep, jobs: JobsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[JobStatus]:
-    """Operator view: the most recent jobs of every client (newest first, at most `limit`)."""
+    """The most recent jobs (newest first, at most `limit`): a client's own, every client's for operators."""
     redis = request.app.state.redis
     ids = [k.decode().rsplit(":", 1)[1] for k in redis.scan_iter(match="agilegan:job:*", count=500)]
     records = [(job_id, jobs.get(job_id)) for job_id in ids if JOB_ID.fullmatch(job_id)]
-    records = sorted((r for r in records if r[1]), key=lambda r: r[1]["created_at"], reverse=True)
+    records = [r for r in records if r[1] and (principal.is_operator or r[1].get("owner") == principal.key_id)]
+    records = sorted(records, key=lambda r: r[1]["created_at"], reverse=True)
     return [_status(request, job_id, record) for job_id, record in records[:limit]]
+
+
+@router.get("/whoami", tags=["jobs"], summary="The caller's key id and role (what the console shows)")
+def whoami(principal: ClientDep) -> dict[str, str]:
+    return {"key_id": principal.key_id, "role": principal.role}
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, tags=["jobs"])

@@ -126,10 +126,13 @@ def test_auth_roles_and_ownership(make_client, make_settings, start_worker) -> N
     assert [s["id"] for s in styles] == ["demo"] and "random-weights" in styles[0]["labels"]
     assert client.get("/v1/styles/demo", headers=auth()).json()["resolution"] == 64
     assert client.get("/v1/styles/nope", headers=auth()).status_code == 404
-    forbidden = client.get("/v1/jobs", headers=auth())
-    assert forbidden.status_code == 403 and forbidden.json()["code"] == "forbidden"
+    assert client.get("/v1/jobs", headers=auth()).json() == []
+    assert client.get("/v1/whoami", headers=auth()).json()["role"] == "client"
+    assert client.get("/v1/whoami", headers=auth(OPERATOR_KEY)).json()["role"] == "operator"
 
     job = post_photo(client).json()
+    assert [j["id"] for j in client.get("/v1/jobs", headers=auth()).json()] == [job["id"]]  # a client's own
+    assert client.get("/v1/jobs", headers=auth(OTHER_KEY)).json() == []
     assert client.get(f"/v1/jobs/{job['id']}", headers=auth(OTHER_KEY)).status_code == 404  # not yours
     assert client.get(f"/v1/jobs/{job['id']}", headers=auth(OPERATOR_KEY)).status_code == 200  # operator: all
     assert [j["id"] for j in client.get("/v1/jobs", headers=auth(OPERATOR_KEY)).json()] == [job["id"]]

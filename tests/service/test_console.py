@@ -1,0 +1,174 @@
+"""The web console (/console) in real headless Chromium (Debian's chromium + chromium-driver, driven by
+selenium), against a real API server, workers, Redis and tiny models.
+
+Screenshots of each page at 1280 px and 375 px go to `test-artifacts/console/` (AGILEGAN_TEST_ARTIFACTS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from tests.exemplar_data import FACES, exemplar_zip_bytes
+from tests.service.conftest import CLIENT_KEY, OPERATOR_KEY, auth
+from tests.service.test_styles import TINY_TRAINING
+
+CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(os.environ.get("AGILEGAN_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.exists() and DRIVER.exists()),
+    reason="needs Debian's chromium and chromium-driver (make test installs them)",
+)
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    os.environ.setdefault("SE_OFFLINE", "true")  # selenium must not look for a driver online
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,900",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def wait(predicate, timeout: float = 60, what: str = "") -> object:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            value = predicate()
+        except Exception:  # noqa: BLE001 (element not there yet, stale, …)
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def by(driver, testid: str):
+    return driver.find_element("css selector", f'[data-testid="{testid}"]')
+
+
+def shoot(driver, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "console").mkdir(exist_ok=True)
+    for width in (1280, 375):
+        driver.set_window_size(width, 900)
+        time.sleep(0.2)
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(width, min(max(height, 600), 4000))
+        driver.save_screenshot(str(ARTIFACTS / "console" / f"{name}-{width}.png"))
+    driver.set_window_size(1280, 900)
+
+
+def sign_in(driver, base: str, key: str, role: str) -> None:
+    driver.get(f"{base}/console")
+    by(driver, "api-key").send_keys(key)
+    by(driver, "save-key").click()
+    wait(lambda: role in driver.find_element("id", "who").text, what=f"signed in as {role}")
+
+
+def test_a_client_stylizes_a_photo_and_sees_errors(make_settings, start_api, start_worker, browser) -> None:
+    settings = make_settings()
+    base = start_api(settings)
+    start_worker(settings, queues="stylize")
+    sign_in(browser, base, CLIENT_KEY, "client")
+    assert not by(browser, "styles-tab").is_displayed()  # no operator controls for a client
+    wait(
+        lambda: (
+            "demo"
+            in [o.get_attribute("value") for o in by(browser, "style-select").find_elements("css selector", "option")]
+        )
+    )
+    by(browser, "photo-input").send_keys(str(FACES / "obama.jpg"))
+    browser.find_element("id", "size").send_keys("256")
+    by(browser, "stylize-button").click()
+    image = by(browser, "result-image")
+    wait(
+        lambda: image.is_displayed() and browser.execute_script("return arguments[0].naturalWidth", image) > 0,
+        90,
+        "result",
+    )
+    assert browser.execute_script("return arguments[0].naturalWidth", image) == 256
+    assert "succeeded" in by(browser, "job-status").text
+    shoot(browser, "try")
+
+    # a photo without a face: the API's own message, not a generic failure
+    expected = httpx.post(
+        f"{base}/v1/stylize", files={"image": ("dogs.jpg", (FACES / "dogs.jpg").read_bytes())},
+        data={"style": "demo"}, headers=auth(),
+    ).json()  # fmt: skip
+    by(browser, "photo-input").send_keys(str(FACES / "dogs.jpg"))
+    by(browser, "stylize-button").click()
+    shown = wait(lambda: by(browser, "error-message").text, 30, "error")
+    assert expected["message"] in shown and expected["code"] in shown
+
+    browser.find_element("id", "jobs-tab").click()
+    rows = wait(lambda: browser.find_elements("css selector", "#jobs-body tr"), 30, "jobs")
+    assert len(rows) == 1 and "succeeded" in rows[0].text  # the refused photo made no job
+    shoot(browser, "jobs")
+    _only_same_origin(browser, base)
+
+
+def test_an_operator_trains_a_style_and_watches_it(
+    make_settings, start_api, start_worker, browser, tmp_path: Path, tiny_data_dir: Path
+) -> None:
+    settings = make_settings(min_exemplars=8)
+    base = start_api(settings)
+    start_worker(settings, queues="train")
+    (tmp_path / "exemplars.zip").write_bytes(exemplar_zip_bytes())
+    try:
+        sign_in(browser, base, OPERATOR_KEY, "operator")
+        tab = by(browser, "styles-tab")
+        assert tab.is_displayed()
+        tab.click()
+        by(browser, "style-name").send_keys("Console Test")
+        by(browser, "exemplar-input").send_keys(str(tmp_path / "exemplars.zip"))
+        browser.find_element("id", "train-config").send_keys(json.dumps({**TINY_TRAINING, "max_steps": 12}))
+        by(browser, "train-button").click()
+        report = wait(lambda: browser.find_elements("css selector", "#upload-report tbody tr"), 60, "upload report")
+        assert len(report) == 14 and any("no_face" in r.text for r in report)
+        chart = by(browser, "training-chart")
+        wait(lambda: chart.find_elements("css selector", "polyline"), 120, "chart")
+        preview = by(browser, "preview-image")
+        wait(
+            lambda: preview.is_displayed() and browser.execute_script("return arguments[0].naturalWidth", preview) > 0,
+            120,
+        )
+        wait(lambda: "ready" in browser.find_element("id", "training-status").text, 120, "ready")
+        assert "stopped: max_steps" in browser.find_element("id", "training-status").text
+        shoot(browser, "styles")
+        _only_same_origin(browser, base)
+    finally:
+        shutil.rmtree(tiny_data_dir / "registry" / "styles" / "console-test", ignore_errors=True)
+
+
+def _only_same_origin(browser, base: str) -> None:
+    """Every request the console made (those of documents loaded from the API) went to the API's own
+    origin or stayed in the page (blob:, data:). The browser's own start page (chrome://) is not ours."""
+    urls = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent" and message["params"].get("documentURL", "").startswith(
+            base
+        ):
+            urls.append(message["params"]["request"]["url"])
+    assert urls and all(u.startswith((base + "/", "blob:", "data:")) for u in urls), [
+        u for u in urls if not u.startswith((base, "blob:", "data:"))
+    ]
