@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint format bench clean system-deps
+.PHONY: setup run test lint format bench clean system-deps browser-deps
 
 setup: $(STAMP)
 
@@ -22,10 +22,16 @@ system-deps:
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
 	  else echo "note: redis-server not found (Debian: sudo apt-get install -y redis-server)"; fi; }
 
+# Debian's chromium and chromium-driver: the console's browser tests drive them (never a downloaded browser).
+browser-deps:
+	@{ command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	  else echo "note: chromium not found (Debian: sudo apt-get install -y chromium chromium-driver); the browser tests will fail"; fi; }
+
 run: setup system-deps
 	$(BIN)/agilegan up
 
-test: setup system-deps
+test: setup system-deps browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

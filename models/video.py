@@ -209,9 +209,15 @@ class VideoStylizer:
 
     @torch.no_grad()
     def chunk(
-        self, frames: list[np.ndarray], landmarks: np.ndarray, usable: np.ndarray, state: VideoState
+        self,
+        frames: list[np.ndarray],
+        landmarks: np.ndarray,
+        usable: np.ndarray,
+        state: VideoState,
+        on_batch: Callable[[int], None] | None = None,
     ) -> tuple[list[np.ndarray], VideoState]:
-        """Frames [H, W, 3] uint8 with their smoothed landmarks [n, 68, 2] and usable flags → output frames."""
+        """Frames [H, W, 3] uint8 with their smoothed landmarks [n, 68, 2] and usable flags → output frames.
+        `on_batch(frames done in this chunk)` after each batch (per-frame progress)."""
         cfg = self.config
         out: list[np.ndarray] = []
         for start in range(0, len(frames), cfg.batch):
@@ -238,6 +244,8 @@ class VideoStylizer:
                 rendered = {i: _to_pil(img, cfg.size) for i, img in zip(good, images)}
             for i in rows:
                 out.append(self._compose(i in rendered and rendered[i], photos[i - start], aligned.get(i)))
+            if on_batch is not None:
+                on_batch(len(out))
         return out, state
 
     def _compose(self, face: Image.Image | bool, photo: Image.Image, aligned: AlignedFace | None) -> np.ndarray:

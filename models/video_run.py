@@ -117,23 +117,27 @@ def run_video(
             resumed += 1
             continue
         check_stop()
-        outputs, state = stylizer.chunk(batch, smooth[lo:hi], usable[lo:hi], state)
+
+        def on_batch(done_in_chunk: int, lo: int = lo, before: int = done_frames) -> None:  # after every batch
+            done = before + done_in_chunk
+            rate = done / max(time.monotonic() - chunk_started, 1e-6)
+            if progress is not None:
+                progress(
+                    {
+                        "stage": "stylizing",
+                        "done": lo + done_in_chunk,
+                        "total": total,
+                        "eta_s": (total - lo - done_in_chunk) / rate,
+                        "elapsed_s": time.monotonic() - started,
+                    }
+                )
+
+        outputs, state = stylizer.chunk(batch, smooth[lo:hi], usable[lo:hi], state, on_batch)
         tmp = workdir / f".chunk-{c:05d}.tmp.npz"
         with open(tmp, "wb") as f:
             np.savez(f, frames=np.stack(outputs), **state.to_arrays())
         tmp.replace(path)
         done_frames += hi - lo
-        rate = done_frames / max(time.monotonic() - chunk_started, 1e-6)
-        if progress is not None:
-            progress(
-                {
-                    "stage": "stylizing",
-                    "done": hi,
-                    "total": total,
-                    "eta_s": (total - hi) / rate,
-                    "elapsed_s": time.monotonic() - started,
-                }
-            )
     # 4. Encode, with the input's audio.
     report("encoding", total, total)
 

@@ -135,12 +135,15 @@ def test_no_face_frames_pass_through(models_dir: Path, tmp_path: Path) -> None:
     face = Image.open(FACES / "obama.jpg").convert("RGB").resize((300, 360))
     dogs = Image.open(FACES / "dogs.jpg").convert("RGB").resize((300, 360))
     source = _photo_video(tmp_path / "in.zip", [face] * 3 + [dogs] + [face] * 2 + [dogs] * 4 + [face])
-    config = VideoConfig(output="full", size=64, max_gap=2)
+    config = VideoConfig(output="full", size=64, max_gap=2, batch=2)
+    seen: list[dict] = []
     result = run_video(
         source, tmp_path / "out.zip", "zip", _stylizer(models_dir, config), FaceAligner(AlignerConfig()),
-        tmp_path / "work", VideoLimits(),
+        tmp_path / "work", VideoLimits(), progress=seen.append,
     )  # fmt: skip
     assert (result.frames, result.bridged, result.passed_through) == (11, 1, 4)
+    stylizing = [s for s in seen if s["stage"] == "stylizing"]
+    assert [s["done"] for s in stylizing] == [2, 4, 6, 8, 10, 11] and all(s["eta_s"] >= 0 for s in stylizing)
     out = list(read_frames(tmp_path / "out.zip"))
     assert all(np.array_equal(out[i], np.asarray(dogs)) for i in range(6, 10))  # unstylized
     assert not np.array_equal(out[0], np.asarray(face)) and not np.array_equal(out[3], np.asarray(dogs))
