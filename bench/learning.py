@@ -39,7 +39,7 @@ from models.configs import DiscriminatorConfig, TransferConfig  # noqa: E402
 from models.discriminator import Discriminator  # noqa: E402
 from models.exemplars import tensor_exemplars  # noqa: E402
 from models.stylegan2 import Generator  # noqa: E402
-from models.transfer import train_style  # noqa: E402
+from models.transfer_run import train_style  # noqa: E402
 from workers.demo import demo_configs  # noqa: E402
 
 TINTS = {"red": 0, "green": 1, "blue": 2}

@@ -240,7 +240,7 @@ def cmd_train_style(args: argparse.Namespace) -> None:
     from models.discriminator import Discriminator
     from models.exemplars import iter_files, load_exemplars
     from models.stylegan2 import Generator
-    from models.transfer import train_style
+    from models.transfer_run import train_style
 
     if args.micro_batch is not None and args.micro_batch < 1:
         raise CommandError(f"--micro-batch must be at least 1, got {args.micro_batch}")

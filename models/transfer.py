@@ -6,9 +6,10 @@ stylization inversion-consistent); hinge or non-saturating loss; lazy R1; path-l
 a source-consistency term (LPIPS-VGG when configured, else source-discriminator features); FreezeD;
 adaptive augmentation; Adam with the lazy-regularisation ratio; an EMA generator.
 
-What no public trainer has: **early stopping** (`models.transfer_eval`): a held-out part of the
-exemplars; every `eval_every` steps the EMA generator is scored on fixed latents (style match, the
-discriminator memorising, losing the portrait; each term normalised by a reference of its own run).
+What no public trainer has: **early stopping** (`models.transfer_eval`; the loop that runs a style
+to the end is `models.transfer_run`): a held-out part of the exemplars; every `eval_every` steps
+the EMA generator is scored on fixed latents (style match, the discriminator memorising, losing
+the portrait; each term normalised by a reference of its own run).
 The best-scoring EMA generator is kept; training stops after `patience` evaluations without
 improvement, at the time budget or at `max_steps`. With exemplar labels, the attribute-aware generator
 trains one branch per label (each branch against its own discriminator, the shared blocks from all).
@@ -28,10 +29,7 @@ import contextlib
 import copy
 import json
 import logging
-import math
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +53,6 @@ from models.transfer_eval import EarlyStopping, Evaluator
 
 log = logging.getLogger("agilegan.train")
 STATE_DIR, BEST_DIR, REPORT_FILE = "train_state", "best", "training.json"
-
-
-class TrainingCanceled(Exception):
-    """`should_stop` asked the run to stop; its last checkpoint stays for a later resume."""
-
-
-@dataclass
-class TrainingResult:
-    out_dir: Path
-    steps: int
-    best_step: int
-    best_score: float
-    stop_reason: str
-    curve: list[dict[str, float]]
-    perceptual: str
-    branches: list[str] = field(default_factory=list)
 
 
 def _split(n: int, fraction: float, minimum: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -478,145 +460,3 @@ def _unflatten_optimizer(name: str, tensors: dict[str, torch.Tensor], meta: dict
         idx, field_name = key.split(".", 1)
         state[int(idx)][field_name] = value
     return {"state": state, "param_groups": meta["param_groups"]}
-
-
-class StepClock:
-    """Measured seconds of training steps and evaluations: the ETA is what the remaining schedule costs
-    at the measured rates (the latest ones weigh most), capped by the time left, never negative."""
-
-    def __init__(self, smoothing: float = 0.9) -> None:
-        self.smoothing = smoothing
-        self._mean: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def timing(self, kind: str):
-        start = time.monotonic()
-        yield
-        took = time.monotonic() - start
-        old = self._mean.get(kind)
-        self._mean[kind] = took if old is None else self.smoothing * old + (1 - self.smoothing) * took
-
-    def mean(self, kind: str) -> float:
-        return self._mean.get(kind, 0.0)
-
-    def eta(self, steps_left: int, eval_every: int, time_left_s: float) -> float:
-        schedule = steps_left * self.mean("step") + (steps_left // eval_every) * self.mean("eval")
-        return max(0.0, min(schedule, time_left_s))
-
-
-def train_style(
-    source_g: Generator,
-    source_d: Discriminator,
-    exemplars: ExemplarSet,
-    config: TransferConfig,
-    out_dir: Path,
-    device: str | torch.device = "cpu",
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    micro_batch: int | None = None,
-) -> TrainingResult:
-    """Train (or resume) a style into `out_dir`; the best generator is published there at the end.
-
-    `out_dir` ends up as a checkpoint directory (model.safetensors + config.json) plus training.json
-    (config, curve, stop reason). Until then it only holds `train_state/` and `best/`, so a canceled or
-    crashed run never leaves a loadable half-trained style.
-    """
-    trainer = Trainer(source_g, source_d, exemplars, config, out_dir, device, micro_batch)
-    if trainer.load_state():
-        log.info("resumed from step %d", trainer.step)
-    started = time.monotonic() - trainer.elapsed
-    budget_s = config.minutes * 60
-    clock = StepClock()
-    stop_reason = "max_steps"
-    while trainer.step < config.max_steps:
-        if should_stop is not None and should_stop():
-            trainer.save_state()
-            raise TrainingCanceled(f"canceled at step {trainer.step}")
-        # no step that no evaluation could score within the budget: stop with the best so far
-        if clock.mean("eval") and trainer.elapsed + clock.mean("step") + clock.mean("eval") > budget_s:
-            stop_reason = "time_budget"
-            break
-        with clock.timing("step"):
-            losses = trainer.train_step()
-        trainer.elapsed = time.monotonic() - started
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise FloatingPointError(f"non-finite loss at step {trainer.step}: {losses}")
-        evaluated = None
-        if trainer.step % config.eval_every == 0:
-            with clock.timing("eval"):
-                evaluated = trainer.evaluate()
-                trainer.curve.append(evaluated)
-                if trainer.stopper.update(evaluated["score"], trainer.step, evaluated["score_noise"]):
-                    trainer.save_best()
-            trainer.elapsed = time.monotonic() - started
-        if trainer.step % config.checkpoint_every == 0:
-            trainer.save_state()
-        if progress is not None:
-            progress(
-                {
-                    "step": trainer.step,
-                    "max_steps": config.max_steps,
-                    "losses": losses,
-                    "score": evaluated["score"] if evaluated else None,
-                    # the EMA generator just scored (for previews; read it in the callback, don't keep it)
-                    "model": trainer.g_ema if evaluated else None,
-                    "best_score": trainer.stopper.best,
-                    "elapsed_s": trainer.elapsed,
-                    "eta_s": clock.eta(config.max_steps - trainer.step, config.eval_every, budget_s - trainer.elapsed),
-                }
-            )
-        if trainer.stopper.should_stop:
-            stop_reason = "early_stopping"
-            break
-        if trainer.elapsed >= budget_s:
-            stop_reason = "time_budget"
-            break
-    if not trainer.curve or (trainer.curve[-1]["step"] != trainer.step and stop_reason != "time_budget"):
-        evaluated = trainer.evaluate()
-        trainer.curve.append(evaluated)
-        if trainer.stopper.update(evaluated["score"], trainer.step, evaluated["score_noise"]):
-            trainer.save_best()
-    if trainer.stopper.best_step < 0:  # the time budget ended the run in its warm-up: its last step is the best
-        if trainer.curve[-1]["step"] != trainer.step:
-            trainer.curve.append(trainer.evaluate())
-        trainer.stopper.accept(trainer.curve[-1]["score"], trainer.step)
-        trainer.save_best()
-    trainer.save_state()
-    return _publish(trainer, stop_reason, exemplars)
-
-
-def _publish(trainer: Trainer, stop_reason: str, exemplars: ExemplarSet) -> TrainingResult:
-    """Copy the best checkpoint into out_dir (config.json last) and write training.json."""
-    out, best = trainer.out_dir, trainer.out_dir / BEST_DIR
-    report = {
-        "stop_reason": stop_reason,
-        "steps": trainer.step,
-        "best_step": trainer.stopper.best_step,
-        "best_score": trainer.stopper.best,
-        "curve": trainer.curve,
-        "perceptual": trainer.perceptual,
-        "branches": trainer.branches,
-        "elapsed_s": trainer.elapsed,
-        "micro_batch": trainer.micro_batch or trainer.config.batch_size,
-        "config": trainer.config.to_dict(),
-        "exemplars": {
-            "total": len(exemplars),
-            "train": sum(len(t) for t in trainer.train_sets),
-            "holdout": sum(len(h) for h in trainer.holdout_sets),
-        },
-        "score": "kid/kid_reference + score_overfit_weight·relu(gap) "
-        "+ score_consistency_weight·consistency/consistency_reference (models/transfer_eval.py)",
-    }
-    atomic_write_bytes(out / REPORT_FILE, (json.dumps(report, indent=2) + "\n").encode())
-    (out / "model.safetensors").write_bytes((best / "model.safetensors").read_bytes())
-    (out / "config.json").write_bytes((best / "config.json").read_bytes())
-    return TrainingResult(
-        out,
-        trainer.step,
-        trainer.stopper.best_step,
-        trainer.stopper.best,
-        stop_reason,
-        trainer.curve,
-        trainer.perceptual,
-        trainer.branches,
-    )

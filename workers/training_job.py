@@ -1,4 +1,4 @@
-"""The style-training job (train queue): exemplars from storage → `models.transfer.train_style`.
+"""The style-training job (train queue): exemplars from storage → `models.transfer_run.train_style`.
 
 Resumable: a re-queued job (its worker died) finds `train_state/` in the style directory and goes on
 from the last checkpoint. Cancel: the API sets a cancel key; training stops at its next step and the
@@ -28,7 +28,7 @@ from models.exemplars import ExemplarSet
 from models.images import load_image
 from models.stylegan2 import Generator
 from models.stylizer import to_image
-from models.transfer import TrainingCanceled, train_style
+from models.transfer_run import TrainingCanceled, train_style
 from service.contract import TrainJob, style_cancel_key, style_progress_key
 from service.jobmetrics import count_failure
 from workers.jobs import failure_code

@@ -52,7 +52,7 @@ def test_training_uses_lpips_when_configured(tmp_path: Path) -> None:
     from models.discriminator import Discriminator
     from models.exemplars import tensor_exemplars
     from models.stylegan2 import Generator
-    from models.transfer import train_style
+    from models.transfer_run import train_style
     from tests.conftest import seeded
 
     heads, vgg, _ = _official_files(tmp_path)

@@ -17,8 +17,9 @@ from models.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
 from models.discriminator import Discriminator
 from models.exemplars import tensor_exemplars
 from models.stylegan2 import Generator
-from models.transfer import StepClock, Trainer, TrainingCanceled, _split, ema_beta, train_style
+from models.transfer import Trainer, _split, ema_beta
 from models.transfer_eval import EarlyStopping
+from models.transfer_run import StepClock, TrainingCanceled, train_style
 from tests.conftest import seeded
 from tests.exemplar_data import exemplar_zip_bytes
 
