@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     torch_threads: int = Field(0, ge=0, description="0 = torch's default")
     video_batch: int = Field(8, ge=1, le=64, description="video frames per encoder/generator pass")
+    max_batch: int = Field(
+        0, ge=0, le=64, description="stylize jobs a worker takes at once (0 = auto: 8 on CUDA, 1 on the CPU)"
+    )
+    batch_wait_ms: float = Field(5.0, ge=0, le=1000, description="how long a batch waits for more jobs")
     video_chunk_frames: int = Field(16, ge=1, le=1024, description="frames per resumable chunk of a video job")
     worker_nice: int = Field(
         0,

@@ -100,16 +100,23 @@ def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[st
     if branch is not None and branch not in stylizer.branches:
         raise StyleUnavailable(f"style {job.style!r} has no attribute branch {branch!r}")
     edits = rt.edits(job.style, job.edits)
+    prepared = rt.prepared.pop(job.job_id, None)  # made in a batch with other jobs (workers/batching.py)
     step("load", 0.1)
-    # 2. The FFHQ crop, from the landmarks the API found at upload.
-    photo = load_image(rt.storage.read_input(job.job_id), rt.settings.max_pixels).image
-    aligned = align_landmarks(photo, job.landmarks, ALIGNED_SIZE, rt.settings.align_transform_size)
-    step("align", 0.3)
-    # 3. Encoder → z+ → source mapping → w+ (→ edited) → the style's generator.
-    out = stylizer(
-        aligned.image, branch=branch, noise=job.noise, structure=job.structure, strength=job.strength, edits=edits
-    )
-    step("generate", 0.8)
+    if prepared is not None:
+        photo, aligned, out = prepared.photo, prepared.aligned, prepared.stylized
+        step("align", 0.3)
+        step("generate", 0.8)
+        timings.update(prepared.timings)
+    else:
+        # 2. The FFHQ crop, from the landmarks the API found at upload.
+        photo = load_image(rt.storage.read_input(job.job_id), rt.settings.max_pixels).image
+        aligned = align_landmarks(photo, job.landmarks, ALIGNED_SIZE, rt.settings.align_transform_size)
+        step("align", 0.3)
+        # 3. Encoder → z+ → source mapping → w+ (→ edited) → the style's generator.
+        out = stylizer(
+            aligned.image, branch=branch, noise=job.noise, structure=job.structure, strength=job.strength, edits=edits
+        )
+        step("generate", 0.8)
     # 4. Resize, or paste back into the photo.
     if job.output == "full":
         image = paste_back(photo, out.image, aligned, rt.aligner_config.feather)
@@ -128,6 +135,7 @@ def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[st
         "structure": out.structure,
         "strength": out.strength,
         "edits": [e.model_dump() for e in job.edits],
+        "batch_size": prepared.batch_size if prepared is not None else 1,
         "width": image.size[0],
         "height": image.size[1],
         "format": job.format,

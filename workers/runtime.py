@@ -60,6 +60,7 @@ class Runtime:
         self._styles: OrderedDict[str, tuple[tuple[float, float], Stylizer]] = OrderedDict()
         self._classifier_cache: tuple[float, AttributeClassifier | None] = (0.0, None)
         self._directions: dict[str, tuple[int, directions.DirectionSet]] = {}
+        self.prepared: dict[str, Any] = {}  # job id → workers.batching.Prepared, for the batch being run
         self._lock = threading.Lock()
         self.worker_name = "worker"
         self.worker: Any = None  # the rq worker running this runtime (set by run_worker)

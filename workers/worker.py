@@ -24,6 +24,7 @@ from rq.worker import WorkerStatus
 
 from service.config import Settings
 from service.contract import QUEUES
+from workers import batching
 from workers import runtime as runtime_module
 
 log = logging.getLogger("agilegan.worker")
@@ -32,28 +33,45 @@ log = logging.getLogger("agilegan.worker")
 class WarmWorker(SimpleWorker):
     heartbeat_interval: float = 5.0
     job_heartbeat_ttl: int = 20
+    max_batch: int = 1  # stylize jobs taken at once (workers/batching.py); 1 = one at a time
+    batch_wait_s: float = 0.005
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_heartbeat_ttl
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        execution = self.prepare_execution(job)
+        # 1. More stylize jobs from the same queue, through rq's dequeue, when batching is on.
+        batch = [(job, queue)]
+        if self.max_batch > 1 and batching.batchable(job):
+            batch += batching.claim_more(self, queue, self.max_batch - 1, self.batch_wait_s)
+        # 2. Every claimed job's execution registered and heartbeating before any work starts.
+        executions = [self.prepare_execution(j) for j, _ in batch]
+        pairs = [(j, e) for (j, _), e in zip(batch, executions)]
         stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat_loop, args=(job, execution, stop), daemon=True)
+        beat = threading.Thread(target=self._heartbeat_loop, args=(pairs, stop), daemon=True)
         beat.start()
         try:
-            self.perform_job(job, queue, execution)
+            # 3. The networks once per group; then each job through rq as usual (it finds its image).
+            if len(batch) > 1:
+                stylize = [j.args[0] for j, _ in batch if batching.batchable(j)]
+                runtime_module.get_runtime().prepared.update(batching.precompute(runtime_module.get_runtime(), stylize))
+            for (j, q), execution in zip(batch, executions):
+                self.perform_job(j, q, execution)
         finally:
             stop.set()
             beat.join(timeout=5)
+            runtime_module.get_runtime().prepared.clear()
         self.set_state(WorkerStatus.IDLE)
 
-    def _heartbeat_loop(self, job: Job, execution, stop: threading.Event) -> None:
+    def _heartbeat_loop(self, pairs: list, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_interval):
-            try:
-                self.maintain_heartbeats(job, execution)
-            except Exception:  # a missed beat is retried; the TTL tolerates several
-                log.exception("heartbeat for job %s failed", job.id)
+            for job, execution in pairs:
+                if job.get_status(refresh=True) in ("finished", "failed", "canceled"):
+                    continue  # done: its execution is gone
+                try:
+                    self.maintain_heartbeats(job, execution)
+                except Exception:  # a missed beat is retried; the TTL tolerates several
+                    log.exception("heartbeat for job %s failed", job.id)
 
 
 def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> None:
@@ -76,6 +94,8 @@ def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> No
     )
     worker.heartbeat_interval = settings.heartbeat_interval_s
     worker.job_heartbeat_ttl = settings.heartbeat_ttl_s
+    worker.max_batch = settings.max_batch or (8 if rt.device.type == "cuda" else 1)
+    worker.batch_wait_s = settings.batch_wait_ms / 1000
     rt.worker_name = worker.name
     rt.worker = worker
     sweeper = threading.Thread(target=_sweep_loop, args=(rt, settings), daemon=True)

@@ -1,0 +1,122 @@
+"""Dynamic batching of stylize jobs (issue 16) on the CPU, through the real queue and workers: byte-identical
+images, grouping by style, a canceled job inside a batch, kill -9 mid-batch, and the bounded wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from rq import Queue
+from rq.job import Job
+
+from service.contract import cancel_key
+from tests.service.conftest import auth, post_photo, wait_for
+from workers.batching import claim_more
+
+PHOTOS = ["obama.jpg", "biden.jpg", "alex-lacamoire.png", "obama.jpg", "biden.jpg", "alex-lacamoire.png"]
+
+
+@pytest.fixture
+def second_style(tiny_data_dir: Path):
+    """`demo2`: the demo style under another id (another group for the batcher)."""
+    styles = tiny_data_dir / "registry" / "styles"
+    shutil.copytree(styles / "demo", styles / "demo2")
+    meta = json.loads((styles / "demo2" / "style.json").read_text())
+    (styles / "demo2" / "style.json").write_text(json.dumps({**meta, "id": "demo2", "name": "demo2"}))
+    yield "demo2"
+    shutil.rmtree(styles / "demo2", ignore_errors=True)
+
+
+def _submit(client, styles: list[str]) -> list[str]:
+    ids = []
+    for photo, style in zip(PHOTOS, styles):
+        response = post_photo(client, photo, size=256, style=style)
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+def _results(client, ids: list[str]) -> list[tuple[dict, bytes]]:
+    out = []
+    for job_id in ids:
+        done = wait_for(client, job_id, timeout=120)
+        body = client.get(f"/v1/jobs/{job_id}/result", headers=auth()).content if done["status"] == "succeeded" else b""
+        out.append((done, body))
+    return out
+
+
+def test_a_batch_is_byte_identical_grouped_by_style_and_leaves_a_canceled_job_out(
+    make_client, make_settings, start_worker, redis, second_style
+) -> None:
+    client = make_client()
+    styles = ["demo", "demo2", "demo", "demo2", "demo", "demo"]
+    batched = _submit(client, styles)  # all queued before the worker starts: one batch
+    redis.set(cancel_key(batched[2]), "1")  # canceled while its batch runs (its record still says queued)
+    batching = start_worker(make_settings(max_batch=8, batch_wait_ms=50), queues="stylize")
+    first = _results(client, batched)
+    batching.stop()
+    assert first[2][0]["status"] == "canceled"
+    done = [r for i, r in enumerate(first) if i != 2]
+    assert all(r[0]["status"] == "succeeded" for r in done), [r[0] for r in done]
+    sizes = {batched[i]: first[i][0]["result"]["batch_size"] for i in range(6) if i != 2}
+    # the demo group had 4 jobs (one canceled inside it), the demo2 group 2
+    assert [sizes[batched[i]] for i in (0, 4, 5)] == [4, 4, 4] and [sizes[batched[i]] for i in (1, 3)] == [2, 2]
+
+    alone = _submit(client, styles)  # the same jobs, one at a time
+    start_worker(make_settings(max_batch=1), queues="stylize")
+    second = _results(client, alone)
+    assert all(r[0]["result"]["batch_size"] == 1 for r in second)
+    for i in (0, 1, 3, 4, 5):
+        assert first[i][1] == second[i][1], f"job {i}: the batched image differs"
+
+
+def test_kill_during_a_batch_recovers_every_job(make_client, make_settings, start_worker, redis) -> None:
+    client = make_client()
+    settings = make_settings(max_batch=16, batch_wait_ms=50)
+    ids = []
+    for i in range(16):
+        ids.append(post_photo(client, PHOTOS[i % 3], size=256).json()["id"])
+    queue = Queue("stylize", connection=redis)
+    doomed = start_worker(settings, queues="stylize")
+    deadline = time.time() + 60
+    while queue.count > 0:  # the worker claimed the whole batch; it is preparing the images
+        assert time.time() < deadline
+        time.sleep(0.005)
+    os.kill(doomed.proc.pid, signal.SIGKILL)
+    doomed.proc.wait()
+    finished = sum(client.get(f"/v1/jobs/{j}", headers=auth()).json()["status"] == "succeeded" for j in ids)
+    assert finished < 16  # killed mid-batch
+    start_worker(settings, queues="stylize")
+    results = [wait_for(client, j, timeout=120) for j in ids]
+    assert all(r["status"] == "succeeded" for r in results), [r["status"] for r in results]
+
+
+def test_the_bounded_wait(redis, make_client, make_settings, start_worker) -> None:
+    queue = Queue("batch-test", connection=redis)
+    queue.empty()
+
+    class Worker:  # what claim_more reads of rq's worker
+        connection, job_class, serializer = redis, Job, None
+
+    started = time.monotonic()
+    assert claim_more(Worker(), queue, 5, wait_s=0.5) == []  # an empty queue: no wait at all
+    assert time.monotonic() - started < 0.05
+    for _ in range(2):
+        queue.enqueue("builtins.len", "ab")
+    started = time.monotonic()
+    claimed = claim_more(Worker(), queue, 5, wait_s=0.2)  # two waiting, then nothing more comes
+    took = time.monotonic() - started
+    assert len(claimed) == 2 and 0.15 < took < 0.3, took
+    queue.empty()
+
+    # a lone job through a batching worker starts at once, whatever the wait setting
+    client = make_client()
+    start_worker(make_settings(max_batch=8, batch_wait_ms=1000), queues="stylize")
+    job = wait_for(client, post_photo(client, size=256).json()["id"])
+    assert job["status"] == "succeeded" and job["result"]["batch_size"] == 1
+    assert job["result"]["timings"]["wait"] < 1.0

@@ -1,0 +1,150 @@
+"""Dynamic batching of stylize jobs across requests, with rq's own semantics per job.
+
+When a stylize worker takes a job and more stylize jobs wait on its queue, it claims up to
+`max_batch − 1` more with rq's own `Queue.dequeue_any` (waiting at most `batch_wait_ms` for more, and
+not at all when the queue is empty at that moment), registers every claimed job's execution (so each
+has its heartbeat, and a worker killed mid-batch leaves every job to rq's abandoned-job recovery),
+then `precompute` runs the networks once per group of jobs that share what changes the network
+(style, attribute, noise, structure, strength, edits). Each job then runs through rq's `perform_job`
+as usual: its function finds its image prepared, and does the rest of its steps (cancel checks,
+post-processing, storing the result, recording success) on its own. A job whose preparation failed
+simply runs the normal path.
+
+On CUDA a group's crops go through the encoder and its codes through the generator as one batch; a
+CUDA out-of-memory splits the group in halves and tries again. On the CPU each sample runs alone
+(rendering sample by sample is faster there, measured in the README), so a batched job's image is
+byte-identical to the same job run alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from rq import Queue
+from rq.job import Job
+from torch.cuda import OutOfMemoryError as TorchOOM
+
+from models.alignment import AlignedFace, align_landmarks
+from models.attribute_generator import AttributeAwareGenerator
+from models.directions import apply_edits
+from models.encoder import image_to_tensor
+from models.images import load_image
+from models.style_strength import quantise_strength
+from models.stylizer import Stylized, to_image
+from service.contract import STYLIZE_FUNCTION, StylizeJob
+
+log = logging.getLogger("agilegan.worker")
+ALIGNED_SIZE = 1024
+POLL_S = 0.001
+
+
+@dataclass
+class Prepared:
+    """A job's image made in a batch, with what its remaining steps need."""
+
+    photo: Image.Image
+    aligned: AlignedFace
+    stylized: Stylized
+    batch_size: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def claim_more(worker: Any, queue: Queue, limit: int, wait_s: float) -> list[tuple[Job, Queue]]:
+    """Up to `limit` more jobs from `queue` through rq's dequeue (no queue of our own): at once when
+    they wait, for at most `wait_s` more while they keep coming, never when the queue is empty now."""
+    claimed: list[tuple[Job, Queue]] = []
+    deadline = time.monotonic() + wait_s
+    while len(claimed) < limit:
+        got = Queue.dequeue_any(
+            [queue], None, connection=worker.connection, job_class=worker.job_class, serializer=worker.serializer
+        )
+        if got is not None:
+            claimed.append(got)
+            continue
+        if not claimed or time.monotonic() >= deadline:
+            break  # an empty queue: the job in hand does not wait
+        time.sleep(POLL_S)
+    return claimed
+
+
+def batchable(job: Job) -> bool:
+    return job.func_name == STYLIZE_FUNCTION
+
+
+def _group_key(job: StylizeJob) -> str:
+    edits = [e.model_dump() for e in job.edits]
+    return json.dumps([job.style, job.attribute, job.noise, job.structure, job.strength, edits], sort_keys=True)
+
+
+def precompute(rt: Any, payloads: list[dict[str, Any]]) -> dict[str, Prepared]:
+    """The images of a batch of stylize payloads, by job id (see the module docs). Jobs that cannot be
+    prepared here (unknown style, a bad photo, attribute-aware styles, random noise) are left out:
+    their own job function handles them, errors included."""
+    groups: dict[str, list[tuple[StylizeJob, Image.Image, AlignedFace, float]]] = {}
+    for payload in payloads:
+        try:
+            job = StylizeJob.model_validate(payload)
+            if job.noise == "random":
+                continue
+            started = time.perf_counter()
+            photo = load_image(rt.storage.read_input(job.job_id), rt.settings.max_pixels).image
+            aligned = align_landmarks(photo, job.landmarks, ALIGNED_SIZE, rt.settings.align_transform_size)
+            groups.setdefault(_group_key(job), []).append((job, photo, aligned, time.perf_counter() - started))
+        except Exception:  # the job's own run reports it
+            continue
+    prepared: dict[str, Prepared] = {}
+    for members in groups.values():
+        try:
+            prepared.update(_run_group(rt, members))
+        except Exception:
+            log.exception("batch preparation failed; the jobs run one by one")
+    return prepared
+
+
+def _run_group(rt: Any, members: list[tuple[StylizeJob, Image.Image, AlignedFace, float]]) -> dict[str, Prepared]:
+    first = members[0][0]
+    stylizer = rt.stylizer(first.style)
+    if isinstance(stylizer.generator, AttributeAwareGenerator):
+        return {}
+    edits = rt.edits(first.style, first.edits)
+    try:
+        started = time.perf_counter()
+        images = _render(stylizer, [m[2].image for m in members], first, edits)
+        seconds = time.perf_counter() - started
+    except TorchOOM:
+        if len(members) == 1:
+            return {}
+        torch.cuda.empty_cache()
+        half = len(members) // 2
+        log.warning("CUDA out of memory in a batch of %d: splitting it", len(members))
+        return {**_run_group(rt, members[:half]), **_run_group(rt, members[half:])}
+    out = {}
+    for (job, photo, aligned, align_s), (image, wplus) in zip(members, images):
+        stylized = Stylized(image, None, wplus, None, None, job.structure, quantise_strength(job.strength))
+        timings = {"align": align_s, "generate": seconds / len(members)}
+        out[job.job_id] = Prepared(photo, aligned, stylized, len(members), timings)
+    return out
+
+
+@torch.inference_mode()
+def _render(stylizer, crops: list[Image.Image], job: StylizeJob, edits) -> list[tuple[Image.Image, torch.Tensor]]:
+    """Encoder → w+ → edits → the style's generator for a group's crops: one batch on CUDA, one sample
+    at a time elsewhere (the same computation as a job alone, so the same bytes)."""
+    device = stylizer.generator.latent_avg.device
+    size = stylizer.inverter.config.encoder.input_size
+    n = stylizer.generator.n_latent
+    chunks = [crops] if device.type == "cuda" else [[c] for c in crops]
+    results = []
+    for chunk in chunks:
+        x = torch.cat([image_to_tensor(c, size) for c in chunk]).to(device)
+        wplus = apply_edits(stylizer.inverter(x).wplus[:, :n], edits)
+        rng = torch.Generator().manual_seed(0)
+        images = stylizer.render(wplus, job.structure, job.strength, job.noise, rng)
+        results += [(to_image(img), w[None]) for img, w in zip(images, wplus)]
+    return results
