@@ -95,6 +95,9 @@ class Settings(BaseSettings):
         0, ge=0, le=64, description="stylize jobs a worker takes at once (0 = auto: 8 on CUDA, 1 on the CPU)"
     )
     batch_wait_ms: float = Field(5.0, ge=0, le=1000, description="how long a batch waits for more jobs")
+    inference_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="stylize networks: auto = bf16 autocast on CUDA, fp32 elsewhere; fp32 turns it off"
+    )
     video_chunk_frames: int = Field(16, ge=1, le=1024, description="frames per resumable chunk of a video job")
     worker_nice: int = Field(
         0,

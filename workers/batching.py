@@ -143,8 +143,11 @@ def _render(stylizer, crops: list[Image.Image], job: StylizeJob, edits) -> list[
     results = []
     for chunk in chunks:
         x = torch.cat([image_to_tensor(c, size) for c in chunk]).to(device)
-        wplus = apply_edits(stylizer.inverter(x).wplus[:, :n], edits)
+        with stylizer.autocast():
+            wplus = stylizer.inverter(x).wplus[:, :n].float()
+        wplus = apply_edits(wplus, edits)
         rng = torch.Generator().manual_seed(0)
-        images = stylizer.render(wplus, job.structure, job.strength, job.noise, rng)
+        with stylizer.autocast():
+            images = stylizer.render(wplus, job.structure, job.strength, job.noise, rng)
         results += [(to_image(img), w[None]) for img, w in zip(images, wplus)]
     return results

@@ -22,7 +22,7 @@ from models.attribute_generator import AttributeAwareGenerator
 from models.configs import AlignerConfig
 from models.encoder import Inverter
 from models.stylegan2 import Generator
-from models.stylizer import Stylizer
+from models.stylizer import Stylizer, resolve_precision
 from service.config import Settings
 from service.jobstore import JobStore
 from service.registry import BASE_ENCODER, Registry
@@ -101,7 +101,8 @@ class Runtime:
             source = None
             if info.source is not None and isinstance(generator, Generator):
                 source = checkpoints.load(self.registry.root / info.source, expected=Generator, device=self.device)
-            stylizer = Stylizer(self.inverter_for(info.encoder), generator, classifier, source)
+            precision = resolve_precision(self.settings.inference_precision, self.device)
+            stylizer = Stylizer(self.inverter_for(info.encoder), generator, classifier, source, precision)
             self._styles[style_id] = (stamp, stylizer)
             self._styles.move_to_end(style_id)
             while len(self._styles) > self.settings.style_cache_size:

@@ -67,9 +67,10 @@ def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
     @torch.no_grad()
     def render(wplus: torch.Tensor) -> torch.Tensor:
         wplus = apply_edits(wplus, edits)
-        if isinstance(stylizer.generator, AttributeAwareGenerator):
-            return stylizer.generator(wplus, branch=stylizer.default_branch, space="wplus", noise="const")
-        return stylizer.render(wplus, job.structure, job.strength, "const")
+        with stylizer.autocast():  # the worker's inference precision (AGILEGAN_INFERENCE_PRECISION)
+            if isinstance(stylizer.generator, AttributeAwareGenerator):
+                return stylizer.generator(wplus, branch=stylizer.default_branch, space="wplus", noise="const").float()
+            return stylizer.render(wplus, job.structure, job.strength, "const").float()
 
     config = VideoConfig(mode=job.mode, output=job.output, size=job.size, batch=rt.settings.video_batch)
     # 2. The portrait (retarget), aligned from the landmarks found at upload.
