@@ -107,6 +107,9 @@ class Settings(BaseSettings):
         "cores, the API's request latency goes first (`agilegan up` uses 10)",
     )
     style_cache_size: int = Field(4, ge=1, description="style generators kept loaded per worker")
+    style_cache_bytes: int = Field(
+        0, ge=0, description="device bytes the loaded styles may take (measured per style; 0 = only the count)"
+    )
     heartbeat_interval_s: float = Field(5.0, gt=0)
     heartbeat_ttl_s: int = Field(20, ge=5, description="a job whose worker stops heartbeating is requeued after this")
     maintenance_interval_s: int = Field(10, ge=1, description="how often workers look for abandoned jobs")

@@ -105,10 +105,29 @@ class Runtime:
             stylizer = Stylizer(self.inverter_for(info.encoder), generator, classifier, source, precision)
             self._styles[style_id] = (stamp, stylizer)
             self._styles.move_to_end(style_id)
-            while len(self._styles) > self.settings.style_cache_size:
+            budget = self.settings.style_cache_bytes
+            while len(self._styles) > 1 and (
+                len(self._styles) > self.settings.style_cache_size or (budget and self.style_cache_bytes() > budget)
+            ):
                 evicted, _ = self._styles.popitem(last=False)
-                log.info("evicted style %s from the cache", evicted)
+                log.info("evicted style %s from the cache (%d bytes loaded)", evicted, self.style_cache_bytes())
             return stylizer
+
+    def style_cache_bytes(self) -> int:
+        """Bytes the loaded styles hold on the device: each style's generator, its source generator and
+        its cached interpolations, measured from their tensors (the shared encoders not counted)."""
+        seen: set[int] = set()
+        total = 0
+        for _, stylizer in self._styles.values():
+            models = [stylizer.generator, stylizer.source, *stylizer._interpolated.values()]
+            for model in models:
+                if model is None:
+                    continue
+                for t in [*model.parameters(), *model.buffers()]:
+                    if t.data_ptr() not in seen:
+                        seen.add(t.data_ptr())
+                        total += t.numel() * t.element_size()
+        return total
 
     def edits(self, style_id: str, specs: list) -> list[directions.Edit]:
         """The edits of a job (`service.contract.EditSpec`s) as `models.directions.Edit`s for this style:

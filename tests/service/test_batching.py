@@ -120,3 +120,22 @@ def test_the_bounded_wait(redis, make_client, make_settings, start_worker) -> No
     job = wait_for(client, post_photo(client, size=256).json()["id"])
     assert job["status"] == "succeeded" and job["result"]["batch_size"] == 1
     assert job["result"]["timings"]["wait"] < 1.0
+
+
+def test_the_style_cache_is_sized_in_measured_bytes(make_settings, redis, second_style) -> None:
+    from workers.runtime import Runtime
+
+    roomy = Runtime(make_settings(style_cache_size=8), redis)
+    roomy.stylizer("demo")
+    one = roomy.style_cache_bytes()  # the demo style: its generator and its source generator
+    generator = roomy.stylizer("demo").generator
+    assert one >= sum(p.numel() * p.element_size() for p in generator.parameters())
+    roomy.stylizer(second_style)
+    assert list(roomy._styles) == ["demo", second_style] and roomy.style_cache_bytes() > one
+
+    tight = Runtime(make_settings(style_cache_size=8, style_cache_bytes=int(one * 1.5)), redis)
+    tight.stylizer("demo")
+    tight.stylizer(second_style)  # two styles do not fit: the least recently used goes
+    assert list(tight._styles) == [second_style] and tight.style_cache_bytes() <= int(one * 1.5)
+    tight.stylizer("demo")
+    assert list(tight._styles) == ["demo"]
