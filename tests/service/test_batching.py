@@ -15,6 +15,7 @@ from rq import Queue
 from rq.job import Job
 
 from service.contract import cancel_key
+from tests.exemplar_data import FACES as FACES_DIR
 from tests.service.conftest import auth, post_photo, wait_for
 from workers.batching import claim_more
 
@@ -139,3 +140,45 @@ def test_the_style_cache_is_sized_in_measured_bytes(make_settings, redis, second
     assert list(tight._styles) == [second_style] and tight.style_cache_bytes() <= int(one * 1.5)
     tight.stylizer("demo")
     assert list(tight._styles) == ["demo"]
+
+
+def test_an_out_of_memory_batch_is_split_not_failed(make_settings, redis, monkeypatch, tiny_data_dir) -> None:
+    """The CUDA path's OOM handling, on the CPU: a render that runs out of memory above 2 samples (the
+    device's failure is injected; the splitting is what is tested) still prepares every job."""
+    from PIL import Image
+    from torch.cuda import OutOfMemoryError
+
+    from service.contract import StylizeJob
+    from workers import batching
+    from workers.runtime import Runtime
+
+    rt = Runtime(make_settings(), redis)
+    real_render, tried = batching._render, []
+
+    def render(stylizer, crops, job, edits):
+        tried.append(len(crops))
+        if len(crops) > 2:
+            raise OutOfMemoryError("CUDA out of memory (injected)")
+        return real_render(stylizer, crops, job, edits)
+
+    monkeypatch.setattr(batching, "_render", render)
+    photo = Image.open(FACES_DIR / "obama.jpg").convert("RGB")
+    landmarks = _landmarks()
+    aligned = batching.align_landmarks(photo, landmarks, 256, 256)
+    members = [
+        (StylizeJob(job_id=f"{i:032x}", style="demo", landmarks=landmarks), photo, aligned, 0.0) for i in range(5)
+    ]
+    prepared = batching._run_group(rt, members)
+    assert tried == [5, 2, 3, 1, 2] and sorted(prepared) == [m[0].job_id for m in members]
+    assert sorted(p.batch_size for p in prepared.values()) == [1, 2, 2, 2, 2]
+
+
+def _landmarks() -> list[list[float]]:
+    """Obama's 68 landmarks, found by the real aligner."""
+    from PIL import Image
+
+    from models.alignment import FaceAligner
+    from models.configs import AlignerConfig
+
+    photo = Image.open(FACES_DIR / "obama.jpg").convert("RGB")
+    return FaceAligner(AlignerConfig()).detect(photo)[0].landmarks.tolist()
