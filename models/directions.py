@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.index_spec import parse_indices
+
 FORMAT_VERSION = 1
 KINDS = ("sefa", "supervised", "imported")
 DEFAULT_RANGE = (-5.0, 5.0)  # |α| beyond this leaves the w distribution: artefacts, not edits
@@ -165,19 +167,13 @@ def parse_layers(spec: str | None, n_latent: int) -> tuple[int, ...] | None:
     """ "all"/None → None; "A-B" → (A, …, B); "3" → (3,); "1,4-5" → (1, 4, 5); indices must be < n_latent."""
     if spec is None or spec == "all":
         return None
-    out: list[int] = []
     try:
-        for part in spec.split(","):
-            low, _, high = part.strip().partition("-")
-            a, b = int(low), int(high) if high else int(low)
-            if a > b:
-                raise ValueError
-            out.extend(range(a, b + 1))
+        out = parse_indices(spec)
     except ValueError as e:
         raise DirectionError(f"layers must look like 'all', '4', '0-3' or '0-3,8', got {spec!r}") from e
-    if not out or min(out) < 0 or max(out) >= n_latent:
+    if min(out) < 0 or max(out) >= n_latent:
         raise DirectionError(f"layers {spec!r}: w+ indices are 0…{n_latent - 1}")
-    return tuple(sorted(set(out)))
+    return tuple(out)
 
 
 # ----------------------------------------------------------------------------------- supervised

@@ -16,6 +16,7 @@ import json
 import math
 from typing import Any
 
+from models.index_spec import parse_indices
 from service.contract import STYLE_ID, EditSpec
 from service.errors import ApiError
 from service.registry import Registry, StyleInfo, n_latent
@@ -80,18 +81,12 @@ def _layers(key: str, text: Any, layers_max: int | None) -> list[int] | None:
     """ "A-B,C" → sorted w+ indices below `layers_max`; None / "all" → None (the set's default)."""
     if text is None or text == "all":
         return None
-    out: set[int] = set()
     try:
         if not isinstance(text, str):
             raise ValueError
-        for part in text.split(","):
-            low, _, high = part.strip().partition("-")
-            a, b = int(low), int(high) if high else int(low)
-            if a > b:
-                raise ValueError
-            out.update(range(a, b + 1))
+        out = parse_indices(text)
     except ValueError:
         raise ApiError(422, "invalid_edit_layers", f"edits[{key!r}]: layers look like 'all', '4' or '0-3,8'") from None
-    if not out or min(out) < 0 or (layers_max is not None and max(out) >= layers_max):
+    if min(out) < 0 or (layers_max is not None and max(out) >= layers_max):
         raise ApiError(422, "invalid_edit_layers", f"edits[{key!r}]: w+ indices are 0…{(layers_max or 1) - 1}")
-    return sorted(out)
+    return out

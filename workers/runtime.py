@@ -137,6 +137,7 @@ class Runtime:
             return []
         info = self.registry.style(style_id)
         w_space = self.registry.w_space(info.encoder) if info else None
+        generator = self.stylizer(style_id).generator
         out = []
         for spec in specs:
             path = self.registry.direction_path(spec.direction)
@@ -150,7 +151,6 @@ class Runtime:
                 self._directions[spec.direction] = cached
             layers = tuple(spec.layers) if spec.layers is not None else None
             edit = directions.Edit(cached[1], spec.alpha, spec.index, layers)
-            generator = self.stylizer(style_id).generator
             edit.check(generator.n_latent, generator.config.style_dim, w_space)
             out.append(edit)
         return out

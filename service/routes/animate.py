@@ -28,8 +28,7 @@ from service.contract import ANIMATE_FUNCTION, QUEUED, VIDEO_QUEUE, AnimateJob
 from service.deps import ClientDep, JobsDep, RegistryDep, StorageDep, charge_rate_limit
 from service.edits import parse_edits
 from service.errors import ApiError
-from service.routes.jobs import SIZES, _accepted, _strength_controls
-from service.routes.styles import DELETED
+from service.routes.jobs import SIZES, _accepted, _strength_controls, ready_style
 from service.schemas import ERROR_RESPONSES, JobStatus, null_is_none
 
 router = APIRouter(prefix="/v1", tags=["video"], responses=ERROR_RESPONSES)
@@ -76,11 +75,7 @@ async def animate(
     if size not in SIZES:
         raise ApiError(422, "invalid_request", "size: must be 256, 512 or 1024")
     # 1. The style, its controls and edits; a portrait when retargeting.
-    info = registry.style(style)
-    if info is None or info.status in DELETED:
-        raise ApiError(404, "unknown_style", f"no style {style!r}; GET /v1/styles lists them")
-    if info.status != "ready":
-        raise ApiError(409, "style_not_ready", f"style {style!r} is {info.status}")
+    info = ready_style(registry, style)
     structure, strength = _strength_controls(info, structure, strength)
     edit_specs = parse_edits(edits, registry, info)
     if mode == "retarget" and portrait is None:

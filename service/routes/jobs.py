@@ -109,12 +109,7 @@ async def stylize(
     if size not in SIZES:
         raise ApiError(422, "invalid_request", "size: must be 256, 512 or 1024")
     # 1. The style must exist and be ready, the attribute must be one of its branches.
-    info = registry.style(style)
-    if info is None or info.status in DELETED:
-        raise ApiError(404, "unknown_style", f"no style {style!r}; GET /v1/styles lists them")
-    if info.status != "ready":
-        detail = f" (its encoder {info.encoder!r} is not in the registry)" if info.status == "missing_encoder" else ""
-        raise ApiError(409, "style_not_ready", f"style {style!r} is {info.status}{detail}")
+    info = ready_style(registry, style)
     if attribute != "auto" and attribute not in info.branches:
         branches = ", ".join(info.branches) or "none (a single-branch style)"
         raise ApiError(422, "unknown_attribute", f"attribute must be 'auto' or one of: {branches}")
@@ -198,6 +193,18 @@ async def stylize(
         reservation.complete(job_id)
     record = {"status": QUEUED, "kind": "stylize", "created_at": time.time(), "options": options}
     return _accepted(request, job_id, record)  # built here: no Redis round trip for a job just queued
+
+
+def ready_style(registry, style: str) -> StyleInfo:
+    """The style a job asks for: 404 `unknown_style` unless it exists (and is not deleted), 409
+    `style_not_ready` unless it is ready."""
+    info = registry.style(style)
+    if info is None or info.status in DELETED:
+        raise ApiError(404, "unknown_style", f"no style {style!r}; GET /v1/styles lists them")
+    if info.status != "ready":
+        detail = f" (its encoder {info.encoder!r} is not in the registry)" if info.status == "missing_encoder" else ""
+        raise ApiError(409, "style_not_ready", f"style {style!r} is {info.status}{detail}")
+    return info
 
 
 def _check_budgets(request: Request, principal: Principal, queue) -> None:
