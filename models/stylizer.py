@@ -19,6 +19,7 @@ from PIL import Image
 
 from models.attribute_classifier import AttributeClassifier
 from models.attribute_generator import AttributeAwareGenerator
+from models.compiled import Programs
 from models.directions import Edit, apply_edits
 from models.encoder import Inverter, image_to_tensor
 from models.style_strength import check_pair, interpolate_generators, quantise_strength, render
@@ -41,6 +42,7 @@ class Stylized:
     confidence: float | None = None  # the classifier's probability for the chosen branch
     structure: int = 0
     strength: float = 1.0
+    compiled: bool = False  # both networks ran through warmed compiled programs (models/compiled.py)
 
 
 class Stylizer:
@@ -51,9 +53,11 @@ class Stylizer:
         classifier: AttributeClassifier | None = None,
         source: Generator | None = None,
         precision: str = "fp32",
+        programs: Programs | None = None,
     ) -> None:
         """`source`: the generator the style was fine-tuned from (enables structure and strength).
         `precision` "bf16": encoder and generator run under bf16 autocast (`resolve_precision`).
+        `programs`: the worker's compiled programs; what they have not warmed runs eager.
 
         The encoder may emit more codes than the generator reads (FaceStylor's 18-code encoders serve
         its 256 px, 14-code styles): the first `n_latent` are used, as MMGen's generator does.
@@ -76,6 +80,7 @@ class Stylizer:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
         self.inverter, self.generator, self.source, self.precision = inverter, generator, source, precision
+        self.programs = programs
         usable = classifier is not None and set(classifier.config.labels) & set(self.branches)
         self.classifier = classifier if usable else None
         self._interpolated: OrderedDict[float, Generator] = OrderedDict()
@@ -108,11 +113,44 @@ class Stylizer:
         noise: NoiseMode = "const",
         rng: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """w+ [B, ≥L, D] → image [B, 3, S, S] with the plain style generator's strength controls."""
+        """w+ [B, ≥L, D] → image [B, 3, S, S] (fp32) with the plain style generator's strength controls,
+        at the stylizer's precision."""
+        return self.render_timed(wplus, structure, strength, noise, rng)[0]
+
+    def render_timed(
+        self,
+        wplus: torch.Tensor,
+        structure: int = 0,
+        strength: float = 1.0,
+        noise: NoiseMode = "const",
+        rng: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, bool]:
+        """`render`, and whether a compiled program ran it (structure 0 and a non-random noise; the
+        layer swap and random noise always run eager)."""
         wplus = wplus[:, : self.generator.n_latent]
         if structure and self.source is None:
             raise IncompatibleModels("this style has no source generator: structure must be 0")
-        return render(self.with_strength(strength), wplus, structure, self.source, noise, rng)
+        generator = self.with_strength(strength)
+        if self.programs is not None and structure == 0 and noise != "random":
+            out = self.programs.synthesize(generator, wplus, self.precision, noise)
+            if out is not None:
+                return out, True
+        with self.autocast():
+            return render(generator, wplus, structure, self.source, noise, rng).float(), False
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder input [B, 3, S, S] in [-1, 1] → w+ [B, L, D] (fp32; the generator's L codes)."""
+        return self.encode_timed(x)[0]
+
+    def encode_timed(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """`encode`, and whether a compiled program ran it."""
+        n = self.generator.n_latent
+        if self.programs is not None:
+            wplus = self.programs.encode(self.inverter, x, self.precision)
+            if wplus is not None:
+                return wplus[:, :n], True
+        with self.autocast():
+            return self.inverter(x).wplus[:, :n].float(), False
 
     def autocast(self) -> torch.autocast:
         """bf16 autocast around the networks when `precision` is bf16 (a no-op context for fp32)."""
@@ -147,8 +185,7 @@ class Stylizer:
         # 1. The aligned crop → encoder input [1, 3, S, S] in [-1, 1].
         x = image_to_tensor(crop, self.inverter.config.encoder.input_size).to(device)
         # 2. Invert: mu (z+) through the frozen source mapping → w+ (the generator's n_latent codes).
-        with self.autocast():
-            wplus = self.inverter(x).wplus[:, : self.generator.n_latent].float()
+        wplus, compiled = self.encode_timed(x)
         # 2a. Latent edits: w'[l] = w[l] + α·d on each edit's layers.
         wplus = apply_edits(wplus, edits)
         # 3. Render with the style generator (the attribute branch for attribute-aware styles).
@@ -167,14 +204,15 @@ class Stylizer:
                 branch, source = self.default_branch, "default"
             with self.autocast():
                 out = self.generator(wplus, branch=branch, space="wplus", noise=noise, rng=rng)
+            compiled = False
         else:
             # 3b. A plain generator, at the asked structure (layer swap) and strength (interpolation).
             branch = None
-            with self.autocast():
-                out = self.render(wplus, structure, strength, noise, rng)
+            out, rendered = self.render_timed(wplus, structure, strength, noise, rng)
+            compiled = compiled and rendered
             strength = quantise_strength(strength)
         # 4. [-1, 1] float → 8-bit RGB.
-        return Stylized(to_image(out[0]), branch, wplus, source, confidence, structure, strength)
+        return Stylized(to_image(out[0]), branch, wplus, source, confidence, structure, strength, compiled)
 
 
 def resolve_precision(setting: str, device: torch.device) -> str:

@@ -193,10 +193,14 @@ class VideoStylizer:
         config: VideoConfig,
         portrait: AlignedFace | None = None,
         portrait_photo: Image.Image | None = None,
+        encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
+        """`encode`: encoder input [B, 3, S, S] → w+ (the worker's `Stylizer.encode`: its precision and
+        compiled programs); by default the inverter itself, in fp32."""
         if config.mode == "retarget" and portrait is None:
             raise ValueError("retarget needs a portrait")
         self.inverter, self.render_w, self.n_latent, self.config = inverter, render, n_latent, config
+        self.encode = encode or (lambda x: self.inverter(x).wplus)
         self.portrait, self.portrait_photo = portrait, portrait_photo
         self.layers = parse_layers(config.retarget_layers, n_latent) or tuple(range(n_latent))
         self.device = next(inverter.parameters()).device
@@ -205,7 +209,7 @@ class VideoStylizer:
     @torch.no_grad()
     def invert(self, crops: list[Image.Image]) -> torch.Tensor:
         x = torch.cat([image_to_tensor(c, self.inverter.config.encoder.input_size) for c in crops]).to(self.device)
-        return self.inverter(x).wplus[:, : self.n_latent]
+        return self.encode(x)[:, : self.n_latent]
 
     @torch.no_grad()
     def chunk(

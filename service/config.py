@@ -98,6 +98,21 @@ class Settings(BaseSettings):
     inference_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="stylize networks: auto = bf16 autocast on CUDA, fp32 elsewhere; fp32 turns it off"
     )
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
+        "off",
+        description="torch.compile the encoder and generator when the worker starts (never per request): "
+        "default = inductor kernels, reduce-overhead = + CUDA graphs, max-autotune = + autotuning (slowest start)",
+    )
+    compile_buckets: str = Field(
+        "",
+        description="batch sizes compiled, comma-separated (a batch is padded up to one); "
+        "empty = powers of two up to the max batch on CUDA, 1 on the CPU",
+    )
+    channels_last: Literal["auto", "on", "off", "measure"] = Field(
+        "auto",
+        description="NHWC feature maps: auto = on for the CPU (measured faster), timed both ways at worker "
+        "start on CUDA; measure = timed on any device",
+    )
     video_chunk_frames: int = Field(16, ge=1, le=1024, description="frames per resumable chunk of a video job")
     worker_nice: int = Field(
         0,
@@ -114,6 +129,22 @@ class Settings(BaseSettings):
     heartbeat_ttl_s: int = Field(20, ge=5, description="a job whose worker stops heartbeating is requeued after this")
     maintenance_interval_s: int = Field(10, ge=1, description="how often workers look for abandoned jobs")
     worker_ttl_s: int = Field(30, ge=16)
+
+    @field_validator("compile_buckets")
+    @classmethod
+    def _check_buckets(cls, value: str) -> str:
+        try:
+            sizes = [int(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"compile_buckets must be comma-separated batch sizes, got {value!r}") from None
+        if any(not 1 <= b <= 64 for b in sizes):
+            raise ValueError(f"compile_buckets must be batch sizes in 1…64, got {value!r}")
+        return ",".join(str(b) for b in sorted(set(sizes)))
+
+    @property
+    def compile_bucket_sizes(self) -> tuple[int, ...]:
+        """The compile buckets asked for, ascending; () = the default for the device."""
+        return tuple(int(v) for v in self.compile_buckets.split(",") if v)
 
     @field_validator("api_keys")
     @classmethod

@@ -114,9 +114,7 @@ def _run_group(rt: Any, members: list[tuple[StylizeJob, Image.Image, AlignedFace
         return {}
     edits = rt.edits(first.style, first.edits)
     try:
-        started = time.perf_counter()
-        images = _render(stylizer, [m[2].image for m in members], first, edits)
-        seconds = time.perf_counter() - started
+        images, stages, compiled = _render(stylizer, [m[2].image for m in members], first, edits)
     except TorchOOM:
         if len(members) == 1:
             return {}
@@ -125,29 +123,43 @@ def _run_group(rt: Any, members: list[tuple[StylizeJob, Image.Image, AlignedFace
         log.warning("CUDA out of memory in a batch of %d: splitting it", len(members))
         return {**_run_group(rt, members[:half]), **_run_group(rt, members[half:])}
     out = {}
+    share = {name: seconds / len(members) for name, seconds in stages.items()}
     for (job, photo, aligned, align_s), (image, wplus) in zip(members, images):
-        stylized = Stylized(image, None, wplus, None, None, job.structure, quantise_strength(job.strength))
-        timings = {"align": align_s, "generate": seconds / len(members)}
+        stylized = Stylized(image, None, wplus, None, None, job.structure, quantise_strength(job.strength), compiled)
+        timings = {"align": align_s, "generate": share["encode"] + share["synthesize"], **share}
         out[job.job_id] = Prepared(photo, aligned, stylized, len(members), timings)
     return out
 
 
 @torch.inference_mode()
-def _render(stylizer, crops: list[Image.Image], job: StylizeJob, edits) -> list[tuple[Image.Image, torch.Tensor]]:
+def _render(
+    stylizer, crops: list[Image.Image], job: StylizeJob, edits
+) -> tuple[list[tuple[Image.Image, torch.Tensor]], dict[str, float], bool]:
     """Encoder → w+ → edits → the style's generator for a group's crops: one batch on CUDA, one sample
-    at a time elsewhere (the same computation as a job alone, so the same bytes)."""
+    at a time elsewhere (the same computation as a job alone, so the same bytes). Returns the images
+    with their w+ [1, L, D], the seconds of each stage for the whole group, and whether every pass ran
+    through compiled programs."""
     device = stylizer.generator.latent_avg.device
     size = stylizer.inverter.config.encoder.input_size
-    n = stylizer.generator.n_latent
     chunks = [crops] if device.type == "cuda" else [[c] for c in crops]
-    results = []
+    results, stages, compiled = [], {"encode": 0.0, "synthesize": 0.0}, True
     for chunk in chunks:
+        started = time.perf_counter()
         x = torch.cat([image_to_tensor(c, size) for c in chunk]).to(device)
-        with stylizer.autocast():
-            wplus = stylizer.inverter(x).wplus[:, :n].float()
+        wplus, encoded = stylizer.encode_timed(x)
         wplus = apply_edits(wplus, edits)
+        _sync(device)
+        stages["encode"] += time.perf_counter() - started
+        started = time.perf_counter()
         rng = torch.Generator().manual_seed(0)
-        with stylizer.autocast():
-            images = stylizer.render(wplus, job.structure, job.strength, job.noise, rng)
+        images, rendered = stylizer.render_timed(wplus, job.structure, job.strength, job.noise, rng)
+        _sync(device)
+        stages["synthesize"] += time.perf_counter() - started
+        compiled = compiled and encoded and rendered
         results += [(to_image(img), w[None]) for img, w in zip(images, wplus)]
-    return results
+    return results, stages, compiled
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -136,6 +136,7 @@ def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[st
         "strength": out.strength,
         "edits": [e.model_dump() for e in job.edits],
         "batch_size": prepared.batch_size if prepared is not None else 1,
+        "compiled": out.compiled,
         "width": image.size[0],
         "height": image.size[1],
         "format": job.format,

@@ -19,8 +19,10 @@ from redis import Redis
 from models import checkpoints, directions
 from models.attribute_classifier import AttributeClassifier
 from models.attribute_generator import AttributeAwareGenerator
+from models.compiled import CompileConfig, Programs, default_buckets
 from models.configs import AlignerConfig
 from models.encoder import Inverter
+from models.memory_format import MemoryFormatChoice, measure, set_channels_last
 from models.stylegan2 import Generator
 from models.stylizer import Stylizer, resolve_precision
 from service.config import Settings
@@ -56,6 +58,14 @@ class Runtime:
             min_face_size=settings.min_face_size,
             max_pixels=settings.max_pixels,
         )
+        # Dynamic batching (workers/batching.py): 0 = auto, 8 on CUDA, 1 on the CPU.
+        self.max_batch = settings.max_batch or (8 if self.device.type == "cuda" else 1)
+        self.precision = resolve_precision(settings.inference_precision, self.device)
+        buckets = settings.compile_bucket_sizes or default_buckets(self.max_batch, self.device.type == "cpu")
+        self.programs = Programs(CompileConfig(settings.compile, buckets))
+        # NHWC or NCHW feature maps: fixed by the setting, or measured in `warm_up` (models/memory_format.py).
+        self.channels_last = settings.channels_last != "off"
+        self.memory_format: MemoryFormatChoice | None = None
         self._inverters: dict[str, Inverter] = {}
         self._styles: OrderedDict[str, tuple[tuple[float, float], Stylizer]] = OrderedDict()
         self._classifier_cache: tuple[float, AttributeClassifier | None] = (0.0, None)
@@ -81,7 +91,9 @@ class Runtime:
             if not self.registry.has_encoder(encoder):
                 raise StyleUnavailable(f"encoder {encoder!r} is not in the registry ({self.registry.root})")
             directory = self.registry.encoder_dir_for(encoder)
-            self._inverters[encoder] = checkpoints.load(directory, expected=Inverter, device=self.device)
+            inverter = checkpoints.load(directory, expected=Inverter, device=self.device)
+            set_channels_last(inverter, self.channels_last)
+            self._inverters[encoder] = inverter
         return self._inverters[encoder]
 
     def stylizer(self, style_id: str) -> Stylizer:
@@ -98,11 +110,13 @@ class Runtime:
                 self._styles.move_to_end(style_id)
                 return cached[1]
             generator = checkpoints.load(directory, expected=(Generator, AttributeAwareGenerator), device=self.device)
+            set_channels_last(generator, self.channels_last)
             source = None
             if info.source is not None and isinstance(generator, Generator):
                 source = checkpoints.load(self.registry.root / info.source, expected=Generator, device=self.device)
-            precision = resolve_precision(self.settings.inference_precision, self.device)
-            stylizer = Stylizer(self.inverter_for(info.encoder), generator, classifier, source, precision)
+                set_channels_last(source, self.channels_last)
+            inverter = self.inverter_for(info.encoder)
+            stylizer = Stylizer(inverter, generator, classifier, source, self.precision, self.programs)
             self._styles[style_id] = (stamp, stylizer)
             self._styles.move_to_end(style_id)
             budget = self.settings.style_cache_bytes
@@ -167,18 +181,65 @@ class Runtime:
         return self._classifier_cache[1], stamp
 
     def warm_up(self) -> float:
-        """Load the encoder and every ready style (up to the cache size) and run one pass; seconds."""
+        """Before the first job: load the encoder and every ready style (up to the cache size); choose the
+        memory format (measured when the setting asks); compile the programs for every bucket when
+        compiling is on (so no request ever compiles); run one pass of each style. Returns seconds."""
         start = time.perf_counter()
         from PIL import Image
 
-        blank = Image.new("RGB", (256, 256), (128, 128, 128))
+        stylizers = []
         for info in self.registry.styles()[: self.settings.style_cache_size]:
             if info.status == "ready":
                 try:
-                    self.stylizer(info.id)(blank)
+                    stylizers.append(self.stylizer(info.id))
                 except Exception:  # a broken style must not stop the worker
-                    log.exception("warm-up of style %s failed", info.id)
+                    log.exception("loading style %s failed", info.id)
+        # 1. The memory format.
+        mode = self.settings.channels_last
+        if stylizers and (mode == "measure" or (mode == "auto" and self.device.type == "cuda")):
+            self.memory_format = self._measure_memory_format(stylizers[0])
+            self.set_channels_last(self.memory_format.channels_last)
+            log.info("memory format: %s", self.memory_format.describe())
+        # 2. The compiled programs: the encoders, and each generator architecture, per bucket.
+        if self.programs.config.enabled:
+            for stylizer in stylizers:
+                self.programs.warm_encoder(stylizer.inverter, self.precision)
+                if isinstance(stylizer.generator, Generator):
+                    self.programs.warm_generator(stylizer.generator, self.precision)
+            log.info("compiled %d graphs in %.1f s", len(self.programs.stats.warmed), self.programs.stats.warm_s)
+        # 3. One pass of each style.
+        blank = Image.new("RGB", (256, 256), (128, 128, 128))
+        for stylizer in stylizers:
+            try:
+                stylizer(blank)
+            except Exception:
+                log.exception("warm-up pass failed")
         return time.perf_counter() - start
+
+    def set_channels_last(self, on: bool) -> None:
+        """The memory format of every loaded network and of those loaded later."""
+        self.channels_last = on
+        with self._lock:
+            loaded = [*self._inverters.values()]
+            for _, stylizer in self._styles.values():
+                loaded += [stylizer.generator, stylizer.source, *stylizer._interpolated.values()]
+        for module in loaded:
+            if module is not None:
+                set_channels_last(module, on)
+
+    @torch.inference_mode()
+    def _measure_memory_format(self, stylizer: Stylizer) -> MemoryFormatChoice:
+        """Encoder + generator at the largest batch this worker runs, at its precision, both formats."""
+        batch = self.max_batch if self.device.type == "cuda" else 1
+        size = stylizer.inverter.config.encoder.input_size
+        x = torch.zeros(batch, 3, size, size, device=self.device)
+
+        def run() -> None:
+            with stylizer.autocast():
+                wplus = stylizer.inverter(x).wplus[:, : stylizer.generator.n_latent]
+                stylizer.generator(wplus, space="wplus")
+
+        return measure([stylizer.inverter, stylizer.generator], run)
 
 
 _RUNTIME: Runtime | None = None

@@ -67,10 +67,10 @@ def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
     @torch.no_grad()
     def render(wplus: torch.Tensor) -> torch.Tensor:
         wplus = apply_edits(wplus, edits)
-        with stylizer.autocast():  # the worker's inference precision (AGILEGAN_INFERENCE_PRECISION)
-            if isinstance(stylizer.generator, AttributeAwareGenerator):
+        if isinstance(stylizer.generator, AttributeAwareGenerator):
+            with stylizer.autocast():  # the worker's inference precision (AGILEGAN_INFERENCE_PRECISION)
                 return stylizer.generator(wplus, branch=stylizer.default_branch, space="wplus", noise="const").float()
-            return stylizer.render(wplus, job.structure, job.strength, "const").float()
+        return stylizer.render(wplus, job.structure, job.strength, "const")  # compiled programs when warmed
 
     config = VideoConfig(mode=job.mode, output=job.output, size=job.size, batch=rt.settings.video_batch)
     # 2. The portrait (retarget), aligned from the landmarks found at upload.
@@ -79,7 +79,8 @@ def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
         photo = load_image((folder / "portrait").read_bytes(), rt.settings.max_pixels).image
         side = max(job.size, stylizer.inverter.config.encoder.input_size)
         portrait = align_landmarks(photo, job.portrait_landmarks, side, rt.settings.align_transform_size)
-    video = VideoStylizer(stylizer.inverter, render, stylizer.generator.n_latent, config, portrait, photo)
+    n = stylizer.generator.n_latent
+    video = VideoStylizer(stylizer.inverter, render, n, config, portrait, photo, encode=stylizer.encode)
     limits = VideoLimits(
         rt.settings.max_video_seconds, rt.settings.max_video_frames, rt.settings.max_video_frame_pixels
     )

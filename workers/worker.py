@@ -94,7 +94,7 @@ def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> No
     )
     worker.heartbeat_interval = settings.heartbeat_interval_s
     worker.job_heartbeat_ttl = settings.heartbeat_ttl_s
-    worker.max_batch = settings.max_batch or (8 if rt.device.type == "cuda" else 1)
+    worker.max_batch = rt.max_batch
     worker.batch_wait_s = settings.batch_wait_ms / 1000
     rt.worker_name = worker.name
     rt.worker = worker

@@ -1,0 +1,58 @@
+"""A stylize worker with `AGILEGAN_COMPILE` (issue 16): inductor compiles its programs before it takes
+a job, every request then runs them (batched or alone, the same bytes) and none compiles; its images
+match an eager worker's."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from tests.service.conftest import auth, post_photo, wait_for
+
+PHOTOS = ["obama.jpg", "biden.jpg", "alex-lacamoire.png", "obama.jpg"]
+
+
+def _run(client, photos: list[str]) -> list[tuple[dict, bytes]]:
+    ids = [post_photo(client, p, size=256, format="png").json()["id"] for p in photos]
+    out = []
+    for job_id in ids:
+        done = wait_for(client, job_id, timeout=120)
+        assert done["status"] == "succeeded", done
+        out.append((done["result"], client.get(f"/v1/jobs/{job_id}/result", headers=auth()).content))
+    return out
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)), dtype=np.int16)
+
+
+def test_a_compiling_worker_warms_at_start_and_serves_compiled(make_client, make_settings, start_worker, redis):
+    client = make_client()
+    settings = make_settings(compile="default", channels_last="measure", max_batch=4, batch_wait_ms=50)
+    queued = [post_photo(client, p, size=256, format="png").json()["id"] for p in PHOTOS]  # waiting at start
+    worker = start_worker(settings, queues="stylize", wait=False)
+    worker.wait_ready(redis, timeout=600)  # registers only after compiling
+    log = worker.log.read_text()
+    assert "compiled 2 graphs" in log and "memory format:" in log, log[-3000:]
+    batched = []
+    for job_id in queued:
+        done = wait_for(client, job_id, timeout=120)
+        assert done["status"] == "succeeded", done
+        batched.append((done["result"], client.get(f"/v1/jobs/{job_id}/result", headers=auth()).content))
+    assert [r["batch_size"] for r, _ in batched] == [4, 4, 4, 4]
+    assert all(r["compiled"] for r, _ in batched)
+    assert all(r["timings"]["encode"] > 0 and r["timings"]["synthesize"] > 0 for r, _ in batched)
+
+    alone = [_run(client, [p])[0] for p in PHOTOS]  # one at a time through the same graphs
+    assert all(r["compiled"] and r["batch_size"] == 1 for r, _ in alone)
+    assert [png for _, png in alone] == [png for _, png in batched]
+    assert "running eager" not in worker.log.read_text()  # no request found a graph missing
+    worker.stop()
+
+    start_worker(make_settings(), queues="stylize")  # eager
+    eager = _run(client, PHOTOS[:1])
+    assert not eager[0][0]["compiled"]
+    diff = np.abs(_pixels(eager[0][1]) - _pixels(alone[0][1]))
+    assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())
