@@ -78,7 +78,7 @@ def one_megapixel_jpeg() -> bytes:
 class Stack:
     """Redis + API + one worker on a data directory."""
 
-    def __init__(self, redis_url: str, data_dir: Path, env_extra: dict[str, str]) -> None:
+    def __init__(self, redis_url: str, data_dir: Path, env_extra: dict[str, str], ready_timeout: float = 120) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
@@ -103,7 +103,7 @@ class Stack:
                 [sys.executable, "-m", "workers.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
             ),
         ]
-        if not wait_until_ready(self.base, 120):
+        if not wait_until_ready(self.base, ready_timeout):  # a compiling worker is ready after its warm-up
             self.stop()
             raise TimeoutError((data_dir / "stack.log").read_text()[-3000:])
 

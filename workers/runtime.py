@@ -180,10 +180,11 @@ class Runtime:
             self._classifier_cache = (stamp, model)
         return self._classifier_cache[1], stamp
 
-    def warm_up(self) -> float:
+    def warm_up(self, serves_images: bool = True) -> float:
         """Before the first job: load the encoder and every ready style (up to the cache size); choose the
         memory format (measured when the setting asks); compile the programs for every bucket when
-        compiling is on (so no request ever compiles); run one pass of each style. Returns seconds."""
+        compiling is on and the worker serves images (`serves_images`: a stylize or video queue), so no
+        request ever compiles; run one pass of each style. Returns seconds."""
         start = time.perf_counter()
         from PIL import Image
 
@@ -201,7 +202,7 @@ class Runtime:
             self.set_channels_last(self.memory_format.channels_last)
             log.info("memory format: %s", self.memory_format.describe())
         # 2. The compiled programs: the encoders, and each generator architecture, per bucket.
-        if self.programs.config.enabled:
+        if self.programs.config.enabled and serves_images:
             for stylizer in stylizers:
                 self.programs.warm_encoder(stylizer.inverter, self.precision)
                 if isinstance(stylizer.generator, Generator):

@@ -23,7 +23,7 @@ from rq.job import Job
 from rq.worker import WorkerStatus
 
 from service.config import Settings
-from service.contract import QUEUES
+from service.contract import QUEUES, STYLIZE_QUEUE, VIDEO_QUEUE
 from workers import batching
 from workers import runtime as runtime_module
 
@@ -65,9 +65,17 @@ class WarmWorker(SimpleWorker):
 
     def _heartbeat_loop(self, pairs: list, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_interval):
-            for job, execution in pairs:
-                if job.get_status(refresh=True) in ("finished", "failed", "canceled"):
-                    continue  # done: its execution is gone
+            try:  # every job's status in one round trip
+                with self.connection.pipeline(transaction=False) as pipe:
+                    for job, _ in pairs:
+                        pipe.hget(job.key, "status")
+                    statuses = pipe.execute()
+            except Exception:
+                log.exception("reading the batch's job statuses failed")
+                continue
+            for (job, execution), status in zip(pairs, statuses):
+                if status is None or status.decode() in ("finished", "failed", "canceled"):
+                    continue  # done or deleted: its execution is gone
                 try:
                     self.maintain_heartbeats(job, execution)
                 except Exception:  # a missed beat is retried; the TTL tolerates several
@@ -83,7 +91,7 @@ def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> No
     rt = runtime_module.configure(settings)
     redis = Redis.from_url(settings.redis_url)
     redis.ping()
-    seconds = rt.warm_up()
+    seconds = rt.warm_up(serves_images=bool({STYLIZE_QUEUE, VIDEO_QUEUE} & set(queues)))
     log.info("warm-up done in %.1f s on %s", seconds, rt.device)
     worker = WarmWorker(
         [Queue(q, connection=redis) for q in queues],
