@@ -56,3 +56,17 @@ def test_a_compiling_worker_warms_at_start_and_serves_compiled(make_client, make
     assert not eager[0][0]["compiled"]
     diff = np.abs(_pixels(eager[0][1]) - _pixels(alone[0][1]))
     assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())
+
+
+def test_the_runtime_applies_its_memory_format_and_compiles_only_to_serve_images(make_settings) -> None:
+    from models.memory_format import uses_channels_last
+    from workers.runtime import Runtime
+
+    rt = Runtime(make_settings(compile="default", channels_last="off"))
+    rt.warm_up(serves_images=False)  # a train-only worker: nothing to compile
+    assert rt.programs.stats.warmed == [] and rt.memory_format is None
+    stylizer = rt.stylizer("demo")
+    assert not uses_channels_last(stylizer.generator) and not uses_channels_last(stylizer.inverter)
+    rt.set_channels_last(True)  # what a measurement decides reaches every loaded network
+    assert uses_channels_last(stylizer.generator) and uses_channels_last(stylizer.inverter)
+    assert Runtime(make_settings()).channels_last  # auto on the CPU: channels-last (measured faster)
