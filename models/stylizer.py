@@ -9,6 +9,7 @@ and kept here, with the style, for the next requests).
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class Stylized:
     structure: int = 0
     strength: float = 1.0
     compiled: bool = False  # both networks ran through warmed compiled programs (models/compiled.py)
+    stages: dict[str, float] | None = None  # seconds: "encode" (with edits), "synthesize" (with 8-bit RGB)
 
 
 class Stylizer:
@@ -105,19 +107,12 @@ class Stylizer:
             self._interpolated.move_to_end(strength)
             return cached
 
-    def render(
-        self,
-        wplus: torch.Tensor,
-        structure: int = 0,
-        strength: float = 1.0,
-        noise: NoiseMode = "const",
-        rng: torch.Generator | None = None,
-    ) -> torch.Tensor:
+    def render(self, wplus: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         """w+ [B, ≥L, D] → image [B, 3, S, S] (fp32) with the plain style generator's strength controls,
-        at the stylizer's precision."""
-        return self.render_timed(wplus, structure, strength, noise, rng)[0]
+        at the stylizer's precision; the arguments of `render_flagged`."""
+        return self.render_flagged(wplus, *args, **kwargs)[0]
 
-    def render_timed(
+    def render_flagged(
         self,
         wplus: torch.Tensor,
         structure: int = 0,
@@ -125,8 +120,9 @@ class Stylizer:
         noise: NoiseMode = "const",
         rng: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, bool]:
-        """`render`, and whether a compiled program ran it (structure 0 and a non-random noise; the
-        layer swap and random noise always run eager)."""
+        """(image [B, 3, S, S] fp32, whether a compiled program ran it). `structure` (layer swap) and
+        `strength` (interpolation) as in models.style_strength; the layer swap and random noise always
+        run eager."""
         wplus = wplus[:, : self.generator.n_latent]
         if structure and self.source is None:
             raise IncompatibleModels("this style has no source generator: structure must be 0")
@@ -140,10 +136,10 @@ class Stylizer:
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder input [B, 3, S, S] in [-1, 1] → w+ [B, L, D] (fp32; the generator's L codes)."""
-        return self.encode_timed(x)[0]
+        return self.encode_flagged(x)[0]
 
-    def encode_timed(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        """`encode`, and whether a compiled program ran it."""
+    def encode_flagged(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """(w+ [B, L, D] fp32, whether a compiled program ran it)."""
         n = self.generator.n_latent
         if self.programs is not None:
             wplus = self.programs.encode(self.inverter, x, self.precision)
@@ -182,12 +178,16 @@ class Stylizer:
     ) -> Stylized:
         """`edits`: latent edits applied to the inverted w+ before rendering (models/directions.py)."""
         device = self.generator.latent_avg.device
+        started = time.perf_counter()
         # 1. The aligned crop → encoder input [1, 3, S, S] in [-1, 1].
         x = image_to_tensor(crop, self.inverter.config.encoder.input_size).to(device)
         # 2. Invert: mu (z+) through the frozen source mapping → w+ (the generator's n_latent codes).
-        wplus, compiled = self.encode_timed(x)
+        wplus, compiled = self.encode_flagged(x)
         # 2a. Latent edits: w'[l] = w[l] + α·d on each edit's layers.
         wplus = apply_edits(wplus, edits)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # so that the stage times below are the GPU's
+        encoded = time.perf_counter()
         # 3. Render with the style generator (the attribute branch for attribute-aware styles).
         rng = torch.Generator().manual_seed(seed)
         source, confidence = None, None
@@ -208,11 +208,13 @@ class Stylizer:
         else:
             # 3b. A plain generator, at the asked structure (layer swap) and strength (interpolation).
             branch = None
-            out, rendered = self.render_timed(wplus, structure, strength, noise, rng)
+            out, rendered = self.render_flagged(wplus, structure, strength, noise, rng)
             compiled = compiled and rendered
             strength = quantise_strength(strength)
         # 4. [-1, 1] float → 8-bit RGB.
-        return Stylized(to_image(out[0]), branch, wplus, source, confidence, structure, strength, compiled)
+        image = to_image(out[0])
+        stages = {"encode": encoded - started, "synthesize": time.perf_counter() - encoded}
+        return Stylized(image, branch, wplus, source, confidence, structure, strength, compiled, stages)
 
 
 def resolve_precision(setting: str, device: torch.device) -> str:

@@ -37,7 +37,7 @@ from models.encoder import image_to_tensor
 from models.images import load_image
 from models.style_strength import quantise_strength
 from models.stylizer import Stylized, to_image
-from service.contract import STYLIZE_FUNCTION, StylizeJob
+from service.contract import STYLIZE_FUNCTION, StylizeJob, cancel_key
 
 log = logging.getLogger("agilegan.worker")
 ALIGNED_SIZE = 1024
@@ -85,12 +85,13 @@ def _group_key(job: StylizeJob) -> str:
 def precompute(rt: Any, payloads: list[dict[str, Any]]) -> dict[str, Prepared]:
     """The images of a batch of stylize payloads, by job id (see the module docs). Jobs that cannot be
     prepared here (unknown style, a bad photo, attribute-aware styles, random noise) are left out:
-    their own job function handles them, errors included."""
+    their own job function handles them, errors included. So are jobs with nothing left to compute
+    (canceled, deleted, or already succeeded in an earlier run): their own run cancels or skips them."""
     groups: dict[str, list[tuple[StylizeJob, Image.Image, AlignedFace, float]]] = {}
     for payload in payloads:
         try:
             job = StylizeJob.model_validate(payload)
-            if job.noise == "random":
+            if job.noise == "random" or not _needs_work(rt, job.job_id):
                 continue
             started = time.perf_counter()
             photo = load_image(rt.storage.read_input(job.job_id), rt.settings.max_pixels).image
@@ -105,6 +106,13 @@ def precompute(rt: Any, payloads: list[dict[str, Any]]) -> dict[str, Prepared]:
         except Exception:
             log.exception("batch preparation failed; the jobs run one by one")
     return prepared
+
+
+def _needs_work(rt: Any, job_id: str) -> bool:
+    record = rt.jobs.get(job_id)
+    if not record or record.get("status") in ("succeeded", "canceled"):
+        return False
+    return not rt.redis.exists(cancel_key(job_id))
 
 
 def _run_group(rt: Any, members: list[tuple[StylizeJob, Image.Image, AlignedFace, float]]) -> dict[str, Prepared]:
@@ -125,7 +133,8 @@ def _run_group(rt: Any, members: list[tuple[StylizeJob, Image.Image, AlignedFace
     out = {}
     share = {name: seconds / len(members) for name, seconds in stages.items()}
     for (job, photo, aligned, align_s), (image, wplus) in zip(members, images):
-        stylized = Stylized(image, None, wplus, None, None, job.structure, quantise_strength(job.strength), compiled)
+        strength = quantise_strength(job.strength)
+        stylized = Stylized(image, None, wplus, None, None, job.structure, strength, compiled, share)
         timings = {"align": align_s, "generate": share["encode"] + share["synthesize"], **share}
         out[job.job_id] = Prepared(photo, aligned, stylized, len(members), timings)
     return out
@@ -146,13 +155,13 @@ def _render(
     for chunk in chunks:
         started = time.perf_counter()
         x = torch.cat([image_to_tensor(c, size) for c in chunk]).to(device)
-        wplus, encoded = stylizer.encode_timed(x)
+        wplus, encoded = stylizer.encode_flagged(x)
         wplus = apply_edits(wplus, edits)
         _sync(device)
         stages["encode"] += time.perf_counter() - started
         started = time.perf_counter()
         rng = torch.Generator().manual_seed(0)
-        images, rendered = stylizer.render_timed(wplus, job.structure, job.strength, job.noise, rng)
+        images, rendered = stylizer.render_flagged(wplus, job.structure, job.strength, job.noise, rng)
         _sync(device)
         stages["synthesize"] += time.perf_counter() - started
         compiled = compiled and encoded and rendered

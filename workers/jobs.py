@@ -117,6 +117,7 @@ def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[st
             aligned.image, branch=branch, noise=job.noise, structure=job.structure, strength=job.strength, edits=edits
         )
         step("generate", 0.8)
+        timings.update(out.stages or {})  # the two parts of "generate"
     # 4. Resize, or paste back into the photo.
     if job.output == "full":
         image = paste_back(photo, out.image, aligned, rt.aligner_config.feather)

@@ -46,6 +46,7 @@ class WarmWorker(SimpleWorker):
             batch += batching.claim_more(self, queue, self.max_batch - 1, self.batch_wait_s)
         # 2. Every claimed job's execution registered and heartbeating before any work starts.
         executions = [self.prepare_execution(j) for j, _ in batch]
+        self._claimed = {j.id for j, _ in batch[1:]}
         pairs = [(j, e) for (j, _), e in zip(batch, executions)]
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat_loop, args=(pairs, stop), daemon=True)
@@ -62,6 +63,15 @@ class WarmWorker(SimpleWorker):
             beat.join(timeout=5)
             runtime_module.get_runtime().prepared.clear()
         self.set_state(WorkerStatus.IDLE)
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """rq's dequeue of one queue parks the job in that queue's intermediate list, and rq takes it out
+        when the job starts only on workers of a single queue (a worker of several dequeues without the
+        list). The batcher claims from one queue whatever the worker's queues, so its jobs are taken out
+        here, as they start: a claimed job left there is re-run as "stuck" a minute after it finished,
+        and one that never started (its worker died first) is recovered from there."""
+        claimed = job.id in getattr(self, "_claimed", ())
+        super().prepare_job_execution(job, remove_from_intermediate_queue or claimed)
 
     def _heartbeat_loop(self, pairs: list, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_interval):

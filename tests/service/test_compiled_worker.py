@@ -47,6 +47,7 @@ def test_a_compiling_worker_warms_at_start_and_serves_compiled(make_client, make
 
     alone = [_run(client, [p])[0] for p in PHOTOS]  # one at a time through the same graphs
     assert all(r["compiled"] and r["batch_size"] == 1 for r, _ in alone)
+    assert all(r["timings"]["encode"] > 0 and r["timings"]["synthesize"] > 0 for r, _ in alone)
     assert [png for _, png in alone] == [png for _, png in batched]
     assert "running eager" not in worker.log.read_text()  # no request found a graph missing
     worker.stop()
