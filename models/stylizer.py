@@ -107,6 +107,13 @@ class Stylizer:
             self._interpolated.move_to_end(strength)
             return cached
 
+    def style_networks(self) -> list[torch.nn.Module]:
+        """The networks this style holds on the device (not the shared encoder): its generator, its
+        source generator when it has one, and the interpolated generators cached for strengths."""
+        with self._lock:
+            interpolated = list(self._interpolated.values())
+        return [self.generator, *([self.source] if self.source is not None else []), *interpolated]
+
     def render(self, wplus: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         """w+ [B, ≥L, D] → image [B, 3, S, S] (fp32) with the plain style generator's strength controls,
         at the stylizer's precision; the arguments of `render_flagged`."""

@@ -133,10 +133,7 @@ class Runtime:
         seen: set[int] = set()
         total = 0
         for _, stylizer in self._styles.values():
-            models = [stylizer.generator, stylizer.source, *stylizer._interpolated.values()]
-            for model in models:
-                if model is None:
-                    continue
+            for model in stylizer.style_networks():
                 for t in [*model.parameters(), *model.buffers()]:
                     if t.data_ptr() not in seen:
                         seen.add(t.data_ptr())
@@ -223,10 +220,9 @@ class Runtime:
         with self._lock:
             loaded = [*self._inverters.values()]
             for _, stylizer in self._styles.values():
-                loaded += [stylizer.generator, stylizer.source, *stylizer._interpolated.values()]
+                loaded += stylizer.style_networks()
         for module in loaded:
-            if module is not None:
-                set_channels_last(module, on)
+            set_channels_last(module, on)
 
     @torch.inference_mode()
     def _measure_memory_format(self, stylizer: Stylizer) -> MemoryFormatChoice:
