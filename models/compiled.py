@@ -96,10 +96,10 @@ def _weights(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class _Program:
-    """One compiled function for one architecture; its graphs are the buckets warmed so far."""
+    """One compiled function for one architecture (`run` closes over its weightless template); its graphs
+    are the buckets warmed so far."""
 
-    def __init__(self, template: nn.Module, run: Callable[..., torch.Tensor], config: CompileConfig) -> None:
-        self.template = template
+    def __init__(self, run: Callable[..., torch.Tensor], config: CompileConfig) -> None:
         self.warmed: set[tuple[int, ...]] = set()
         mode = None if config.mode == "default" or config.backend != "inductor" else config.mode
         self.fn = torch.compile(run, mode=mode, backend=config.backend, dynamic=False, fullgraph=True)
@@ -120,9 +120,10 @@ class Programs:
         """Compile the encoder (image [B, 3, S, S] → w+ [B, L, D]) for every bucket."""
         size = inverter.config.encoder.input_size
         device = _device(inverter)
+        program = self._encoder_program(inverter, precision)
         for b in self.config.buckets:
             self._warm(
-                self._encoder_program(inverter, precision),
+                program,
                 inverter,
                 (b, 3, size, size),
                 device,
@@ -133,9 +134,10 @@ class Programs:
         """Compile the synthesis (w+ [B, L, D] → image [B, 3, S, S]) for every bucket."""
         device = _device(generator)
         shape = (generator.n_latent, generator.config.style_dim)
+        program = self._generator_program(generator, precision, noise)
         for b in self.config.buckets:
             self._warm(
-                self._generator_program(generator, precision, noise),
+                program,
                 generator,
                 (b, *shape),
                 device,
@@ -230,30 +232,37 @@ class Programs:
         )
 
     def _encoder_program(self, inverter: nn.Module, precision: str) -> _Program:
-        template = _template(inverter)
-        device = _device(inverter).type
-        n = template.config.encoder.n_styles
+        def build() -> Callable[..., torch.Tensor]:
+            template = _template(inverter)
+            device = _device(inverter).type
+            n = template.config.encoder.n_styles
 
-        def encode(weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                return functional_call(template, weights, (x,)).wplus[:, :n].float()
+            def encode(weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    return functional_call(template, weights, (x,)).wplus[:, :n].float()
 
-        return self._program(self._encoder_key(inverter, precision), template, encode)
+            return encode
+
+        return self._program(self._encoder_key(inverter, precision), build)
 
     def _generator_program(self, generator: nn.Module, precision: str, noise: str) -> _Program:
-        template = _template(generator)
-        device = _device(generator).type
+        def build() -> Callable[..., torch.Tensor]:
+            template = _template(generator)
+            device = _device(generator).type
 
-        def synthesize(weights: dict[str, torch.Tensor], wplus: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                return functional_call(template, weights, (wplus,), {"space": "wplus", "noise": noise}).float()
+            def synthesize(weights: dict[str, torch.Tensor], wplus: torch.Tensor) -> torch.Tensor:
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    return functional_call(template, weights, (wplus,), {"space": "wplus", "noise": noise}).float()
 
-        return self._program(self._generator_key(generator, precision, noise), template, synthesize)
+            return synthesize
 
-    def _program(self, key: tuple, template: nn.Module, run: Callable[..., torch.Tensor]) -> _Program:
+        return self._program(self._generator_key(generator, precision, noise), build)
+
+    def _program(self, key: tuple, build: Callable[[], Callable[..., torch.Tensor]]) -> _Program:
+        """The program of `key`, built (a weightless template copied once) only when it is new."""
         with self._lock:
             if key not in self._programs:
-                self._programs[key] = _Program(template, run, self.config)
+                self._programs[key] = _Program(build(), self.config)
             return self._programs[key]
 
 

@@ -35,6 +35,7 @@ class WarmWorker(SimpleWorker):
     job_heartbeat_ttl: int = 20
     max_batch: int = 1  # stylize jobs taken at once (workers/batching.py); 1 = one at a time
     batch_wait_s: float = 0.005
+    _claimed: frozenset[str] = frozenset()  # ids of the jobs the batcher claimed for the batch being run
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_heartbeat_ttl
@@ -46,7 +47,7 @@ class WarmWorker(SimpleWorker):
             batch += batching.claim_more(self, queue, self.max_batch - 1, self.batch_wait_s)
         # 2. Every claimed job's execution registered and heartbeating before any work starts.
         executions = [self.prepare_execution(j) for j, _ in batch]
-        self._claimed = {j.id for j, _ in batch[1:]}
+        self._claimed = frozenset(j.id for j, _ in batch[1:])
         pairs = [(j, e) for (j, _), e in zip(batch, executions)]
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat_loop, args=(pairs, stop), daemon=True)
@@ -70,8 +71,7 @@ class WarmWorker(SimpleWorker):
         list). The batcher claims from one queue whatever the worker's queues, so its jobs are taken out
         here, as they start: a claimed job left there is re-run as "stuck" a minute after it finished,
         and one that never started (its worker died first) is recovered from there."""
-        claimed = job.id in getattr(self, "_claimed", ())
-        super().prepare_job_execution(job, remove_from_intermediate_queue or claimed)
+        super().prepare_job_execution(job, remove_from_intermediate_queue or job.id in self._claimed)
 
     def _heartbeat_loop(self, pairs: list, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_interval):
