@@ -207,7 +207,7 @@ def stages_table(args: argparse.Namespace, tmp: Path) -> None:
     import torch
 
     from models.compiled import CompileConfig, Programs
-    from models.stylizer import resolve_precision
+    from models.stylizer import Stylizer, resolve_precision
 
     make_registry(tmp / "stages", args.size, args.networks)
     inverter, generator = _networks(tmp / "stages", args.device)
@@ -221,40 +221,22 @@ def stages_table(args: argparse.Namespace, tmp: Path) -> None:
     gen = torch.Generator().manual_seed(0)
     inputs = {b: torch.rand(b, 3, size, size, generator=gen).to(args.device) * 2 - 1 for b in batches}
     reference: dict[int, tuple] = {}
-    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=precision == "bf16")
     for mode in ["off", *[m for m in args.compile.split(",") if m != "off"]]:
+        # the service's own paths: Stylizer.encode / render, eager or through the warmed programs
         programs = Programs(CompileConfig(mode, batches)) if mode != "off" else None
         if programs is not None:
             programs.warm_encoder(inverter, precision)
             programs.warm_generator(generator, precision)
+        stylizer = Stylizer(inverter, generator, precision=precision, programs=programs)
         for b in batches:
             x = inputs[b]
             with torch.inference_mode():
-                if programs is None:
-
-                    def encode(x=x):
-                        with autocast:
-                            return inverter(x).wplus.float()
-
-                    w = encode()
-
-                    def synthesize(w=w):
-                        with autocast:
-                            return generator(w, space="wplus").float()
-
-                else:
-
-                    def encode(x=x, programs=programs):
-                        return programs.encode(inverter, x, precision)
-
-                    w = reference[b][0]
-
-                    def synthesize(w=w, programs=programs):
-                        return programs.synthesize(generator, w, precision)
-
-                w_out, image = encode(), synthesize()
-                enc_ms = _timed(encode, args.device) * 1000 / b
-                gen_ms = _timed(synthesize, args.device) * 1000 / b
+                w_out, encoded = stylizer.encode_flagged(x)
+                w = reference[b][0] if programs is not None else w_out  # the generator alone: eager's w+
+                image, rendered = stylizer.render_flagged(w)
+                assert encoded == rendered == (programs is not None), "a compiled row ran eager"
+                enc_ms = _timed(lambda x=x, s=stylizer: s.encode(x), args.device) * 1000 / b
+                gen_ms = _timed(lambda w=w, s=stylizer: s.render(w), args.device) * 1000 / b
             if programs is None:
                 reference[b] = (w_out, image)
                 drifts = "-", "-"
