@@ -168,12 +168,11 @@ def parse_layers(spec: str | None, n_latent: int) -> tuple[int, ...] | None:
     if spec is None or spec == "all":
         return None
     try:
-        out = parse_indices(spec)
+        return tuple(parse_indices(spec, n_latent))
     except ValueError as e:
-        raise DirectionError(f"layers must look like 'all', '4', '0-3' or '0-3,8', got {spec!r}") from e
-    if min(out) < 0 or max(out) >= n_latent:
-        raise DirectionError(f"layers {spec!r}: w+ indices are 0…{n_latent - 1}")
-    return tuple(out)
+        raise DirectionError(
+            f"layers must look like 'all', '4', '0-3' or '0-3,8' (w+ indices 0…{n_latent - 1}): {e}"
+        ) from e
 
 
 # ----------------------------------------------------------------------------------- supervised

@@ -22,6 +22,7 @@ from service.errors import ApiError
 from service.registry import Registry, StyleInfo, n_latent
 
 MAX_EDITS = 8
+MAX_LAYERS = n_latent(1024)  # w+ layers of the largest generator, for a style whose resolution is unknown
 
 
 def parse_edits(raw: str | None, registry: Registry, style: StyleInfo) -> list[EditSpec]:
@@ -78,15 +79,18 @@ def _one(
 
 
 def _layers(key: str, text: Any, layers_max: int | None) -> list[int] | None:
-    """ "A-B,C" → sorted w+ indices below `layers_max`; None / "all" → None (the set's default)."""
+    """ "A-B,C" → sorted w+ indices below `layers_max`; None / "all" → None (the set's default). The
+    parse is bounded by the index range, not by the text (models/index_spec.py)."""
     if text is None or text == "all":
         return None
+    limit = layers_max or MAX_LAYERS
     try:
         if not isinstance(text, str):
-            raise ValueError
-        out = parse_indices(text)
-    except ValueError:
-        raise ApiError(422, "invalid_edit_layers", f"edits[{key!r}]: layers look like 'all', '4' or '0-3,8'") from None
-    if min(out) < 0 or (layers_max is not None and max(out) >= layers_max):
-        raise ApiError(422, "invalid_edit_layers", f"edits[{key!r}]: w+ indices are 0…{(layers_max or 1) - 1}")
-    return out
+            raise ValueError("not a string")
+        return parse_indices(text, limit)
+    except ValueError as e:
+        raise ApiError(
+            422,
+            "invalid_edit_layers",
+            f"edits[{key!r}]: layers look like 'all', '4' or '0-3,8', w+ indices 0…{limit - 1} ({e})",
+        ) from None

@@ -57,6 +57,8 @@ def test_edits_on_stylize(make_client, make_settings, start_worker, directions) 
         ({"sefa:4": 1}, "edit_out_of_range"),
         ({"sefa": {"alpha": 1, "layers": "0-99"}}, "invalid_edit_layers"),
         ({"sefa": {"alpha": 1, "layers": "x"}}, "invalid_edit_layers"),
+        ({"sefa": {"alpha": 1, "layers": "0-99999999"}}, "invalid_edit_layers"),  # issue 22: bounded by meaning
+        ({"sefa": {"alpha": 1, "layers": "1," * 200 + "1"}}, "invalid_edit_layers"),
         ({"sefa": "big"}, "invalid_edits"),
         ({"sefa": True}, "invalid_edits"),
         ({"sefa": {"alpha": 1, "scale": 2}}, "invalid_edits"),
