@@ -7,7 +7,10 @@ stays valid. It has two traps that `WarmWorker` fixes (design notes, rq 3.0.0):
   `heartbeat_interval_s` with a short TTL (`heartbeat_ttl_s`): a live job is never reaped, and a
   killed worker's job expires within that TTL;
 - abandoned jobs are only recovered by another worker's maintenance pass, every 600 s by default;
-  here every `maintenance_interval_s`, with a short worker TTL so idle workers loop often.
+  here every `maintenance_interval_s`, with a short worker TTL so idle workers loop often;
+- its command thread (pub/sub) waits up to 60 s per pass, and redis-py ≥ 8.2 joins that thread on
+  stop: a worker told to stop could take a minute to exit (so `up` killed it and tests waited 20 s
+  for it). Here the pass is `PUBSUB_PASS_S`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from workers import runtime as runtime_module
 log = logging.getLogger("agilegan.worker")
 
 
+PUBSUB_PASS_S = 0.5  # the command thread's longest wait: what its stop can cost
+
+
 class WarmWorker(SimpleWorker):
     heartbeat_interval: float = 5.0
     job_heartbeat_ttl: int = 20
@@ -39,6 +45,16 @@ class WarmWorker(SimpleWorker):
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_heartbeat_ttl
+
+    def subscribe(self) -> None:
+        """rq's command channel (stop-job, shutdown), with a thread whose waits are short enough that
+        stopping it (a join, in redis-py 8.2) returns within `PUBSUB_PASS_S`."""
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=PUBSUB_PASS_S, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         # 1. More stylize jobs from the same queue, through rq's dequeue, when batching is on.
