@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     alive = sub.add_parser("worker-alive", help="exit 0 when a worker of this host is registered (healthcheck)")
     alive.set_defaults(handler=cmd_worker_alive)
 
-    up = sub.add_parser("up", help="run everything locally: Redis (if none answers), demo models, a worker, the API")
+    up = sub.add_parser(
+        "up",
+        help="run everything locally, supervised: Redis (if none answers), the demo style, a stylize, a train "
+        "and a video worker, and the API",
+    )
     up.set_defaults(handler=cmd_up)
 
     styles = sub.add_parser("styles", help="public ready-made styles (FaceStylor releases)")
@@ -51,7 +54,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(handler=cmd_demo_registry)
 
 
-def _settings(**overrides):
+def load_settings(**overrides):
+    """The service settings from the environment (AGILEGAN_*), with the CLI's overrides."""
     from service.config import Settings
 
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -60,7 +64,7 @@ def _settings(**overrides):
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    settings = _settings(host=args.host, port=args.port, api_workers=args.workers)
+    settings = load_settings(host=args.host, port=args.port, api_workers=args.workers)
     os.environ["AGILEGAN_HOST"], os.environ["AGILEGAN_PORT"] = settings.host, str(settings.port)
     uvicorn.run(
         "service.main:create_app",
@@ -73,18 +77,24 @@ def cmd_serve(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_up(args: argparse.Namespace) -> None:
+    from workers.up import run_up
+
+    run_up()
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
     from workers.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    run_worker(_settings(), [q.strip() for q in args.queues.split(",") if q.strip()], burst=args.burst)
+    run_worker(load_settings(), [q.strip() for q in args.queues.split(",") if q.strip()], burst=args.burst)
 
 
 def cmd_worker_alive(args: argparse.Namespace) -> None:
     from redis import Redis
     from rq import Worker
 
-    settings = _settings()
+    settings = load_settings()
     host = os.uname().nodename
     workers = Worker.all(connection=Redis.from_url(settings.redis_url, socket_connect_timeout=2))
     if not any(w.name.startswith(f"{host}.") for w in workers):
@@ -96,7 +106,7 @@ def cmd_worker_alive(args: argparse.Namespace) -> None:
 def cmd_demo_registry(args: argparse.Namespace) -> None:
     from workers.demo import demo_registry
 
-    settings = _settings()
+    settings = load_settings()
     wrote = demo_registry(settings.registry_dir, size=args.size, tiny=args.tiny)
     print(f"demo registry {'written' if wrote else 'already present'} in {settings.registry_dir}")
 
@@ -104,7 +114,7 @@ def cmd_demo_registry(args: argparse.Namespace) -> None:
 def cmd_styles_install(args: argparse.Namespace) -> None:
     from workers.style_install import InstallError
 
-    settings = _settings()
+    settings = load_settings()
     try:
         installed = install_public_style(settings, args.name, args.mirror or settings.download_mirror)
     except InstallError as e:
@@ -119,7 +129,7 @@ def cmd_styles_install(args: argparse.Namespace) -> None:
 def cmd_lpips_install(args: argparse.Namespace) -> None:
     from workers.style_install import InstallError, install_lpips
 
-    settings = _settings()
+    settings = load_settings()
     try:
         changed = install_lpips(
             settings.registry_dir,
@@ -181,8 +191,9 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def start_redis(url: str, directory: Path) -> subprocess.Popen:
-    """Start a local redis-server for `url` (AOF on, in `directory`); raises when it cannot."""
+def redis_argv(url: str, directory: Path) -> list[str]:
+    """The redis-server command for a local `url`, its append-only file in `directory`; raises when the
+    URL is not local or redis-server is not installed."""
     parsed = urlparse(url)
     if parsed.hostname not in ("127.0.0.1", "localhost"):
         raise RuntimeError(f"Redis at {url} does not answer, and it is not local: start it first")
@@ -190,33 +201,34 @@ def start_redis(url: str, directory: Path) -> subprocess.Popen:
     if binary is None:
         raise RuntimeError("redis-server not found: install it (Debian: apt-get install -y redis-server)")
     directory.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(parsed.port or 6379),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(directory.resolve()),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-            "--maxmemory-policy",
-            "noeviction",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    for _ in range(100):
-        if redis_answers(url):
-            return proc
+    # fmt: off
+    return [
+        binary, "--port", str(parsed.port or 6379), "--bind", "127.0.0.1", "--dir", str(directory.resolve()),
+        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--maxmemory-policy", "noeviction",
+        "--loglevel", "warning", "--logfile", str(directory.resolve() / "redis.log"),
+    ]
+    # fmt: on
+
+
+def start_redis(url: str, directory: Path) -> subprocess.Popen:
+    """Start a local redis-server for `url` (AOF on, in `directory`), returned once it answers."""
+    proc = subprocess.Popen(redis_argv(url, directory), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_for_redis(url)
+    except RuntimeError:
+        proc.terminate()
+        proc.wait()
+        raise
+    return proc
+
+
+def wait_for_redis(url: str, timeout_s: float = 5.0) -> None:
+    """Return once Redis at `url` answers; RuntimeError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not redis_answers(url):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server did not come up at {url}")
         time.sleep(0.05)
-    proc.terminate()
-    raise RuntimeError(f"redis-server did not come up at {url}")
 
 
 def first_run_style(settings, registry) -> str:
@@ -244,62 +256,3 @@ def first_run_style(settings, registry) -> str:
         print(f"could not install {name!r} ({e}); serving the offline demo style 'demo' instead", flush=True)
         return "demo"
     return name
-
-
-UP_WORKER_NICE = 10
-
-
-def cmd_up(args: argparse.Namespace) -> None:
-    """Redis (when none answers), the demo registry (when empty), a stylize worker, a train worker and
-    the API, as child processes; SIGINT/SIGTERM or the exit of any child stops them all."""
-    from service.auth import ensure_operator_key
-    from service.registry import Registry
-    from workers.demo import demo_registry
-
-    settings = _settings()
-    children: list[subprocess.Popen] = []
-    stop = {"signal": None}
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop["signal"] = signum
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        if not redis_answers(settings.redis_url):
-            print(f"starting redis-server for {settings.redis_url} (data in {settings.data_dir / 'redis'})")
-            children.append(start_redis(settings.redis_url, settings.data_dir / "redis"))
-        registry = Registry(settings.registry_dir)
-        style = first_run_style(settings, registry)
-        if not registry.has_base() and not registry.styles():  # no weights at all: the offline demo
-            demo_registry(settings.registry_dir)
-            print(f"created the random-weight demo style 'demo' in {settings.registry_dir}")
-        key = ensure_operator_key(settings)
-        cli = [sys.executable, "-m", "workers.cli"]
-        # API and worker share this machine's cores: uploads are answered first (README, "Service")
-        worker_env = {**os.environ, "AGILEGAN_WORKER_NICE": os.environ.get("AGILEGAN_WORKER_NICE", str(UP_WORKER_NICE))}
-        # one worker per queue: an hour of style training or a long video never holds up a portrait
-        for queue in ("stylize", "train", "video"):
-            children.append(subprocess.Popen([*cli, "worker", "--queues", queue], env=worker_env))
-        children.append(subprocess.Popen([*cli, "serve"]))
-        base = f"http://{settings.host}:{settings.port}"
-        print(f"\nAPI on {base}  (docs: {base}/docs)")
-        if key:
-            print(f"operator API key (kept in {settings.data_dir / 'operator.key'}): {key}")
-        print(
-            f'try:  curl -s -H "Authorization: Bearer {key or "$AGILEGAN_KEY"}" '
-            f"-F image=@tests/data/faces/obama.jpg -F style={style} {base}/v1/stylize\n",
-            flush=True,
-        )
-        while stop["signal"] is None and all(child.poll() is None for child in children):
-            time.sleep(0.2)
-    finally:
-        for child in reversed(children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -1,4 +1,5 @@
-"""`agilegan up` (what `make run` runs): Redis when none answers, the demo style, a worker, the API."""
+"""`agilegan up` (what `make run` runs): Redis when none answers, the demo style, three workers and the API,
+supervised (a child that dies is restarted; every child is stopped and reaped on SIGTERM); the ready line."""
 
 from __future__ import annotations
 
@@ -40,16 +41,15 @@ def test_up_runs_the_whole_path_on_a_fresh_data_directory(tmp_path: Path) -> Non
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+        while time.time() < deadline and "ready: API on" not in log.read_text():
             time.sleep(0.3)
-        else:
-            raise TimeoutError(log.read_text()[-3000:])
+        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200, log.read_text()[-3000:]
         assert redis_answers(redis_url)  # it started its own Redis
+        text = log.read_text()
+        # the ready line came once the API answered (uvicorn's start-up line and a 200 /readyz before it)
+        ready_at = text.index("ready: API on")
+        assert text.index("Application startup complete") < text.index('"GET /readyz HTTP/1.1" 200') < ready_at
+        assert "/console" in text[ready_at:] and "/result?wait=60" in text[ready_at:]
         # the first run tried the public toonify style, and fell back to the demo in one clear line
         assert "serving the offline demo style 'demo' instead" in log.read_text()
         assert "style=demo" in log.read_text()
@@ -76,6 +76,15 @@ def test_up_runs_the_whole_path_on_a_fresh_data_directory(tmp_path: Path) -> Non
         niceness = {b"worker" in cmd: os.getpriority(os.PRIO_PROCESS, pid) for pid, cmd in children.items()}
         own = os.getpriority(os.PRIO_PROCESS, 0)
         assert niceness == {True: min(19, own + 10), False: own}, (niceness, children)
+        # a child that dies is restarted, not a reason to stop the service
+        train = next(pid for pid, cmd in children.items() if b"train" in cmd)
+        os.kill(train, signal.SIGKILL)
+        deadline = time.time() + 60
+        while time.time() < deadline and "restarted train worker" not in log.read_text():
+            time.sleep(0.2)
+        assert f"train worker (pid {train}) exited with signal SIGKILL" in log.read_text()
+        assert "restarted train worker" in log.read_text() and proc.poll() is None
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)  # to `up` alone: it must stop its children itself
         proc.wait(timeout=60)
