@@ -265,8 +265,10 @@ def download(
     part = dest.with_name(dest.name + ".part")
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    opened = False
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
+            opened = True
             if offset and response.status != 206:  # the server ignored the Range: start again
                 offset = 0
             length = response.headers.get("Content-Length")
@@ -288,6 +290,13 @@ def download(
         else:
             raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
     except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as e:
+        if not opened:  # nothing was fetched: the host, not the transfer, is the problem
+            host = urllib.parse.urlparse(url).netloc
+            raise DownloadError(
+                f"could not reach {host} ({getattr(e, 'reason', e)}): is this machine offline? Offline, copy "
+                f"{dest.name} (sha256 {sha256[:16]}…) into {dest.parent}/ and run the command again, or point "
+                "--mirror (AGILEGAN_DOWNLOAD_MIRROR) at a server on your network that has the release files"
+            ) from e
         raise DownloadError(f"{url}: download interrupted ({e}); run the command again to resume") from e
     try:
         check_digest(part, sha256)

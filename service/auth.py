@@ -30,6 +30,22 @@ class Principal:
         return self.role == "operator"
 
 
+def bearer_key(header: str) -> str | None:
+    """The key of an `Authorization: Bearer KEY` header; None for any other shape."""
+    scheme, _, key = header.partition(" ")
+    return key.strip() or None if scheme.lower() == "bearer" else None
+
+
+def refusal_message(header: str) -> str:
+    """Why a request's Authorization header was refused, for the 401 body: missing, not of the
+    `Bearer KEY` shape (a raw key, another scheme), or a key nobody issued. The key is never echoed."""
+    if not header:
+        return "missing API key: send 'Authorization: Bearer KEY'"
+    if bearer_key(header) is None:
+        return "malformed Authorization header: it must be 'Bearer KEY' (the word Bearer, a space, then the key)"
+    return "unknown API key"
+
+
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 

@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from rq import Queue
 
-from service.auth import Principal
+from service.auth import Principal, bearer_key, refusal_message
 from service.config import Settings
 from service.contract import STYLIZE_QUEUE, metrics_key
 from service.errors import ApiError
@@ -57,14 +57,10 @@ def authenticate(
     if known is not None:
         return known
     header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(
-            401, "unauthorized", "missing API key: send 'Authorization: Bearer KEY'", {"WWW-Authenticate": "Bearer"}
-        )
-    principal = request.app.state.keys.authenticate(key.strip())
+    key = bearer_key(header)
+    principal = request.app.state.keys.authenticate(key) if key else None
     if principal is None:
-        raise ApiError(401, "unauthorized", "unknown API key", {"WWW-Authenticate": "Bearer"})
+        raise ApiError(401, "unauthorized", refusal_message(header), {"WWW-Authenticate": "Bearer"})
     return principal
 
 

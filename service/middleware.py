@@ -12,6 +12,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
+from service.auth import bearer_key, refusal_message
 from service.contract import metrics_key
 
 Scope = dict[str, Any]
@@ -158,8 +159,8 @@ class AuthGate:
         if scope["type"] != "http" or self.disabled or not scope["path"].startswith("/v1/"):
             return await self.app(scope, receive, send)
         header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
-        scheme, _, key = header.partition(" ")
-        principal = self.keys.authenticate(key.strip()) if scheme.lower() == "bearer" and key.strip() else None
+        key = bearer_key(header)
+        principal = self.keys.authenticate(key) if key else None
         if principal is not None:
             scope.setdefault("state", {})["principal"] = principal
             return await self.app(scope, receive, send)
@@ -174,8 +175,7 @@ class AuthGate:
                 "too many failed authentications from this address",
                 [(b"retry-after", str(retry).encode())],
             )
-        message = "unknown API key" if header else "missing API key: send 'Authorization: Bearer KEY'"
-        await _json(scope, send, 401, "unauthorized", message, [(b"www-authenticate", b"Bearer")])
+        await _json(scope, send, 401, "unauthorized", refusal_message(header), [(b"www-authenticate", b"Bearer")])
 
     def _count_failure(self, address: str) -> int | None:
         """Record a failed authentication; seconds to wait when the address is over its budget."""

@@ -120,8 +120,13 @@ def test_auth_roles_and_ownership(make_client, make_settings, start_worker) -> N
     client = make_client()
     assert client.get("/v1/styles").status_code == 401
     assert client.get("/v1/styles").json()["code"] == "unauthorized"
-    assert client.get("/v1/styles", headers=auth("wrong-key-but-long-enough")).status_code == 401
-    assert client.get("/v1/styles", headers={"Authorization": CLIENT_KEY}).status_code == 401
+    assert "missing API key" in client.get("/v1/styles").json()["message"]
+    wrong = client.get("/v1/styles", headers=auth("wrong-key-but-long-enough"))
+    assert wrong.status_code == 401 and wrong.json()["message"] == "unknown API key"
+    for header in (CLIENT_KEY, f"Token {CLIENT_KEY}", "Bearer "):  # a raw key, another scheme: the format hint
+        raw = client.get("/v1/styles", headers={"Authorization": header})
+        assert raw.status_code == 401 and "must be 'Bearer KEY'" in raw.json()["message"], header
+        assert CLIENT_KEY not in raw.text
     styles = client.get("/v1/styles", headers=auth()).json()["styles"]
     assert [s["id"] for s in styles] == ["demo"] and "random-weights" in styles[0]["labels"]
     assert client.get("/v1/styles/demo", headers=auth()).json()["resolution"] == 64
