@@ -82,6 +82,9 @@ class StyleOut(BaseModel):
         description="style-strength controls of POST /v1/stylize (structure, strength: default and range); "
         "null when the style has no source generator or is attribute-aware",
     )
+    preview: str | None = Field(
+        None, description="operators: the URL of the style's preview grid, once one is drawn (else null)"
+    )
 
 
 class StyleDeleted(BaseModel):

@@ -82,7 +82,8 @@ def _ready_text(base: str, key: str | None, style: str, settings) -> str:
         "try:",
         f'  curl -s -H "Authorization: Bearer {token}" -F image=@tests/data/faces/obama.jpg -F style={style} '
         f"{base}/v1/stylize",
-        f'  curl -s -H "Authorization: Bearer {token}" -o stylized.png "{base}/v1/jobs/<id>/result?wait=60"',
+        f'  curl -s -H "Authorization: Bearer {token}" --create-dirs -o out/stylized.png '
+        f'"{base}/v1/jobs/<id>/result?wait=60"',
         "",
     ]
     return "\n".join(lines)

@@ -62,17 +62,59 @@ async function loadStyles() {
   state.styles = styles;
   const select = $("style-select");
   const chosen = select.value;
-  select.replaceChildren(...styles.filter((s) => s.status === "ready").map((s) => new Option(s.name === s.id ? s.id : `${s.name} (${s.id})`, s.id)));
-  if (chosen) select.value = chosen;
+  const ready = styles.filter((s) => s.status === "ready");
+  select.replaceChildren(...ready.map((s) => new Option(s.name === s.id ? s.id : `${s.name} (${s.id})`, s.id)));
+  if (!ready.length) select.replaceChildren(new Option("no ready style yet", "", true, true));
+  if (chosen && ready.some((s) => s.id === chosen)) select.value = chosen;
   describeStyle();
   renderStyleTable();
   try {
     const { directions } = await api("/v1/directions");
-    const usable = directions.filter((d) => d.styles.includes(select.value));
-    $("edits-help").textContent = usable.length
-      ? `directions for this style: ${usable.map((d) => `${d.id} (${d.count}, α ${d.alpha_range.join("…")})`).join(", ")}`
-      : "no latent directions for this style";
+    renderEditSliders(directions.filter((d) => d.styles.includes(select.value)));
   } catch { /* directions are optional */ }
+}
+
+// One slider per direction of the style's direction sets (index 0 is the set's id, others `id:i`);
+// a slider left at 0 sends nothing. The JSON field, when filled, is sent instead.
+const MAX_SLIDERS_PER_SET = 8;
+
+function renderEditSliders(usable) {
+  const box = $("edit-sliders");
+  box.replaceChildren();
+  for (const set of usable) {
+    const [low, high] = set.alpha_range;
+    for (let i = 0; i < Math.min(set.count, MAX_SLIDERS_PER_SET); i++) {
+      const key = i ? `${set.id}:${i}` : set.id;
+      const row = document.createElement("div");
+      row.className = "row edit-slider";
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      const value = document.createElement("output");
+      input.type = "range";
+      input.id = `edit-${key.replace(":", "-")}`;
+      Object.assign(input, { min: String(low), max: String(high), step: "0.1", value: "0" });
+      input.dataset.edit = key;
+      label.htmlFor = input.id;
+      label.textContent = set.count > 1 ? `${set.name || set.id} #${i}` : (set.name || set.id);
+      value.textContent = "0";
+      input.addEventListener("input", () => { value.textContent = input.value; });
+      row.append(label, input, value);
+      box.append(row);
+    }
+  }
+  $("edits-help").textContent = usable.length
+    ? `latent edits: move a slider away from 0 (range ${usable[0].alpha_range.join(" … ")}); layers: the set's recommended ones`
+    : "no latent directions for this style";
+}
+
+function editsField() {
+  const text = $("edits").value.trim();
+  if (text) return text;
+  const chosen = {};
+  for (const input of document.querySelectorAll("#edit-sliders input[data-edit]")) {
+    if (Number(input.value) !== 0) chosen[input.dataset.edit] = Number(input.value);
+  }
+  return Object.keys(chosen).length ? JSON.stringify(chosen) : "";
 }
 
 async function describeStyle() {
@@ -82,8 +124,8 @@ async function describeStyle() {
   if (style && style.controls) $("structure").placeholder = `default ${style.controls.structure.default}, max ${style.controls.structure.max}`;
   const preview = $("style-preview");
   preview.hidden = true;
-  if (style && state.role === "operator") {
-    try { preview.src = URL.createObjectURL(await api(`/v1/styles/${style.id}/preview`)); preview.hidden = false; } catch { /* no preview */ }
+  if (style && style.preview) {  // only a style that has one: no 404 in the browser's console
+    try { preview.src = URL.createObjectURL(await api(style.preview)); preview.hidden = false; } catch { /* gone meanwhile */ }
   }
 }
 
@@ -95,7 +137,7 @@ async function stylize(event) {
   const file = $("photo-input").files[0];
   if (!file) return showError($("error-message"), new Error("choose a photo first"));
   $("input-image").src = URL.createObjectURL(file);
-  $("input-image").hidden = false;
+  $("pair").hidden = false;
   const form = new FormData();
   form.append("image", file);
   form.append("style", $("style-select").value);
@@ -104,7 +146,8 @@ async function stylize(event) {
     form.append("strength", $("strength").value);
     if ($("structure").value !== "") form.append("structure", $("structure").value);
   }
-  if ($("edits").value.trim()) form.append("edits", $("edits").value.trim());
+  const edits = editsField();
+  if (edits) form.append("edits", edits);
   $("stylize-button").disabled = true;
   $("job-status").textContent = "uploading…";
   try {

@@ -34,9 +34,9 @@ def readyz(
     queues: Annotated[
         str | None,
         Query(
-            pattern=r"^(stylize|train)(,(stylize|train))*$",
+            pattern=r"^(stylize|train|video)(,(stylize|train|video))*$",
             description="comma-separated queues that need a live worker (default: AGILEGAN_READY_QUEUES, "
-            "'stylize'); a training-only deployment asks for 'train'",
+            "'stylize'); a training-only deployment asks for 'train', a video one for 'video'",
         ),
     ] = None,
 ) -> JSONResponse:

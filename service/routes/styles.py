@@ -36,7 +36,7 @@ def list_styles(
 ) -> StyleList:
     """Clients see the styles they can use (ready); operators see every style, training ones included."""
     styles = [s for s in registry.styles() if visible(s.status, principal, include_deleted)]
-    return StyleList(styles=[StyleOut(**s.public()) for s in styles])
+    return StyleList(styles=[_out(s, principal, registry) for s in styles])
 
 
 @router.get("/styles/{style_id}", response_model=StyleOut)
@@ -46,7 +46,7 @@ def get_style(request: Request, style_id: str, principal: ClientDep, registry: R
     info = registry.style(style_id)
     if info is None or not visible(info.status, principal):
         raise ApiError(404, "unknown_style", f"no style {style_id!r}")
-    out = StyleOut(**info.public())
+    out = _out(info, principal, registry)
     if info.status in ("pending", "training"):
         redis = request.app.state.redis
         live = {k.decode(): v.decode() for k, v in redis.hgetall(style_progress_key(style_id)).items()}
@@ -64,4 +64,12 @@ def get_style(request: Request, style_id: str, principal: ClientDep, registry: R
                 "preview_step": int(live["preview_step"]) if "preview_step" in live else None,
                 "curve": curve,
             }
+    return out
+
+
+def _out(info, principal: Principal, registry) -> StyleOut:
+    """A style as the API shows it; operators also get its preview's URL once the file exists."""
+    out = StyleOut(**info.public())
+    if principal.is_operator and (registry.style_dir(info.id) / "preview.png").is_file():
+        out.preview = f"/v1/styles/{info.id}/preview"
     return out

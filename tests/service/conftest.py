@@ -6,6 +6,7 @@ Redis: the `redis_url` and `redis` fixtures of tests/conftest.py (a redis-server
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,8 +18,12 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Worker
 
+from models import checkpoints
 from models.alignment import FaceAligner
+from models.checkpoint_files import w_space_id
 from models.configs import AlignerConfig
+from models.directions import DirectionSet, sefa
+from models.stylegan2 import Generator
 from service.config import Settings
 from service.main import create_app
 from tests.conftest import free_port
@@ -39,6 +44,23 @@ def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def aligner() -> FaceAligner:
     return FaceAligner(AlignerConfig())
+
+
+@pytest.fixture
+def directions(tiny_data_dir: Path, tmp_path: Path):
+    """SeFa of the base generator (the demo style's w space) and of another mapping (a generator of
+    the same shape with its own random mapping, which no encoder of the registry shares)."""
+    registry = tiny_data_dir / "registry"
+    base = checkpoints.load(registry / "base" / "generator", expected=Generator)
+    checkpoints.save(tmp_path / "alien", Generator(base.config))
+    for name, source in (("sefa", registry / "base" / "generator"), ("alien", tmp_path / "alien")):
+        g = checkpoints.load(source, expected=Generator)
+        vectors, values, _ = sefa(g.state_dict(), g.n_latent, None, k=4)
+        DirectionSet(name, "sefa", vectors, w_space_id(source), eigenvalues=values, alpha_range=(-4, 4)).save(
+            registry / "directions" / f"{name}.npz"
+        )
+    yield registry
+    shutil.rmtree(registry / "directions", ignore_errors=True)
 
 
 @pytest.fixture

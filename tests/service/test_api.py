@@ -238,6 +238,8 @@ def test_readiness_is_per_role(make_client, make_settings, start_worker) -> None
     assert queues["train"] == {"workers": 0, "depth": 0, "required": False}
     assert client.get("/readyz", params={"queues": "stylize,train"}).status_code == 503  # nobody on "train"
     assert client.get("/readyz", params={"queues": "gpu"}).json()["code"] == "invalid_request"
+    video = client.get("/readyz", params={"queues": "video"})  # issue 22: was a 422 though the README lists it
+    assert video.status_code == 503 and video.json()["reasons"] == ["no live worker on the 'video' queue"]
     trainer = make_client(ready_queues="train")
     assert trainer.get("/readyz").status_code == 503
     start_worker(make_settings(), queues="train")

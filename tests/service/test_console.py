@@ -41,7 +41,7 @@ def browser(tmp_path: Path):
         f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,900",
     ):  # fmt: skip
         options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
     driver.implicitly_wait(0)
     yield driver
@@ -84,10 +84,14 @@ def sign_in(driver, base: str, key: str, role: str) -> None:
     wait(lambda: role in driver.find_element("id", "who").text, what=f"signed in as {role}")
 
 
-def test_a_client_stylizes_a_photo_and_sees_errors(make_settings, start_api, start_worker, browser) -> None:
+def test_a_client_stylizes_a_photo_and_sees_errors(make_settings, start_api, start_worker, browser, directions) -> None:
     settings = make_settings()
     base = start_api(settings)
     start_worker(settings, queues="stylize")
+    browser.get(f"{base}/console")
+    assert "enter an API key" in by(browser, "style-select").text  # not an empty list before a key
+    assert not browser.find_element("id", "pair").is_displayed()  # no stray "input" caption before a job
+    _fits(browser, 375, "signed out")
     sign_in(browser, base, CLIENT_KEY, "client")
     assert not by(browser, "styles-tab").is_displayed()  # no operator controls for a client
     wait(
@@ -96,6 +100,14 @@ def test_a_client_stylizes_a_photo_and_sees_errors(make_settings, start_api, sta
             in [o.get_attribute("value") for o in by(browser, "style-select").find_elements("css selector", "option")]
         )
     )
+    # each direction of the style's sets is a slider (the set of another w space is not offered)
+    sliders = wait(
+        lambda: by(browser, "edit-sliders").find_elements("css selector", "input[type=range]"), 30, "sliders"
+    )
+    assert [s.get_attribute("data-edit") for s in sliders] == ["sefa", "sefa:1", "sefa:2", "sefa:3"]
+    browser.execute_script(
+        "arguments[0].value = '2'; arguments[0].dispatchEvent(new Event('input'))", sliders[1]
+    )  # fmt: skip
     by(browser, "photo-input").send_keys(str(FACES / "obama.jpg"))
     browser.find_element("id", "size").send_keys("256")
     by(browser, "stylize-button").click()
@@ -107,6 +119,9 @@ def test_a_client_stylizes_a_photo_and_sees_errors(make_settings, start_api, sta
     )
     assert browser.execute_script("return arguments[0].naturalWidth", image) == 256
     assert "succeeded" in by(browser, "job-status").text
+    sent = httpx.get(f"{base}/v1/jobs", headers=auth()).json()[0]["options"]["edits"]
+    assert [(e["direction"], e["index"], e["alpha"]) for e in sent] == [("sefa", 1, 2.0)]
+    _fits(browser, 375, "try, with a result")
     shoot(browser, "try")
 
     # a photo without a face: the API's own message, not a generic failure
@@ -122,8 +137,10 @@ def test_a_client_stylizes_a_photo_and_sees_errors(make_settings, start_api, sta
     browser.find_element("id", "jobs-tab").click()
     rows = wait(lambda: browser.find_elements("css selector", "#jobs-body tr"), 30, "jobs")
     assert len(rows) == 1 and "succeeded" in rows[0].text  # the refused photo made no job
+    _fits(browser, 375, "jobs")
     shoot(browser, "jobs")
     _only_same_origin(browser, base)
+    _no_failed_requests(browser)
 
 
 def test_an_operator_trains_a_style_and_watches_it(
@@ -153,8 +170,10 @@ def test_an_operator_trains_a_style_and_watches_it(
         )
         wait(lambda: "ready" in browser.find_element("id", "training-status").text, 120, "ready")
         assert "stopped: max_steps" in browser.find_element("id", "training-status").text
+        _fits(browser, 375, "styles")
         shoot(browser, "styles")
         _only_same_origin(browser, base)
+        _no_failed_requests(browser)
     finally:
         shutil.rmtree(tiny_data_dir / "registry" / "styles" / "console-test", ignore_errors=True)
 
@@ -172,3 +191,40 @@ def _only_same_origin(browser, base: str) -> None:
     assert urls and all(u.startswith((base + "/", "blob:", "data:")) for u in urls), [
         u for u in urls if not u.startswith((base, "blob:", "data:"))
     ]
+
+
+def _fits(browser, width: int, where: str) -> None:
+    """At `width` CSS px the page reflows: nothing is wider than the viewport (no horizontal scrollbar),
+    and the Structure field is wide enough for its placeholder."""
+    browser.set_window_size(width, 900)
+    time.sleep(0.2)
+    try:
+        inner = browser.execute_script("return window.innerWidth")
+        overflow = browser.execute_script(
+            "const w = document.documentElement.clientWidth;"
+            "return [...document.querySelectorAll('body *')].filter((e) => e.getClientRects().length"
+            " && e.getBoundingClientRect().right > w + 0.5 && !e.closest('table')).map((e) => e.id || e.tagName)"
+            " .concat([...document.querySelectorAll('table')].filter((t) => t.getBoundingClientRect().right > w + 0.5)"
+            " .map((t) => t.id || t.tagName))"
+        )
+        scroll = browser.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert inner == width, inner
+        assert scroll <= 0 and not overflow, (where, scroll, overflow)
+        structure = browser.find_element("id", "structure")
+        fits = not structure.is_displayed() or browser.execute_script(
+            "const e = arguments[0]; const c = document.createElement('canvas').getContext('2d');"
+            "c.font = getComputedStyle(e).font; return c.measureText(e.placeholder).width <= e.clientWidth",
+            structure,
+        )
+        assert fits, (where, structure.get_attribute("placeholder"))
+    finally:
+        browser.set_window_size(1280, 900)
+
+
+def _no_failed_requests(browser) -> None:
+    """The browser's console shows no request for something that is not there (a style's missing preview
+    and /favicon.ico were 404s); refusals the test provokes (a 422 for a photo without a face) are fine."""
+    errors = [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not [e for e in errors if "status of 404" in e or "favicon" in e], errors

@@ -4,34 +4,9 @@ and a direction fitted by a queued job from two photo archives; real Redis, work
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
-import pytest
-
-from models import checkpoints
-from models.checkpoint_files import w_space_id
-from models.directions import DirectionSet, sefa
-from models.stylegan2 import Generator
 from tests.exemplar_data import labelled_photo_zips
 from tests.service.conftest import OPERATOR_KEY, auth, post_photo, wait_for
-
-
-@pytest.fixture
-def directions(tiny_data_dir: Path, tmp_path: Path):
-    """SeFa of the base generator (the demo style's w space) and of another mapping (a generator of
-    the same shape with its own random mapping, which no encoder of the registry shares)."""
-    registry = tiny_data_dir / "registry"
-    base = checkpoints.load(registry / "base" / "generator", expected=Generator)
-    checkpoints.save(tmp_path / "alien", Generator(base.config))
-    for name, source in (("sefa", registry / "base" / "generator"), ("alien", tmp_path / "alien")):
-        g = checkpoints.load(source, expected=Generator)
-        vectors, values, _ = sefa(g.state_dict(), g.n_latent, None, k=4)
-        DirectionSet(name, "sefa", vectors, w_space_id(source), eigenvalues=values, alpha_range=(-4, 4)).save(
-            registry / "directions" / f"{name}.npz"
-        )
-    yield registry
-    shutil.rmtree(registry / "directions", ignore_errors=True)
 
 
 def _stylize(client, edits: object | None = None, **fields: object) -> dict:
