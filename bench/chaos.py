@@ -20,7 +20,11 @@ long enough to be killed in the middle.
    of each, requests/s, and the API's peak RSS.
 3. Abuse. /healthz is timed every 20 ms while, in turn: 3 unauthenticated 500 MB bodies, a zip bomb
    (1 GB of zeros in a small archive), 50 long-polls, 8 flat 40 MP PNGs and 16 faceless photos (the
-   full detection pass) in parallel. Reported: /healthz p99 and max, and the API's RSS after each case.
+   full detection pass) in parallel; then the cases of issue 22: 8 requests whose edit layers are
+   "0-99999999" (46 bytes that once took 20 GB), a frame zip whose first entry inflates to 1.5 GiB
+   on /v1/animate, the 7 hostile frame zips of tests/reliability/media_cases.py, and exemplar zips
+   with corrupt and encrypted entries. Reported: /healthz p99 and max, the API's RSS after each case,
+   and the answers (status codes: no 5xx).
 
 Targets (issue 11): 0 lost, 0 undocumented 5xx, API RSS under 1 GB throughout, /healthz p99 under
 100 ms during the abuse, POST p99 at 8 clients under 300 ms.
@@ -52,6 +56,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.service import faceless_jpeg, free_port, one_megapixel_jpeg, wait_until_ready  # noqa: E402
+from tests.reliability import media_cases  # noqa: E402
 from workers.commands import start_redis  # noqa: E402
 from workers.demo import demo_registry  # noqa: E402
 
@@ -384,32 +389,60 @@ def abuse(procs: Processes) -> list[dict]:
                 yield b"\0" * MB
 
         try:
-            httpx.post(post, content=body(), headers={"Content-Type": "application/octet-stream"}, timeout=120)
+            return httpx.post(
+                post, content=body(), headers={"Content-Type": "application/octet-stream"}, timeout=120
+            ).status_code
         except httpx.HTTPError:
-            pass  # answered 401 and closed while we were still sending
+            return 401  # answered 401 and closed while we were still sending
 
-    def zip_bomb(_: int) -> None:
-        httpx.post(
+    def zip_bomb(_: int) -> int:
+        return httpx.post(
             f"{procs.base}/v1/styles",
             files={"archive": ("bomb.zip", bomb)},
             data={"name": "bomb"},
             headers=AUTH,
             timeout=120,
-        )
+        ).status_code
 
     procs.worker.send_signal(signal.SIGSTOP)  # the job below stays queued while clients long-poll it
     job_id = httpx.post(
         post, files={"image": ("p.jpg", one_megapixel_jpeg())}, data={"style": "demo"}, headers=AUTH, timeout=60
     ).json()["id"]
 
-    def long_poll(_: int) -> None:
-        httpx.get(f"{procs.base}/v1/jobs/{job_id}/result", params={"wait": 8}, headers=AUTH, timeout=30)
+    def long_poll(_: int) -> int:
+        return httpx.get(
+            f"{procs.base}/v1/jobs/{job_id}/result", params={"wait": 8}, headers=AUTH, timeout=30
+        ).status_code
 
-    def big_png(_: int) -> None:
-        httpx.post(post, files={"image": ("flat.png", flat)}, data={"style": "demo"}, headers=AUTH, timeout=120)
+    def big_png(_: int) -> int:
+        form = {"image": ("flat.png", flat)}
+        return httpx.post(post, files=form, data={"style": "demo"}, headers=AUTH, timeout=120).status_code
 
-    def faceless(_: int) -> None:
-        httpx.post(post, files={"image": ("dogs.jpg", dogs)}, data={"style": "demo"}, headers=AUTH, timeout=120)
+    def faceless(_: int) -> int:
+        form = {"image": ("dogs.jpg", dogs)}
+        return httpx.post(post, files=form, data={"style": "demo"}, headers=AUTH, timeout=120).status_code
+
+    def edit_range(_: int) -> int:
+        edits = '{"sefa":{"alpha":1,"layers":"0-99999999"}}'
+        form = {"image": ("p.jpg", one_megapixel_jpeg())}
+        data = {"style": "demo", "edits": edits}
+        return httpx.post(post, files=form, data=data, headers=AUTH, timeout=120).status_code
+
+    def animate(video: bytes) -> int:
+        data = {"style": "demo", "format": "zip"}
+        files = {"video": ("v.zip", video)}
+        return httpx.post(f"{procs.base}/v1/animate", files=files, data=data, headers=AUTH, timeout=120).status_code
+
+    frame_bomb = media_cases.bomb_frames()
+    hostile = [factory() for factory, _ in media_cases.ANIMATE_CASES.values() if factory is not media_cases.bomb_frames]
+    photo = media_cases.FACES.joinpath("obama.jpg").read_bytes()
+    broken = [media_cases.encrypted_entry("a.jpg", photo), media_cases.corrupt_deflate("b.jpg", photo)]
+
+    def broken_exemplars(i: int) -> int:
+        files = {"archive": ("x.zip", broken[i])}
+        return httpx.post(
+            f"{procs.base}/v1/styles", files=files, data={"name": f"broken-{i}"}, headers=AUTH, timeout=120
+        ).status_code
 
     cases = [
         ("3 unauthenticated 500 MB bodies", unauth_body, 3),
@@ -417,13 +450,17 @@ def abuse(procs: Processes) -> list[dict]:
         ("50 long-polls (wait=8)", long_poll, 50),
         ("8 flat 40 MP PNGs at once", big_png, 8),
         ("16 faceless photos at once", faceless, 16),
+        ('8 edits "layers": "0-99999999"', edit_range, 8),
+        ("animate: 1.5 GiB frame zip bomb", lambda _: animate(frame_bomb), 1),
+        (f"animate: {len(hostile)} hostile frame zips", lambda i: animate(hostile[i]), len(hostile)),
+        ("styles: corrupt, encrypted entries", broken_exemplars, 2),
     ]
     rows = []
     try:
         for name, action, n in cases:
             start = time.perf_counter()
             with HealthProbe(procs) as probe, ThreadPoolExecutor(n) as pool:
-                list(pool.map(action, range(n)))
+                answers = Counter(pool.map(action, range(n)))
             rows.append(
                 {
                     "case": name,
@@ -432,6 +469,7 @@ def abuse(procs: Processes) -> list[dict]:
                     "healthz_max": max(probe.samples) * 1000,
                     "samples": len(probe.samples),
                     "rss_peak": probe.rss_peak,
+                    "answers": " ".join(f"{n}×{code}" for code, n in sorted(answers.items())),
                 }
             )
     finally:
@@ -476,6 +514,9 @@ def main() -> None:
             print(f"  answers: {r['statuses']}", flush=True)
         data = tmp_path / "tiny"
         demo_registry(data / "registry", size=64, tiny=True)
+        sefa = ["directions", "sefa", str(data / "registry/base/generator"), "--k", "4"]
+        out = ["--out", str(data / "registry/directions/sefa.npz")]  # the edits abuse case needs a direction
+        subprocess.run([sys.executable, "-m", "workers.cli", *sefa, *out], check=True, capture_output=True)
         procs = Processes(tmp_path / "l", data, {"AGILEGAN_ALIGN_TRANSFORM_SIZE": "1024"})
         try:
             if not args.skip_load:
@@ -489,11 +530,14 @@ def main() -> None:
                         flush=True,
                     )
             if not args.skip_abuse:
-                print(f"{'abuse case':<34}{'s':>6}{'/healthz p99 ms':>16}{'max ms':>8}{'probes':>8}{'API RSS MB':>12}")
+                print(
+                    f"{'abuse case':<36}{'s':>6}{'/healthz p99 ms':>16}{'max ms':>8}{'probes':>8}{'API RSS MB':>12}"
+                    "  answers"
+                )
                 for row in abuse(procs):
                     print(
-                        f"{row['case']:<34}{row['seconds']:>6.1f}{row['healthz_p99']:>16.1f}{row['healthz_max']:>8.1f}"
-                        f"{row['samples']:>8}{row['rss_peak']:>12.0f}",
+                        f"{row['case']:<36}{row['seconds']:>6.1f}{row['healthz_p99']:>16.1f}{row['healthz_max']:>8.1f}"
+                        f"{row['samples']:>8}{row['rss_peak']:>12.0f}  {row['answers']}",
                         flush=True,
                     )
             print(f"API peak RSS over the load and abuse runs: {rss_mb(procs.api.pid, 'VmHWM'):.0f} MB")

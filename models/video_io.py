@@ -8,7 +8,10 @@ zips carry none).
 
 `probe` reads only the container header (duration, frame count, size, rate, audio), so the API refuses
 a too-long or too-large video before decoding a frame (`check_limits`: typed errors with the codes of
-`models.errors.InputError`). Torch-free: the API process imports it.
+`models.errors.InputError`). A header can lie, so `read_frames` checks every decoded frame again: its
+pixels, and that it has the first frame's size (a permanent `frame_too_large` / `invalid_video`, never
+a retried crash). Zips of frames go through the bounded reader of models/archive.py (entries, expanded
+bytes, ratio), parsed once. Torch-free: the API process imports it.
 """
 
 from __future__ import annotations
@@ -24,12 +27,22 @@ import av
 import numpy as np
 from PIL import Image
 
+from models.archive import Archive, ArchiveError, ArchiveLimits, Member
 from models.errors import InputError as _InputError
 
 FORMATS = ("mp4", "webm", "gif", "zip")
 SUFFIXES = {"mp4": ".mp4", "webm": ".webm", "gif": ".gif", "zip": ".zip"}
 ZIP_FPS = 25.0
 IMAGE_NAMES = (".png", ".jpg", ".jpeg", ".webp")
+ZIP_EXTRA_ENTRIES = 64  # entries a frame zip may have besides its frames (folders, a readme, thumbnails)
+HEADER_PREFIX = 64 * 1024  # bytes of a zipped frame the API reads to check its size without decoding it
+# an archive refusal, as the video code the API answers with
+ARCHIVE_CODES = {
+    "too_many_files": "too_many_frames",
+    "payload_too_large": "frame_too_large",
+    "file_too_large": "frame_too_large",
+    "suspicious_compression": "frame_too_large",
+}
 
 
 class InputError(_InputError):
@@ -57,6 +70,19 @@ class VideoLimits:
     max_duration_s: float = 60.0
     max_frames: int = 1800
     max_frame_pixels: int = 1920 * 1080
+    max_archive_bytes: int = 1 << 30  # what a zip of frames may expand to, all frames together
+
+    @property
+    def max_frame_file_bytes(self) -> int:
+        """The largest file one frame may be: uncompressed RGBA plus room for the image's own header."""
+        return 4 * self.max_frame_pixels + (1 << 20)
+
+    def archive(self) -> ArchiveLimits:
+        return ArchiveLimits(
+            max_total=self.max_archive_bytes,
+            max_entry=self.max_frame_file_bytes,
+            max_files=self.max_frames + ZIP_EXTRA_ENTRIES,
+        )
 
 
 def detect_format(path: Path) -> str:
@@ -73,17 +99,23 @@ def detect_format(path: Path) -> str:
     raise InputError("unsupported_video", "not an MP4, WebM, GIF or zip of images")
 
 
-def probe(path: Path, fps: float | None = None) -> VideoInfo:
-    """The video's header facts (no frame is decoded; a zip's first image is opened for its size)."""
+def probe(path: Path, fps: float | None = None, limits: VideoLimits | None = None) -> VideoInfo:
+    """The video's header facts (no frame is decoded). A zip is parsed once, within `limits`; each of its
+    frames' image headers is read (the first `HEADER_PREFIX` bytes) and checked against the frame
+    limit, and its size is the first frame's."""
     kind = detect_format(path)
     if kind == "zip":
-        names = _zip_frames(path)
-        if not names:
-            raise InputError("invalid_video", "the zip holds no PNG, JPEG or WebP frames")
-        with zipfile.ZipFile(path) as z, Image.open(io.BytesIO(z.read(names[0]))) as first:
-            width, height = first.size
+        limits = limits or VideoLimits()
+        with _frame_archive(path, limits) as archive:
+            frames = _zip_frames(archive)
+            if not frames:
+                raise InputError("invalid_video", "the zip holds no PNG, JPEG or WebP frames")
+            sizes = [_zipped_frame_size(archive, member, limits) for member in frames]
+        width, height = next((s for s in sizes if s is not None), (0, 0))
+        if not width:
+            raise InputError("invalid_video", f"{frames[0].name}: not a readable image")
         rate = fps or ZIP_FPS
-        return VideoInfo(kind, len(names), rate, width, height, len(names) / rate, False)
+        return VideoInfo(kind, len(frames), rate, width, height, len(frames) / rate, False)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -97,7 +129,7 @@ def probe(path: Path, fps: float | None = None) -> VideoInfo:
             width, height = stream.codec_context.width, stream.codec_context.height
             return VideoInfo(kind, frames, rate, width, height, duration, bool(container.streams.audio))
     except av.error.FFmpegError as e:
-        raise InputError("invalid_video", f"unreadable video ({e})") from e
+        raise InputError("invalid_video", _unreadable(e)) from e
 
 
 def check_limits(info: VideoInfo, limits: VideoLimits) -> None:
@@ -115,28 +147,96 @@ def check_limits(info: VideoInfo, limits: VideoLimits) -> None:
 
 
 def read_frames(path: Path, limits: VideoLimits | None = None) -> Iterator[np.ndarray]:
-    """RGB frames [H, W, 3] uint8, in order; stops with too_many_frames past `limits.max_frames`
-    (a header can lie)."""
-    cap = limits.max_frames if limits else None
-    count = 0
+    """RGB frames [H, W, 3] uint8, in order. Each decoded frame is checked, whatever the header said:
+    too_many_frames past `limits.max_frames`, frame_too_large past `limits.max_frame_pixels`, and
+    invalid_video when a frame is unreadable or its size is not the first frame's."""
+    limits = limits or VideoLimits(max_frames=10**9, max_frame_pixels=1 << 40)
+    first: tuple[int, int] | None = None
+    for count, frame in enumerate(_decoded(path, limits), start=1):
+        if count > limits.max_frames:
+            raise InputError("too_many_frames", f"more than {limits.max_frames} frames")
+        size = (frame.shape[1], frame.shape[0])
+        first = first or size
+        if size != first:
+            raise InputError(
+                "invalid_video", f"frame {count} is {size[0]}×{size[1]}; the first is {first[0]}×{first[1]}"
+            )
+        yield frame
+
+
+def _decoded(path: Path, limits: VideoLimits) -> Iterator[np.ndarray]:
     if detect_format(path) == "zip":
-        with zipfile.ZipFile(path) as z:
-            for name in _zip_frames(path):
-                with Image.open(io.BytesIO(z.read(name))) as image:
-                    yield np.asarray(image.convert("RGB"))
-                count += 1
-                if cap is not None and count > cap:
-                    raise InputError("too_many_frames", f"more than {cap} frames")
+        with _frame_archive(path, limits) as archive:
+            for member in _zip_frames(archive):
+                yield _decode_image(_read_member(archive, member), member.name, limits)
         return
     try:
         with av.open(str(path)) as container:
             for frame in container.decode(video=0):
+                _check_pixels(frame.width, frame.height, limits, "a frame")
                 yield frame.to_ndarray(format="rgb24")
-                count += 1
-                if cap is not None and count > cap:
-                    raise InputError("too_many_frames", f"more than {cap} frames")
     except av.error.FFmpegError as e:
-        raise InputError("invalid_video", f"unreadable video ({e})") from e
+        raise InputError("invalid_video", _unreadable(e)) from e
+
+
+def _check_pixels(width: int, height: int, limits: VideoLimits, what: str) -> None:
+    if width * height > limits.max_frame_pixels:
+        raise InputError(
+            "frame_too_large", f"{what} is {width}×{height}; at most {limits.max_frame_pixels} pixels each"
+        )
+
+
+def _decode_image(data: bytes, name: str, limits: VideoLimits) -> np.ndarray:
+    """One zipped frame, its size checked from its header before it is decoded."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            _check_pixels(image.width, image.height, limits, name)
+            return np.asarray(image.convert("RGB"))
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 (PIL raises many types for a broken file: all mean the same here)
+        raise InputError("invalid_video", f"{name}: not a readable image ({type(e).__name__})") from e
+
+
+def _zipped_frame_size(archive: Archive, member: Member, limits: VideoLimits) -> tuple[int, int] | None:
+    """A zipped frame's size from the start of its file (checked against the limit); None when the
+    start does not say (the worker checks it again as it decodes)."""
+    data = _read_member(archive, member, HEADER_PREFIX)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            size = image.size
+    except Exception:  # noqa: BLE001 (a header beyond the prefix, or not an image: read_frames decides)
+        return None
+    _check_pixels(*size, limits, member.name)
+    return size
+
+
+def _frame_archive(path: Path, limits: VideoLimits) -> Archive:
+    try:
+        return Archive(path, limits.archive(), keep=_is_frame)
+    except ArchiveError as e:
+        raise InputError(ARCHIVE_CODES.get(e.code, "invalid_video"), e.message) from e
+
+
+def _read_member(archive: Archive, member: Member, limit: int | None = None) -> bytes:
+    try:
+        return archive.read(member, limit)
+    except ArchiveError as e:
+        raise InputError(ARCHIVE_CODES.get(e.code, "invalid_video"), e.message) from e
+
+
+def _is_frame(name: str) -> bool:
+    return name.lower().endswith(IMAGE_NAMES) and not name.startswith(("__MACOSX", "."))
+
+
+def _zip_frames(archive: Archive) -> list[Member]:
+    """The frames, sorted by name (refused entries too: reading one raises its typed error)."""
+    return sorted((m for m in archive.members if _is_frame(m.name)), key=lambda m: m.name)
+
+
+def _unreadable(e: av.error.FFmpegError) -> str:
+    """FFmpeg's reason without the file name (a server path the client must not see)."""
+    return f"unreadable video ({getattr(e, 'strerror', None) or type(e).__name__})"
 
 
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: float, kind: str, audio_from: Path | None = None) -> int:
@@ -249,10 +349,3 @@ def _write_zip(path: Path, frames: Iterable[np.ndarray]) -> int:
     if not count:
         raise ValueError("no frames to write")
     return count
-
-
-def _zip_frames(path: Path) -> list[str]:
-    with zipfile.ZipFile(path) as z:
-        return sorted(
-            n for n in z.namelist() if n.lower().endswith(IMAGE_NAMES) and not n.startswith(("__MACOSX", "."))
-        )

@@ -66,7 +66,7 @@ def run_video(
 ) -> VideoResult:
     """`fps`: the frame rate of a zip of frames (default 25); containers carry their own."""
     started = time.monotonic()
-    info = probe(source, fps)
+    info = probe(source, fps, limits)
     workdir.mkdir(parents=True, exist_ok=True)
 
     def report(stage: str, done: int, total: int) -> None:

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     api_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes of `agilegan serve`")
+    trusted_proxies: str = Field(
+        "",
+        description="comma-separated addresses (or CIDRs) of reverse proxies whose X-Forwarded-For / "
+        "X-Forwarded-Proto the API believes; empty = none (the client address is the connection's)",
+    )
 
     # --- auth
     api_keys: str = Field("", description="comma-separated key:role pairs (role: client or operator)")
@@ -164,6 +169,12 @@ class Settings(BaseSettings):
         if not names or any(q not in QUEUES for q in names):
             raise ValueError(f"AGILEGAN_READY_QUEUES: a comma-separated subset of {list(QUEUES)}")
         return value
+
+    def video_limits(self):
+        """The video limits of the API's check and the worker's decode (models.video_io.VideoLimits)."""
+        from models.video_io import VideoLimits  # PyAV: only for the processes that handle video
+
+        return VideoLimits(self.max_video_seconds, self.max_video_frames, self.max_video_frame_pixels)
 
     @property
     def registry_dir(self) -> Path:

@@ -28,6 +28,9 @@ INPUT_ERROR_STATUS = {
     "video_too_long": 413,
     "too_many_frames": 413,
     "frame_too_large": 413,
+    "invalid_archive": 422,
+    "too_many_files": 413,
+    "payload_too_large": 413,
 }
 HTTP_CODES = {
     400: "bad_request",

@@ -22,7 +22,7 @@ from models.errors import InputError
 from models.images import load_image
 from models.stylizer import IncompatibleModels
 from models.video import VideoConfig, VideoStylizer
-from models.video_io import SUFFIXES, VideoLimits
+from models.video_io import SUFFIXES
 from models.video_run import VideoCanceled, run_video
 from service.contract import AnimateJob, cancel_key
 from service.jobmetrics import count_failure
@@ -81,9 +81,7 @@ def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
         portrait = align_landmarks(photo, job.portrait_landmarks, side, rt.settings.align_transform_size)
     n = stylizer.generator.n_latent
     video = VideoStylizer(stylizer.inverter, render, n, config, portrait, photo, encode=stylizer.encode)
-    limits = VideoLimits(
-        rt.settings.max_video_seconds, rt.settings.max_video_frames, rt.settings.max_video_frame_pixels
-    )
+    limits = rt.settings.video_limits()
 
     # 3. Run in resumable chunks, reporting frames and ETA; stop when canceled or shutting down.
     def progress(info: dict[str, Any]) -> None:

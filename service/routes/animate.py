@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BeforeValidator, Field
 from rq import Callback, Retry
 
-from models.video_io import VideoLimits, check_limits, probe
+from models.video_io import check_limits, probe
 from service.admission import enqueue_capped
 from service.contract import ANIMATE_FUNCTION, QUEUED, VIDEO_QUEUE, AnimateJob
 from service.deps import ClientDep, JobsDep, RegistryDep, StorageDep, charge_rate_limit
@@ -61,7 +61,9 @@ async def animate(
     format: Annotated[Literal["mp4", "webm", "gif", "zip"], Form()] = "mp4",
     size: Annotated[int, Form(description="aligned side: 256, 512 or 1024", json_schema_extra={"enum": SIZES})] = 256,
     fps: Annotated[
-        Annotated[float, Field(gt=0, le=120)] | None, BeforeValidator(null_is_none), Form(description="zip input")
+        Annotated[float, Field(gt=0, le=120, allow_inf_nan=False)] | None,
+        BeforeValidator(null_is_none),
+        Form(description="zip input"),
     ] = None,
     structure: Annotated[
         Annotated[int, Field(ge=0, le=8)] | None, BeforeValidator(null_is_none), Form(description="layer swap")
@@ -84,14 +86,18 @@ async def animate(
     # 2. The video to disk, its header against the limits (before any frame is decoded).
     job_id = uuid.uuid4().hex
     folder = storage.video_dir(job_id)
-    limits = VideoLimits(settings.max_video_seconds, settings.max_video_frames, settings.max_video_frame_pixels)
+    limits = settings.video_limits()
     try:
         await anyio.to_thread.run_sync(_save_upload, video, folder / "video")
-        header = await anyio.to_thread.run_sync(probe, folder / "video", fps)
+        header = await anyio.to_thread.run_sync(probe, folder / "video", fps, limits)
         check_limits(header, limits)
         landmarks = None
-        if portrait is not None:
-            data = await portrait.read()
+        if portrait is not None:  # a photo: the image cap, not the video one
+            if (portrait.size or 0) > settings.max_upload_bytes:
+                raise ApiError(413, "payload_too_large", f"portrait: at most {settings.max_upload_bytes} bytes")
+            data = await portrait.read(settings.max_upload_bytes + 1)
+            if len(data) > settings.max_upload_bytes:
+                raise ApiError(413, "payload_too_large", f"portrait: at most {settings.max_upload_bytes} bytes")
             landmarks = await request.app.state.faces.landmarks(data, settings.max_pixels, settings.min_face_size, 0)
             await anyio.to_thread.run_sync((folder / "portrait").write_bytes, data)
         # 3. Record and enqueue on the video queue (under the queue cap).

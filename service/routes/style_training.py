@@ -31,7 +31,7 @@ from service.contract import (
 )
 from service.deps import JobsDep, OperatorDep, RegistryDep, StorageDep
 from service.errors import ApiError
-from service.exemplar_uploads import ArchiveLimits, Entry, bounded_reader, open_archive
+from service.exemplar_uploads import ArchiveError, ArchiveLimits, Entry, bounded_reader, open_archive
 from service.faces import FaceFinder
 from service.registry import Registry
 from service.routes.styles import DELETED
@@ -94,8 +94,8 @@ async def check_exemplar(
         return {"file": name, "accepted": False, "reason": "not_an_image", "message": "expected jpg, png or webp"}, None
     try:
         data = await anyio.to_thread.run_sync(entry.read)
-    except ValueError as e:
-        return {"file": name, "accepted": False, "reason": "invalid_image", "message": str(e)}, None
+    except ArchiveError as e:  # a corrupt entry: that file is refused, the others still count
+        return {"file": name, "accepted": False, "reason": e.code, "message": e.message}, None
     if len(data) > max_bytes:
         return {"file": name, "accepted": False, "reason": "file_too_large", "message": f"over {max_bytes} bytes"}, None
     try:
