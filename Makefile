@@ -31,9 +31,13 @@ browser-deps:
 run: setup system-deps
 	$(BIN)/agilegan up
 
+# Two steps: the tests that mostly wait on their subprocesses (workers, APIs, Redis) two at a time, one
+# file per process (module fixtures built once); then the `serial` ones (timing and memory bounds) alone.
+TEST_PROCESSES ?= 2
 test: setup system-deps browser-deps
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadfile -m "not serial"
+	$(BIN)/python -m pytest -q -m serial
 
 lint: setup
 	$(BIN)/ruff check .

@@ -24,7 +24,7 @@ from service.contract import QUEUES
 from service.faces import FaceFinder, default_concurrency
 from service.jobstore import JobStore
 from service.memory import return_large_allocations
-from service.middleware import AuthGate, BodyLimit, RequestContext, RequestMetrics
+from service.middleware import AuthGate, BodyLimit, RequestContext, RequestMetrics, SecurityHeaders
 from service.registry import Registry
 from service.routes import animate, directions, health, jobs, style_training, styles
 from service.storage import Storage
@@ -102,5 +102,6 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
         disabled=settings.auth_disabled,
     )
     app.add_middleware(RequestMetrics, redis=redis)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestContext)
     return app

@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids, the upload size cap (counted while streaming), request metrics."""
+"""ASGI middleware: request ids, security headers, the upload size cap (counted while streaming), request
+metrics."""
 
 from __future__ import annotations
 
@@ -63,6 +64,44 @@ class RequestContext:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+CONSOLE_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; script-src 'self'; style-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+API_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
+
+
+class SecurityHeaders:
+    """Headers every answer carries: no MIME sniffing, no framing (the console's buttons cannot be
+    clickjacked), no referrer, and a Content-Security-Policy: the console's own files only for
+    /console, nothing at all for API answers. A route that sets its own policy keeps it (/docs: its
+    inline start-up script by hash, service/docs.py)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        policy = (CONSOLE_CSP if scope["path"].startswith("/console") else API_CSP).encode()
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                present = {name.lower() for name, _ in headers}
+                for name, value in (
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"content-security-policy", policy),
+                ):
+                    if name not in present:
+                        headers.append((name, value))
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class BodyLimit:

@@ -74,6 +74,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
         workers=settings.api_workers,
         log_level="info",
         timeout_graceful_shutdown=10,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 by default: any local client could then pose
+        # as any address (and reset its failed-login budget). Only configured proxies are believed.
+        proxy_headers=bool(settings.trusted_proxies.strip()),
+        forwarded_allow_ips=settings.trusted_proxies.strip() or "",
     )
 
 

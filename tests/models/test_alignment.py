@@ -25,6 +25,8 @@ from models.errors import (
 )
 from models.images import load_image
 
+pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests
+
 FACES = Path(__file__).parents[1] / "data" / "faces"
 PORTRAITS = ["obama.jpg", "biden.jpg", "alex-lacamoire.png"]
 

@@ -346,6 +346,28 @@ def test_failed_authentications_are_limited_per_address(make_client) -> None:
     assert client.get("/v1/styles", headers=auth()).status_code == 200
 
 
+def test_forwarded_addresses_are_believed_only_from_configured_proxies(make_settings, start_api) -> None:
+    """Issue 22: uvicorn believed X-Forwarded-For from loopback, so a local client rotating it reset its
+    failed-login budget. Now only AGILEGAN_TRUSTED_PROXIES are believed."""
+    import httpx2 as httpx
+
+    if time.time() % 60 > 50:  # failures are counted per clock minute: start well inside one
+        time.sleep(61 - time.time() % 60)
+    wrong = {"Authorization": "Bearer not-a-key-000000000"}
+    base = start_api(make_settings(failed_auth_per_minute=3))
+    codes = [
+        httpx.get(f"{base}/v1/styles", headers={**wrong, "X-Forwarded-For": f"10.0.0.{i}"}).status_code
+        for i in range(5)
+    ]
+    assert codes == [401, 401, 401, 429, 429], codes
+    behind = start_api(make_settings(failed_auth_per_minute=3, trusted_proxies="127.0.0.1"))
+    codes = [
+        httpx.get(f"{behind}/v1/styles", headers={**wrong, "X-Forwarded-For": f"10.0.1.{i}"}).status_code
+        for i in range(5)
+    ]
+    assert codes == [401] * 5, codes  # behind a configured proxy, each client address has its own budget
+
+
 def test_the_schema_matches_what_the_api_does(make_client) -> None:
     """Hardening finding 14 (found by schemathesis): a 405 named one of a path's methods in Allow, a
     nullable form field sent as "null" was refused, error answers were undocumented."""

@@ -19,6 +19,8 @@ from tests.exemplar_data import FACES as FACES_DIR
 from tests.service.conftest import auth, post_photo, wait_for
 from workers.batching import claim_more
 
+pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests
+
 PHOTOS = ["obama.jpg", "biden.jpg", "alex-lacamoire.png", "obama.jpg", "biden.jpg", "alex-lacamoire.png"]
 
 

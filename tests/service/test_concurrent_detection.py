@@ -14,11 +14,14 @@ from pathlib import Path
 
 import httpx2 as httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 from models.alignment import FaceAligner
 from models.configs import AlignerConfig
 from tests.service.conftest import FACES, auth, free_port, serve_api, stop_process
+
+pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests
 
 SIDES = (160, 200, 240, 280, 320, 400, 520, 640)
 

@@ -13,12 +13,15 @@ from pathlib import Path
 
 import httpx2 as httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 from models.alignment import FaceAligner
 from service.faces import face_landmarks
 from tests.service.conftest import FACES, auth, free_port, serve_api, stop_process
 from tests.service.test_upload_abuse import peak_rss_mb
+
+pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests
 
 
 def _encoded(image: Image.Image, fmt: str, **kw) -> bytes:

@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+import pytest
 
 from tests.service.conftest import FACES, auth, free_port, serve_api, stop_process
+
+pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests
 
 
 def test_fifty_long_polls_leave_health_and_status_fast(make_settings, tmp_path: Path) -> None:

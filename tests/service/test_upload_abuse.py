@@ -17,6 +17,8 @@ import pytest
 
 from tests.service.conftest import FACES, OPERATOR_KEY, auth, free_port, serve_api, stop_process
 
+pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests
+
 MB = 1024 * 1024
 
 
