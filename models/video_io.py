@@ -199,13 +199,16 @@ def _decode_image(data: bytes, name: str, limits: VideoLimits) -> np.ndarray:
 
 
 def _zipped_frame_size(archive: Archive, member: Member, limits: VideoLimits) -> tuple[int, int] | None:
-    """A zipped frame's size from the start of its file (checked against the limit); None when the
-    start does not say (the worker checks it again as it decodes)."""
+    """A zipped frame's size from the start of its file (checked against the limit). A file read whole
+    that is no image is refused; None when a longer file's start does not say (its header lies beyond
+    the prefix: the worker checks it as it decodes)."""
     data = _read_member(archive, member, HEADER_PREFIX)
     try:
         with Image.open(io.BytesIO(data)) as image:
             size = image.size
-    except Exception:  # noqa: BLE001 (a header beyond the prefix, or not an image: read_frames decides)
+    except Exception as e:  # noqa: BLE001 (PIL raises many types for what is not an image)
+        if len(data) < HEADER_PREFIX:
+            raise InputError("invalid_video", f"{member.name}: not a readable image") from e
         return None
     _check_pixels(*size, limits, member.name)
     return size

@@ -154,9 +154,8 @@ def test_retargeting_a_still_driver_renders_the_portrait_on_every_frame(models_d
     source = _photo_video(tmp_path / "in.zip", [portrait] * 6)
     config = VideoConfig(mode="retarget", output="aligned", size=64)
     stylizer = _stylizer(models_dir, config, portrait)
-    run_video(
-        source, tmp_path / "out.zip", "zip", stylizer, FaceAligner(AlignerConfig()), tmp_path / "w", VideoLimits()
-    )
+    limits = VideoLimits(max_frame_pixels=4096 * 4096)  # the photo is 970×2204, over the default 1920×1080
+    run_video(source, tmp_path / "out.zip", "zip", stylizer, FaceAligner(AlignerConfig()), tmp_path / "w", limits)
     own = np.asarray(to_image(stylizer.render_w(stylizer.w_src)[0]))
     frames = list(read_frames(tmp_path / "out.zip"))
     assert len(frames) == 6 and all(np.array_equal(f, own) for f in frames)
@@ -217,3 +216,20 @@ def test_the_animate_command(models_dir: Path, tmp_path: Path) -> None:
     assert [f.shape for f in read_frames(tmp_path / "me.zip")] == [(64, 64, 3)] * 5
     bad = subprocess.run([*common, "--out", str(tmp_path / "x.avi")], capture_output=True, text=True)
     assert bad.returncode == 1 and "suffix" in bad.stderr
+
+
+def test_every_decoded_frame_is_checked_not_only_the_header(tmp_path: Path) -> None:
+    """Issue 22, finding 4: a header can lie, so each decoded frame meets the pixel limit and has the
+    first frame's size (typed, permanent errors; the worker never retries them)."""
+    from tests.reliability.media_cases import png, zip_of
+
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, [np.zeros((64, 96, 3), np.uint8)] * 3, 25, "mp4")
+    with pytest.raises(InputError) as caught:
+        list(read_frames(clip, VideoLimits(max_frame_pixels=64 * 64)))
+    assert caught.value.code == "frame_too_large"
+    changing = tmp_path / "changing.zip"
+    changing.write_bytes(zip_of({"a.png": png(64, 64), "b.png": png(32, 32)}))
+    with pytest.raises(InputError) as caught:
+        list(read_frames(changing))
+    assert caught.value.code == "invalid_video" and "the first is 64×64" in str(caught.value)

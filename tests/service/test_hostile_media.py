@@ -38,7 +38,7 @@ def test_animate_form_refusals_say_what_is_wrong(make_client) -> None:
 
 @pytest.mark.parametrize("make_zip", [cases.encrypted_entry, cases.corrupt_deflate], ids=["encrypted", "corrupt"])
 def test_corrupt_and_encrypted_exemplars_are_refused_per_file(make_client, make_zip) -> None:
-    client = make_client(min_exemplars=1)
+    client = make_client(min_exemplars=4)
     photo = (cases.FACES / "obama.jpg").read_bytes()
     archive = make_zip("bad.jpg", photo)
     styles = client.post(
