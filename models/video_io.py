@@ -194,6 +194,8 @@ def _decode_image(data: bytes, name: str, limits: VideoLimits) -> np.ndarray:
             return np.asarray(image.convert("RGB"))
     except InputError:
         raise
+    except Image.DecompressionBombError as e:  # Pillow's own refusal, far above our limit
+        raise InputError("frame_too_large", f"{name}: {e}") from e
     except Exception as e:  # noqa: BLE001 (PIL raises many types for a broken file: all mean the same here)
         raise InputError("invalid_video", f"{name}: not a readable image ({type(e).__name__})") from e
 
@@ -206,6 +208,8 @@ def _zipped_frame_size(archive: Archive, member: Member, limits: VideoLimits) ->
     try:
         with Image.open(io.BytesIO(data)) as image:
             size = image.size
+    except Image.DecompressionBombError as e:  # Pillow's own refusal, far above our limit
+        raise InputError("frame_too_large", f"{member.name}: {e}") from e
     except Exception as e:  # noqa: BLE001 (PIL raises many types for what is not an image)
         if len(data) < HEADER_PREFIX:
             raise InputError("invalid_video", f"{member.name}: not a readable image") from e

@@ -8,6 +8,8 @@ stays valid. It has two traps that `WarmWorker` fixes (design notes, rq 3.0.0):
   killed worker's job expires within that TTL;
 - abandoned jobs are only recovered by another worker's maintenance pass, every 600 s by default;
   here every `maintenance_interval_s`, with a short worker TTL so idle workers loop often;
+- claimed jobs that never started (a batching worker killed mid-batch) wait a minute in rq's
+  intermediate list; here they are requeued within a heartbeat TTL (workers/orphans.py);
 - its command thread (pub/sub) waits up to 60 s per pass, and redis-py ≥ 8.2 joins that thread on
   stop: a worker told to stop could take a minute to exit (so `up` killed it and tests waited 20 s
   for it). Here the pass is `PUBSUB_PASS_S`.
@@ -29,6 +31,7 @@ from service.config import Settings
 from service.contract import QUEUES, STYLIZE_QUEUE, VIDEO_QUEUE
 from workers import batching
 from workers import runtime as runtime_module
+from workers.orphans import requeue_orphaned_claims
 
 log = logging.getLogger("agilegan.worker")
 
@@ -45,6 +48,18 @@ class WarmWorker(SimpleWorker):
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.job_heartbeat_ttl
+
+    def clean_registries(self) -> None:
+        """rq's maintenance, then the requeue of claims whose worker died before starting them."""
+        super().clean_registries()
+        for queue in self.queues:
+            try:
+                requeued = requeue_orphaned_claims(queue, after_s=self.job_heartbeat_ttl)
+            except Exception:  # maintenance is retried on the next pass
+                log.exception("requeuing orphaned claims of %s failed", queue.name)
+                continue
+            if requeued:
+                log.warning("requeued %d jobs claimed by a worker that died before starting them", len(requeued))
 
     def subscribe(self) -> None:
         """rq's command channel (stop-job, shutdown), with a thread whose waits are short enough that

@@ -11,16 +11,13 @@ import zipfile
 import pytest
 
 from models.archive import Archive, ArchiveError, ArchiveLimits, declared_entries
+from tests.reliability.media_cases import zip_of
 
 LIMITS = ArchiveLimits(max_total=50 << 20, max_entry=8 << 20, max_files=100)
 
 
 def _zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression) as z:
-        for name, data in entries.items():
-            z.writestr(name, data)
-    return buf.getvalue()
+    return zip_of(entries, compression)
 
 
 def _refusal(data: bytes, limits: ArchiveLimits = LIMITS) -> str:

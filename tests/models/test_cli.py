@@ -1,4 +1,5 @@
-"""The `agilegan` CLI, run as a real subprocess: weights import, generate, invert, and its errors."""
+"""The `agilegan` CLI (its entry point, in-process: tests/cli.py): weights import, generate, invert, and its
+errors; the installed console script as a real subprocess."""
 
 from __future__ import annotations
 
@@ -15,17 +16,15 @@ from models import checkpoints
 from models.configs import EncoderConfig, InverterConfig, MappingConfig
 from models.encoder import Inverter, image_to_tensor
 from models.stylegan2 import Generator
+from tests.cli import agilegan
 from tests.conftest import seeded
 
 AGILEGAN = Path(sys.executable).with_name("agilegan")
 
 
-def agilegan(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(AGILEGAN), *map(str, args)], capture_output=True, text=True, timeout=300)
-
-
 def test_the_console_script_is_installed() -> None:
-    result = agilegan("--help")
+    """The installed script, as a real subprocess (the other tests call its entry point in-process)."""
+    result = subprocess.run([str(AGILEGAN), "--help"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0
     for command in ("weights", "generate", "invert"):
         assert command in result.stdout

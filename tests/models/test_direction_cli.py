@@ -1,10 +1,9 @@
-"""`agilegan directions …` and `generate --edit`, run as real subprocesses on tiny checkpoints."""
+"""`agilegan directions …` and `generate --edit` (the CLI's entry point, in-process: tests/cli.py) on tiny
+checkpoints."""
 
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -17,14 +16,9 @@ from models import checkpoints
 from models.checkpoint_files import w_space_id
 from models.directions import load, sefa
 from models.stylegan2 import Generator
+from tests.cli import agilegan
 from tests.exemplar_data import FACES, labelled_photo_zips
 from workers.demo import demo_registry
-
-AGILEGAN = Path(sys.executable).with_name("agilegan")
-
-
-def agilegan(*args: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(AGILEGAN), *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

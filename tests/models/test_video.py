@@ -19,6 +19,7 @@ from models.stylizer import to_image
 from models.video import VideoConfig, VideoStylizer, crop_centres, fill_gaps, smooth_tracks
 from models.video_io import InputError, VideoLimits, check_limits, probe, read_frames, write_video
 from models.video_run import VideoCanceled, run_video
+from tests.cli import agilegan
 from tests.exemplar_data import FACES
 from workers.demo import demo_registry
 
@@ -198,23 +199,20 @@ def test_torch_is_not_needed_to_probe() -> None:
 
 
 def test_the_animate_command(models_dir: Path, tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     face = Image.open(FACES / "obama.jpg").convert("RGB").resize((240, 288))
     source = _photo_video(tmp_path / "in.mp4", [face] * 5, kind="mp4")
-    agilegan = Path(sys.executable).with_name("agilegan")
-    common = [str(agilegan), "animate", str(models_dir / "styles" / "demo"), str(source)]
-    encoder = ["--encoder", str(models_dir / "base" / "encoder")]
-    done = subprocess.run([*common, *encoder, "--out", str(tmp_path / "out.webm")], capture_output=True, text=True)
+    common = ["animate", models_dir / "styles" / "demo", source]
+    encoder = ["--encoder", models_dir / "base" / "encoder"]
+    done = agilegan(*common, *encoder, "--out", tmp_path / "out.webm")
     assert done.returncode == 0, done.stderr
     assert "5 frames at 25 fps, 5 stylized" in done.stdout and "stylizing" in done.stderr  # the progress bar
     assert probe(tmp_path / "out.webm").width == 240 and not (tmp_path / "out.webm.work").exists()
-    portrait = [*encoder, "--portrait", str(FACES / "biden.jpg"), "--output", "aligned", "--size", "64"]
-    done = subprocess.run([*common, *portrait, "--out", str(tmp_path / "me.zip")], capture_output=True, text=True)
+    portrait = [*encoder, "--portrait", FACES / "biden.jpg", "--output", "aligned", "--size", "64"]
+    done = agilegan(*common, *portrait, "--out", tmp_path / "me.zip")
     assert done.returncode == 0, done.stderr
     assert [f.shape for f in read_frames(tmp_path / "me.zip")] == [(64, 64, 3)] * 5
-    bad = subprocess.run([*common, "--out", str(tmp_path / "x.avi")], capture_output=True, text=True)
+    bad = agilegan(*common, "--out", tmp_path / "x.avi")
     assert bad.returncode == 1 and "suffix" in bad.stderr
 
 

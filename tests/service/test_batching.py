@@ -94,9 +94,12 @@ def test_kill_during_a_batch_recovers_every_job(make_client, make_settings, star
     doomed.proc.wait()
     finished = sum(client.get(f"/v1/jobs/{j}", headers=auth()).json()["status"] == "succeeded" for j in ids)
     assert finished < 16  # killed mid-batch
-    start_worker(settings, queues="stylize")
+    rescuer = start_worker(settings, queues="stylize")
     results = [wait_for(client, j, timeout=120) for j in ids]
     assert all(r["status"] == "succeeded" for r in results), [r["status"] for r in results]
+    # the claims that never started were requeued by our pass (a heartbeat TTL), not by rq's minute-long
+    # intermediate-list cleanup ("stuck in intermediate queue" would fail them as an attempt)
+    assert "died before starting them" in rescuer.log.read_text()
 
 
 def test_the_bounded_wait(redis, make_client, make_settings, start_worker) -> None:
