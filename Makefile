@@ -36,11 +36,13 @@ run: setup system-deps
 TEST_PROCESSES ?= 2
 test: setup system-deps browser-deps
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadfile -m "not serial"
 	$(BIN)/python -m pytest -q -m serial
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check .
 
 format: setup

@@ -118,7 +118,7 @@ def main() -> None:
     overrides: dict = {"max_steps": args.max_steps or (3000 if args.overfit else TransferConfig().max_steps)}
     if args.eval_every:
         overrides["eval_every"] = args.eval_every
-    config = TransferConfig.from_dict({**TransferConfig().to_dict(), **overrides, "seed": args.seed})
+    config = TransferConfig().with_overrides({**overrides, "seed": args.seed})
 
     probe = samples(source, 64, seed=args.seed + 2)  # fresh latents: the measure is not the training set
     target = tint(probe, TINTS[args.tint])

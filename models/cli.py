@@ -252,7 +252,7 @@ def cmd_train_style(args: argparse.Namespace) -> None:
             raise CommandError(f"--config {args.config}: {e}") from e
     if args.minutes is not None:
         overrides["minutes"] = args.minutes
-    config = TransferConfig.from_dict({**TransferConfig().to_dict(), **overrides})
+    config = TransferConfig().with_overrides(overrides)
     device = _device(args.device)
     source_g = checkpoints.load(args.base, expected=Generator, device=device)
     if not (args.base / "discriminator" / "config.json").is_file():

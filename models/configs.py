@@ -44,6 +44,10 @@ class _Config:
                 values[f.name] = tuple(value) if isinstance(value, list) else value
         return cls(**values)
 
+    def with_overrides(self, overrides: dict[str, Any]) -> Self:
+        """This config with `overrides` (JSON-like: a request's, a file's) applied and every field checked."""
+        return self.from_dict({**self.to_dict(), **overrides})
+
 
 def _has_type(value: Any, hint: Any) -> bool:
     """Whether a JSON value fits a field's annotation (int, float, bool, str, None, unions, tuples), so

@@ -18,6 +18,9 @@ STYLIZE_FUNCTION = "workers.jobs.stylize_job"
 TRAIN_FUNCTION = "workers.training_job.train_style_job"
 FIT_DIRECTION_FUNCTION = "workers.direction_job.fit_direction_job"
 ANIMATE_FUNCTION = "workers.video_job.animate_job"
+JOB_FAILURE_CALLBACK = "workers.jobs.on_stylize_failure"  # stylize, animate and direction jobs, once no retry is left
+TRAIN_FAILURE_CALLBACK = "workers.training_job.on_train_failure"
+ALIGNED_SIZE = 1024  # the side at which workers align a photo's crop (then resized to the job's size)
 
 KEY_PREFIX = "agilegan"
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")

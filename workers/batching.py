@@ -37,10 +37,9 @@ from models.encoder import image_to_tensor
 from models.images import load_image
 from models.style_strength import quantise_strength
 from models.stylizer import Stylized, to_image
-from service.contract import STYLIZE_FUNCTION, StylizeJob, cancel_key
+from service.contract import ALIGNED_SIZE, STYLIZE_FUNCTION, StylizeJob, cancel_key
 
 log = logging.getLogger("agilegan.worker")
-ALIGNED_SIZE = 1024
 POLL_S = 0.001
 
 

@@ -18,12 +18,11 @@ from models.alignment import align_landmarks
 from models.encoder import image_to_tensor
 from models.errors import InputError
 from models.images import load_image
-from service.contract import FitDirectionJob
+from service.contract import ALIGNED_SIZE, FitDirectionJob
 from service.jobmetrics import count_failure
 from workers.runtime import StyleUnavailable, get_runtime
 
 log = logging.getLogger("agilegan.worker")
-ALIGNED_SIZE = 1024
 
 
 def fit_direction_job(payload: dict[str, Any]) -> dict[str, Any]:

@@ -23,13 +23,12 @@ from models.directions import DirectionError
 from models.errors import InputError
 from models.images import load_image
 from models.stylizer import IncompatibleModels
-from service.contract import StylizeJob, cancel_key
+from service.contract import ALIGNED_SIZE, StylizeJob, cancel_key
 from service.jobmetrics import count_failure, observe
 from service.storage import InputMissing
 from workers.runtime import Runtime, StyleUnavailable, get_runtime
 
 log = logging.getLogger("agilegan.worker")
-ALIGNED_SIZE = 1024
 # In-process retries with backoff for transient errors (storage hiccups, Redis reconnects, CUDA OOM).
 # A worker that dies is different: rq re-queues its job at once (Retry without interval, so recovery
 # does not wait for a scheduler).

@@ -147,7 +147,7 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
         names.append(entry["name"])
     exemplars = ExemplarSet(torch.stack(crops), labels, names)
     overrides = {**_perceptual(rt, job), **job.overrides}
-    config = TransferConfig.from_dict({**TransferConfig().to_dict(), **overrides})
+    config = TransferConfig().with_overrides(overrides)
     out = rt.registry.style_dir(job.style_id)
     preview_latents = torch.randn(
         4, source_g.config.n_latent, source_g.config.style_dim, generator=torch.Generator().manual_seed(1234)

@@ -24,7 +24,7 @@ from rq import Callback, Retry
 
 from models.video_io import check_limits, probe
 from service.admission import enqueue_capped
-from service.contract import ANIMATE_FUNCTION, QUEUED, VIDEO_QUEUE, AnimateJob
+from service.contract import ANIMATE_FUNCTION, JOB_FAILURE_CALLBACK, QUEUED, VIDEO_QUEUE, AnimateJob
 from service.deps import ClientDep, JobsDep, RegistryDep, StorageDep, charge_rate_limit
 from service.edits import parse_edits
 from service.errors import ApiError
@@ -138,7 +138,7 @@ async def animate(
                 result_ttl=settings.result_ttl_s,
                 failure_ttl=settings.result_ttl_s,
                 retry=Retry(max=settings.job_retries) if settings.job_retries else None,
-                on_failure=Callback("workers.jobs.on_stylize_failure"),
+                on_failure=Callback(JOB_FAILURE_CALLBACK),
             )
 
         await anyio.to_thread.run_sync(

@@ -17,7 +17,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from rq import Callback, Retry
 
-from service.contract import FIT_DIRECTION_FUNCTION, STYLE_ID, TRAIN_QUEUE, FitDirectionJob
+from service.contract import FIT_DIRECTION_FUNCTION, JOB_FAILURE_CALLBACK, STYLE_ID, TRAIN_QUEUE, FitDirectionJob
 from service.deps import ClientDep, JobsDep, OperatorDep, RegistryDep, StorageDep
 from service.errors import ApiError
 from service.exemplar_uploads import ArchiveLimits, open_archive
@@ -132,7 +132,7 @@ async def fit_direction(
         result_ttl=settings.result_ttl_s,
         failure_ttl=settings.result_ttl_s,
         retry=Retry(max=3),
-        on_failure=Callback("workers.jobs.on_stylize_failure"),  # recorded once no retry is left
+        on_failure=Callback(JOB_FAILURE_CALLBACK),  # recorded once no retry is left
     )
     body = {"id": name, "job_id": job_id, "status": "queued", **counts, "files": public}
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})

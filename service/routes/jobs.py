@@ -22,6 +22,7 @@ from service.admission import Reservation, enqueue_capped, idem_key, queue_full
 from service.auth import Principal
 from service.contract import (
     CONTENT_TYPES,
+    JOB_FAILURE_CALLBACK,
     JOB_ID,
     QUEUED,
     RUNNING,
@@ -173,7 +174,7 @@ async def stylize(
                 result_ttl=settings.result_ttl_s,
                 failure_ttl=settings.result_ttl_s,
                 retry=Retry(max=retries) if retries else None,  # re-runs after a worker crash, at once
-                on_failure=Callback("workers.jobs.on_stylize_failure"),
+                on_failure=Callback(JOB_FAILURE_CALLBACK),
             )
 
         def store_and_enqueue() -> None:

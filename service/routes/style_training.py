@@ -23,6 +23,7 @@ from models.exemplar_files import IMAGE_SUFFIXES, label_of
 from service.contract import (
     QUEUED,
     STYLE_ID,
+    TRAIN_FAILURE_CALLBACK,
     TRAIN_FUNCTION,
     TRAIN_QUEUE,
     TrainJob,
@@ -127,7 +128,7 @@ async def create_style(
     _claim_name(registry, storage, request.app.state.redis, style_id)
     overrides = json_object(config, "config", "invalid_config")
     try:
-        TransferConfig.from_dict({**TransferConfig().to_dict(), "minutes": settings.train_minutes, **overrides})
+        TransferConfig().with_overrides({"minutes": settings.train_minutes, **overrides})
     except (ValueError, ConfigError, TypeError) as e:
         raise ApiError(422, "invalid_config", f"config: {e}") from e
     # 2. Every exemplar through the aligner (detection and landmarks; the worker renders the crops), one
@@ -212,7 +213,7 @@ async def create_style(
         result_ttl=settings.result_ttl_s,
         failure_ttl=settings.result_ttl_s,
         retry=Retry(max=TRAIN_RETRIES),
-        on_failure=Callback("workers.training_job.on_train_failure"),
+        on_failure=Callback(TRAIN_FAILURE_CALLBACK),
     )
     body = {
         "id": style_id,
