@@ -14,10 +14,16 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO
 
-from models.archive import Archive, ArchiveError, ArchiveLimits
-from models.exemplar_files import hidden
+import anyio.to_thread
+from fastapi import Request
+from fastapi.responses import JSONResponse
 
-__all__ = ["ArchiveError", "ArchiveLimits", "Entry", "bounded_reader", "open_archive"]
+from models.archive import Archive, ArchiveError, ArchiveLimits
+from models.errors import InputError
+from models.exemplar_files import IMAGE_SUFFIXES, hidden, label_of
+from service.faces import FaceFinder
+
+__all__ = ["ArchiveError", "ArchiveLimits", "Entry", "bounded_reader", "check_exemplar", "open_archive", "too_few"]
 
 
 @dataclass(frozen=True)
@@ -49,3 +55,31 @@ def open_archive(fileobj: IO[bytes], limits: ArchiveLimits) -> tuple[Archive, li
         for m in archive.members
     ]
     return archive, entries
+
+
+async def check_exemplar(
+    faces: FaceFinder, entry: Entry, max_bytes: int, max_pixels: int, min_face: int
+) -> tuple[dict, bytes | None]:
+    """(report row, the bytes when accepted). Reads the one file, off the event loop."""
+    name = entry.name
+    if entry.read is None:
+        return {"file": name, "accepted": False, "reason": entry.reason, "message": entry.message}, None
+    if not name.lower().endswith(IMAGE_SUFFIXES):
+        return {"file": name, "accepted": False, "reason": "not_an_image", "message": "expected jpg, png or webp"}, None
+    try:
+        data = await anyio.to_thread.run_sync(entry.read)
+    except ArchiveError as e:  # a corrupt entry: that file is refused, the others still count
+        return {"file": name, "accepted": False, "reason": e.code, "message": e.message}, None
+    if len(data) > max_bytes:
+        return {"file": name, "accepted": False, "reason": "file_too_large", "message": f"over {max_bytes} bytes"}, None
+    try:
+        landmarks = await faces.landmarks(data, max_pixels, min_face)
+    except InputError as e:
+        return {"file": name, "accepted": False, "reason": e.code, "message": e.message}, None
+    return {"file": name, "accepted": True, "label": label_of(name), "landmarks": landmarks}, data
+
+
+def too_few(request: Request, code: str, message: str, files: list[dict]) -> JSONResponse:
+    """The 422 of an upload with too few usable images: the error body plus the per-file report."""
+    body = {"code": code, "request_id": request.state.request_id, "files": files, "message": message}
+    return JSONResponse(status_code=422, content=body)

@@ -28,8 +28,9 @@ from service.contract import ANIMATE_FUNCTION, JOB_FAILURE_CALLBACK, QUEUED, VID
 from service.deps import ClientDep, JobsDep, RegistryDep, StorageDep, charge_rate_limit
 from service.edits import parse_edits
 from service.errors import ApiError
-from service.routes.jobs import SIZES, _accepted, _strength_controls, ready_style
+from service.job_views import accepted
 from service.schemas import ERROR_RESPONSES, JobStatus, null_is_none
+from service.style_policy import SIZES, ready_style, strength_controls
 
 router = APIRouter(prefix="/v1", tags=["video"], responses=ERROR_RESPONSES)
 VIDEO_TIMEOUT_S = 6 * 3600
@@ -78,7 +79,7 @@ async def animate(
         raise ApiError(422, "invalid_request", "size: must be 256, 512 or 1024")
     # 1. The style, its controls and edits; a portrait when retargeting.
     info = ready_style(registry, style)
-    structure, strength = _strength_controls(info, structure, strength)
+    structure, strength = strength_controls(info, structure, strength)
     edit_specs = parse_edits(edits, registry, info)
     if mode == "retarget" and portrait is None:
         raise ApiError(422, "portrait_required", "mode retarget animates a portrait: send it as `portrait`")
@@ -148,4 +149,4 @@ async def animate(
         storage.delete_video_work(job_id)
         raise
     record = {"status": QUEUED, "kind": "animate", "created_at": time.time(), "options": options}
-    return _accepted(request, job_id, record)
+    return accepted(request, job_id, record)

@@ -20,9 +20,8 @@ from rq import Callback, Retry
 from service.contract import FIT_DIRECTION_FUNCTION, JOB_FAILURE_CALLBACK, STYLE_ID, TRAIN_QUEUE, FitDirectionJob
 from service.deps import ClientDep, JobsDep, OperatorDep, RegistryDep, StorageDep
 from service.errors import ApiError
-from service.exemplar_uploads import ArchiveLimits, open_archive
+from service.exemplar_uploads import ArchiveLimits, check_exemplar, open_archive, too_few
 from service.registry import Registry
-from service.routes.style_training import check_exemplar
 from service.schemas import ERROR_RESPONSES
 
 router = APIRouter(prefix="/v1", tags=["directions"], responses=ERROR_RESPONSES)
@@ -106,15 +105,8 @@ async def fit_direction(
     counts = {label: sum(r["accepted"] and r["label"] == label for r in report) for label in ("positive", "negative")}
     if min(counts.values()) < MIN_PER_CLASS:
         storage.discard_staging(staging)
-        return JSONResponse(
-            status_code=422,
-            content={
-                "code": "too_few_examples",
-                "request_id": request.state.request_id,
-                "files": public,
-                "message": f"usable photos {counts}; at least {MIN_PER_CLASS} of each are needed",
-            },
-        )
+        message = f"usable photos {counts}; at least {MIN_PER_CLASS} of each are needed"
+        return too_few(request, "too_few_examples", message, public)
     # 3. Store and enqueue on the train queue.
     accepted = [i for i, r in enumerate(report) if r["accepted"]]
     job_id = uuid.uuid4().hex

@@ -15,8 +15,6 @@ from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BeforeValidator, Field
 from rq import Callback, Retry
-from rq.exceptions import NoSuchJobError
-from rq.job import Job
 
 from service.admission import Reservation, enqueue_capped, idem_key, queue_full
 from service.auth import Principal
@@ -42,14 +40,13 @@ from service.deps import (
 )
 from service.edits import parse_edits
 from service.errors import ApiError
-from service.registry import StyleInfo
-from service.routes.styles import DELETED
-from service.schemas import ERROR_RESPONSES, ErrorBody, JobStatus, NotReady, null_is_none
+from service.job_views import accepted, job_status
+from service.schemas import ERROR_RESPONSES, JobStatus, NotReady, null_is_none
+from service.style_policy import SIZES, ready_style, strength_controls
 
 router = APIRouter(prefix="/v1", tags=["stylize"], responses=ERROR_RESPONSES)
 
 RESULT_POLL_S = 0.1
-SIZES = [256, 512, 1024]
 
 
 @router.post(
@@ -114,7 +111,7 @@ async def stylize(
     if attribute != "auto" and attribute not in info.branches:
         branches = ", ".join(info.branches) or "none (a single-branch style)"
         raise ApiError(422, "unknown_attribute", f"attribute must be 'auto' or one of: {branches}")
-    structure, strength = _strength_controls(info, structure, strength)
+    structure, strength = strength_controls(info, structure, strength)
     edit_specs = parse_edits(edits, registry, info)
 
     # 2. Read the upload (already size-capped by the BodyLimit middleware).
@@ -139,7 +136,7 @@ async def stylize(
         )
         replay = await reservation.acquire(lambda job_id: jobs.get(job_id) is not None)
         if replay is not None:
-            return _accepted(request, replay)
+            return accepted(request, replay)
     try:
         # 3. The key's rate budget, then back-pressure, before any work (the cap is checked again,
         #    atomically, at the enqueue).
@@ -193,19 +190,7 @@ async def stylize(
     if reservation is not None:
         reservation.complete(job_id)
     record = {"status": QUEUED, "kind": "stylize", "created_at": time.time(), "options": options}
-    return _accepted(request, job_id, record)  # built here: no Redis round trip for a job just queued
-
-
-def ready_style(registry, style: str) -> StyleInfo:
-    """The style a job asks for: 404 `unknown_style` unless it exists (and is not deleted), 409
-    `style_not_ready` unless it is ready."""
-    info = registry.style(style)
-    if info is None or info.status in DELETED:
-        raise ApiError(404, "unknown_style", f"no style {style!r}; GET /v1/styles lists them")
-    if info.status != "ready":
-        detail = f" (its encoder {info.encoder!r} is not in the registry)" if info.status == "missing_encoder" else ""
-        raise ApiError(409, "style_not_ready", f"style {style!r} is {info.status}{detail}")
-    return info
+    return accepted(request, job_id, record)  # built here: no Redis round trip for a job just queued
 
 
 def _check_budgets(request: Request, principal: Principal, queue) -> None:
@@ -213,66 +198,6 @@ def _check_budgets(request: Request, principal: Principal, queue) -> None:
     charge_rate_limit(request, principal)
     if queue.count >= request.app.state.settings.max_queue_depth:
         raise queue_full()
-
-
-def _strength_controls(info: StyleInfo, structure: int | None, strength: float) -> tuple[int, float]:
-    """(structure, quantised strength) for this style, or a 422 when it does not offer them."""
-    controls = info.controls
-    if controls is None:
-        if structure or strength != 1.0:
-            raise ApiError(
-                422,
-                "strength_unavailable",
-                f"style {info.id!r} has no source generator to blend with (or is attribute-aware): "
-                "structure must be 0 and strength 1",
-            )
-        return 0, 1.0
-    top = controls["structure"]["max"]
-    if structure is None:
-        structure = controls["structure"]["default"]
-    elif structure > top:
-        raise ApiError(422, "structure_out_of_range", f"structure: at most {top} for this {info.resolution} px style")
-    step = controls["strength"]["step"]
-    return structure, round(round(strength / step) * step, 6)
-
-
-def _accepted(request: Request, job_id: str, record: dict | None = None) -> JSONResponse:
-    if record is None:
-        record = request.app.state.jobs.get(job_id) or {}
-    body = _status(request, job_id, record, lookup_position=False)  # the 202 costs no queue walk
-    return JSONResponse(body.model_dump(), status_code=202, headers={"Location": body.links.self, "Retry-After": "1"})
-
-
-def _status(request: Request, job_id: str, record: dict, lookup_position: bool = True) -> JobStatus:
-    """The public view of a job record (with its queue position while queued, when looked up)."""
-    position = None
-    if lookup_position and record.get("status") == QUEUED:
-        try:
-            position = Job.fetch(job_id, connection=request.app.state.redis).get_position()
-        except NoSuchJobError:
-            position = None
-    error = None
-    if record.get("error_code"):
-        error = ErrorBody(
-            code=record["error_code"], message=record.get("error_message", ""), request_id=request.state.request_id
-        )
-    return JobStatus(
-        id=job_id,
-        kind=record.get("kind", "stylize"),
-        status=record.get("status", QUEUED),
-        attempts=record.get("attempts", 0),
-        position=position,
-        stage=record.get("stage"),
-        progress=record.get("progress", 0.0),
-        detail=record.get("detail"),
-        created_at=record.get("created_at", 0.0),
-        started_at=record.get("started_at"),
-        finished_at=record.get("finished_at"),
-        options=record.get("options", {}),
-        result=record.get("result"),
-        error=error,
-        links={"self": f"/v1/jobs/{job_id}", "result": f"/v1/jobs/{job_id}/result"},
-    )
 
 
 def _visible_record(job_id: str, principal: Principal, jobs) -> dict:
@@ -293,7 +218,7 @@ def list_jobs(
     records = [(job_id, jobs.get(job_id)) for job_id in ids if JOB_ID.fullmatch(job_id)]
     records = [r for r in records if r[1] and (principal.is_operator or r[1].get("owner") == principal.key_id)]
     records = sorted(records, key=lambda r: r[1]["created_at"], reverse=True)
-    return [_status(request, job_id, record) for job_id, record in records[:limit]]
+    return [job_status(request, job_id, record) for job_id, record in records[:limit]]
 
 
 @router.get("/whoami", tags=["jobs"], summary="The caller's key id and role (what the console shows)")
@@ -303,7 +228,7 @@ def whoami(principal: ClientDep) -> dict[str, str]:
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, tags=["jobs"])
 def get_job(request: Request, job_id: str, principal: ClientDep, jobs: JobsDep) -> JobStatus:
-    return _status(request, job_id, _visible_record(job_id, principal, jobs))
+    return job_status(request, job_id, _visible_record(job_id, principal, jobs))
 
 
 @router.get(
@@ -363,7 +288,7 @@ def cancel_job(request: Request, job_id: str, principal: ClientDep, jobs: JobsDe
     record = _cancel(request, job_id, record, jobs)
     if record["status"] == RUNNING:
         record = {**record, "stage": "canceling"}
-    return _status(request, job_id, record)
+    return job_status(request, job_id, record)
 
 
 @router.delete("/jobs/{job_id}", status_code=204, tags=["jobs"])

@@ -18,8 +18,6 @@ from redis import Redis
 from rq import Callback, Retry
 
 from models.configs import ConfigError, TransferConfig
-from models.errors import InputError
-from models.exemplar_files import IMAGE_SUFFIXES, label_of
 from service.contract import (
     QUEUED,
     STYLE_ID,
@@ -32,12 +30,11 @@ from service.contract import (
 )
 from service.deps import JobsDep, OperatorDep, RegistryDep, StorageDep
 from service.errors import ApiError
-from service.exemplar_uploads import ArchiveError, ArchiveLimits, Entry, bounded_reader, open_archive
-from service.faces import FaceFinder
+from service.exemplar_uploads import ArchiveLimits, Entry, bounded_reader, check_exemplar, open_archive, too_few
 from service.registry import Registry
-from service.routes.styles import DELETED
 from service.schemas import ERROR_RESPONSES, StyleDeleted, null_is_none
 from service.storage import Storage
+from service.style_policy import DELETED
 
 router = APIRouter(prefix="/v1", tags=["styles"], responses=ERROR_RESPONSES)
 TRAIN_RETRIES = 10  # each worker crash or redeploy (SIGTERM: checkpoint, re-queue) uses one
@@ -82,28 +79,6 @@ def json_object(text: str, field: str, code: str) -> dict:
     if not isinstance(value, dict):
         raise ApiError(422, code, f"{field}: expected a JSON object")
     return value
-
-
-async def check_exemplar(
-    faces: FaceFinder, entry: Entry, max_bytes: int, max_pixels: int, min_face: int
-) -> tuple[dict, bytes | None]:
-    """(report row, the bytes when accepted). Reads the one file, off the event loop."""
-    name = entry.name
-    if entry.read is None:
-        return {"file": name, "accepted": False, "reason": entry.reason, "message": entry.message}, None
-    if not name.lower().endswith(IMAGE_SUFFIXES):
-        return {"file": name, "accepted": False, "reason": "not_an_image", "message": "expected jpg, png or webp"}, None
-    try:
-        data = await anyio.to_thread.run_sync(entry.read)
-    except ArchiveError as e:  # a corrupt entry: that file is refused, the others still count
-        return {"file": name, "accepted": False, "reason": e.code, "message": e.message}, None
-    if len(data) > max_bytes:
-        return {"file": name, "accepted": False, "reason": "file_too_large", "message": f"over {max_bytes} bytes"}, None
-    try:
-        landmarks = await faces.landmarks(data, max_pixels, min_face)
-    except InputError as e:
-        return {"file": name, "accepted": False, "reason": e.code, "message": e.message}, None
-    return {"file": name, "accepted": True, "label": label_of(name), "landmarks": landmarks}, data
 
 
 @router.post("/styles", status_code=202, summary="Train a new style from exemplar images (operator)")
@@ -173,15 +148,8 @@ async def create_style(
     accepted = [i for i, r in enumerate(report) if r["accepted"]]
     if len(accepted) < settings.min_exemplars:
         storage.discard_staging(staging)
-        return JSONResponse(
-            status_code=422,
-            content={
-                "code": "too_few_exemplars",
-                "request_id": request.state.request_id,
-                "files": public,
-                "message": f"{len(accepted)} usable exemplars; at least {settings.min_exemplars} are needed",
-            },
-        )
+        message = f"{len(accepted)} usable exemplars; at least {settings.min_exemplars} are needed"
+        return too_few(request, "too_few_exemplars", message, public)
     # 3. Store, register as pending, enqueue on the train queue (timeout above the time budget).
     job_id = uuid.uuid4().hex
     manifest = {

@@ -12,11 +12,9 @@ from service.contract import style_progress_key
 from service.deps import ClientDep, RegistryDep
 from service.errors import ApiError
 from service.schemas import ERROR_RESPONSES, StyleList, StyleOut
+from service.style_policy import DELETED
 
 router = APIRouter(prefix="/v1", tags=["styles"], responses=ERROR_RESPONSES)
-
-
-DELETED = ("retired", "canceled")  # what DELETE /v1/styles/{id} leaves: gone from the API
 
 
 def visible(status: str, principal: Principal, include_deleted: bool = False) -> bool:
