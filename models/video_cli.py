@@ -62,7 +62,7 @@ def cmd_animate(args: argparse.Namespace) -> None:
         raise CommandError("--mode retarget needs --portrait")
     device = _device(args.device)
     limits = VideoLimits(max_duration_s=args.max_seconds, max_frames=10**7, max_frame_pixels=8192 * 8192)
-    check_limits(probe(args.video, args.fps), limits)
+    check_limits(probe(args.video, args.fps, limits), limits)
     inverter = checkpoints.load(args.encoder, expected=Inverter, device=device)
     g = checkpoints.load(args.style, expected=(Generator, AttributeAwareGenerator), device=device)
     aligner = FaceAligner(AlignerConfig())

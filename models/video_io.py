@@ -85,6 +85,11 @@ class VideoLimits:
         )
 
 
+# what probe and read_frames check when given no limits (our own outputs, tools): no frame bounds,
+# the archive bounds of a zip still apply
+UNLIMITED = VideoLimits(max_duration_s=float("inf"), max_frames=10**9, max_frame_pixels=1 << 40)
+
+
 def detect_format(path: Path) -> str:
     """mp4 / webm / gif / zip from the file's first bytes (not its name)."""
     head = Path(path).read_bytes()[:64]
@@ -105,7 +110,7 @@ def probe(path: Path, fps: float | None = None, limits: VideoLimits | None = Non
     limit, and its size is the first frame's."""
     kind = detect_format(path)
     if kind == "zip":
-        limits = limits or VideoLimits()
+        limits = limits or UNLIMITED
         with _frame_archive(path, limits) as archive:
             frames = _zip_frames(archive)
             if not frames:
@@ -150,7 +155,7 @@ def read_frames(path: Path, limits: VideoLimits | None = None) -> Iterator[np.nd
     """RGB frames [H, W, 3] uint8, in order. Each decoded frame is checked, whatever the header said:
     too_many_frames past `limits.max_frames`, frame_too_large past `limits.max_frame_pixels`, and
     invalid_video when a frame is unreadable or its size is not the first frame's."""
-    limits = limits or VideoLimits(max_frames=10**9, max_frame_pixels=1 << 40)
+    limits = limits or UNLIMITED
     first: tuple[int, int] | None = None
     for count, frame in enumerate(_decoded(path, limits), start=1):
         if count > limits.max_frames:
@@ -222,14 +227,19 @@ def _frame_archive(path: Path, limits: VideoLimits) -> Archive:
     try:
         return Archive(path, limits.archive(), keep=_is_frame)
     except ArchiveError as e:
-        raise InputError(ARCHIVE_CODES.get(e.code, "invalid_video"), e.message) from e
+        raise _video_error(e) from e
 
 
 def _read_member(archive: Archive, member: Member, limit: int | None = None) -> bytes:
     try:
         return archive.read(member, limit)
     except ArchiveError as e:
-        raise InputError(ARCHIVE_CODES.get(e.code, "invalid_video"), e.message) from e
+        raise _video_error(e) from e
+
+
+def _video_error(e: ArchiveError) -> InputError:
+    """An archive refusal as the video code the API answers with."""
+    return InputError(ARCHIVE_CODES.get(e.code, "invalid_video"), e.message)
 
 
 def _is_frame(name: str) -> bool:

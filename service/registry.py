@@ -124,6 +124,10 @@ class Registry:
             raise ValueError(f"not a style id: {style_id!r}")
         return self.root / "styles" / style_id
 
+    def preview_path(self, style_id: str) -> Path:
+        """The style's preview grid (fixed portraits over their stylized renders), drawn while it trains."""
+        return self.style_dir(style_id) / "preview.png"
+
     def has_base(self) -> bool:
         return (self.encoder_dir / "config.json").is_file()
 

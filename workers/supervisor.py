@@ -63,11 +63,9 @@ class Supervisor:
         specs: Sequence[ChildSpec],
         config: SupervisorConfig = SupervisorConfig(),
         log: Callable[[str], None] = print,
-        spawn: Callable[[ChildSpec], subprocess.Popen] | None = None,
     ) -> None:
         self.config = config
         self.log = log
-        self._spawn = spawn or _popen
         self.children = [_Child(s, backoff_s=config.backoff_s) for s in sorted(specs, key=lambda s: s.tier)]
 
     def add(self, spec: ChildSpec) -> None:
@@ -140,7 +138,7 @@ class Supervisor:
                 self.log(f"stopped {child.spec.name} (pid {child.proc.pid}) in {time.monotonic() - started:.1f} s")
 
     def _start(self, child: _Child) -> None:
-        child.proc = self._spawn(child.spec)
+        child.proc = _popen(child.spec)
         child.started_at = time.monotonic()
         verb = "restarted" if child.restarts else "started"
         self.log(f"{verb} {child.spec.name} (pid {child.proc.pid})")

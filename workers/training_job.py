@@ -149,6 +149,7 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
     overrides = {**_perceptual(rt, job), **job.overrides}
     config = TransferConfig().with_overrides(overrides)
     out = rt.registry.style_dir(job.style_id)
+    preview = rt.registry.preview_path(job.style_id)
     preview_latents = torch.randn(
         4, source_g.config.n_latent, source_g.config.style_dim, generator=torch.Generator().manual_seed(1234)
     ).to(rt.device)
@@ -158,7 +159,7 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
     def progress(info: dict[str, Any]) -> None:
         now = time.monotonic()
         if info["model"] is not None:
-            _write_preview(info["model"], source_g, preview_latents, out / "preview.png")
+            _write_preview(info["model"], source_g, preview_latents, preview)
         if now - last["t"] < 1.0 and info["score"] is None:
             return
         last["t"] = now
@@ -196,7 +197,7 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
         should_stop=should_stop,
         micro_batch=rt.settings.train_micro_batch or None,
     )
-    _write_preview(checkpoints.load(out, device=rt.device), source_g, preview_latents, out / "preview.png")
+    _write_preview(checkpoints.load(out, device=rt.device), source_g, preview_latents, preview)
     return {
         "steps": result.steps,
         "best_step": result.best_step,

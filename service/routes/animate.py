@@ -94,8 +94,6 @@ async def animate(
         check_limits(header, limits)
         landmarks = None
         if portrait is not None:  # a photo: the image cap, not the video one
-            if (portrait.size or 0) > settings.max_upload_bytes:
-                raise ApiError(413, "payload_too_large", f"portrait: at most {settings.max_upload_bytes} bytes")
             data = await portrait.read(settings.max_upload_bytes + 1)
             if len(data) > settings.max_upload_bytes:
                 raise ApiError(413, "payload_too_large", f"portrait: at most {settings.max_upload_bytes} bytes")

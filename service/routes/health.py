@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from redis.exceptions import RedisError
 from rq import Worker
 
-from service.contract import metrics_key
+from service.contract import QUEUES, metrics_key
 from service.schemas import ErrorBody, QueueReadiness, Readiness
 
 router = APIRouter(tags=["health"])
@@ -34,7 +34,7 @@ def readyz(
     queues: Annotated[
         str | None,
         Query(
-            pattern=r"^(stylize|train|video)(,(stylize|train|video))*$",
+            pattern=rf"^({'|'.join(QUEUES)})(,({'|'.join(QUEUES)}))*$",
             description="comma-separated queues that need a live worker (default: AGILEGAN_READY_QUEUES, "
             "'stylize'); a training-only deployment asks for 'train', a video one for 'video'",
         ),

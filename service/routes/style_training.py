@@ -204,7 +204,7 @@ def style_preview(style_id: str, _: OperatorDep, registry: RegistryDep) -> FileR
     info = registry.style(style_id)
     if info is None:
         raise ApiError(404, "unknown_style", f"no style {style_id!r}")
-    path = registry.style_dir(style_id) / "preview.png"
+    path = registry.preview_path(style_id)
     if not path.is_file():
         raise ApiError(404, "preview_not_ready", "no preview yet: the first evaluation has not finished")
     return FileResponse(path, media_type="image/png")

@@ -68,6 +68,6 @@ def get_style(request: Request, style_id: str, principal: ClientDep, registry: R
 def _out(info, principal: Principal, registry) -> StyleOut:
     """A style as the API shows it; operators also get its preview's URL once the file exists."""
     out = StyleOut(**info.public())
-    if principal.is_operator and (registry.style_dir(info.id) / "preview.png").is_file():
+    if principal.is_operator and registry.preview_path(info.id).is_file():
         out.preview = f"/v1/styles/{info.id}/preview"
     return out

@@ -219,7 +219,14 @@ def test_the_animate_command(models_dir: Path, tmp_path: Path) -> None:
 def test_every_decoded_frame_is_checked_not_only_the_header(tmp_path: Path) -> None:
     """Issue 22, finding 4: a header can lie, so each decoded frame meets the pixel limit and has the
     first frame's size (typed, permanent errors; the worker never retries them)."""
-    from tests.reliability.media_cases import png, zip_of
+    from tests.reliability.media_cases import png, png_header, zip_of
+
+    big = tmp_path / "big.zip"  # over the service's default frame limit: bounded only when limits are given
+    big.write_bytes(zip_of({"a.png": png_header(2000, 1200)}))
+    assert probe(big).width == 2000
+    with pytest.raises(InputError) as caught:
+        probe(big, limits=VideoLimits())
+    assert caught.value.code == "frame_too_large"
 
     clip = tmp_path / "clip.mp4"
     write_video(clip, [np.zeros((64, 96, 3), np.uint8)] * 3, 25, "mp4")
