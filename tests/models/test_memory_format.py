@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 
 from models.configs import EncoderConfig, GeneratorConfig, InverterConfig
@@ -12,6 +13,8 @@ from models.encoder import Inverter
 from models.memory_format import measure, set_channels_last, uses_channels_last
 from models.stylegan2 import Generator
 from tests.conftest import seeded
+
+pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests
 
 
 def _models() -> tuple[Inverter, Generator]:
