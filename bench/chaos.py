@@ -57,8 +57,8 @@ from PIL import Image  # noqa: E402
 
 from bench.service import faceless_jpeg, free_port, one_megapixel_jpeg, wait_until_ready  # noqa: E402
 from tests.reliability import media_cases  # noqa: E402
-from workers.commands import start_redis  # noqa: E402
 from workers.demo import demo_registry  # noqa: E402
+from workers.redis_server import start_redis  # noqa: E402
 
 KEY = "chaos-operator-key-000000001"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -54,9 +54,9 @@ def _rss_mib() -> float:
 def _build(model: str, size: int, device: str):
     import torch
 
-    from models.configs import GeneratorConfig, InverterConfig
-    from models.encoder import Inverter
-    from models.stylegan2 import Generator
+    from models.networks.encoder import Inverter
+    from models.networks.stylegan2 import Generator
+    from service.core.configs import GeneratorConfig, InverterConfig
 
     if model == "encoder":
         with torch.device("meta"):

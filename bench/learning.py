@@ -8,7 +8,7 @@ A tiny source generator (the demo architecture, random weights: it draws abstrac
 the "FFHQ model"; the exemplars are its own samples under a known colour transform (`--tint`: that
 channel raised, the others lowered), so how much of the style was learned is measurable: the colour
 gap between the published model's renders and the exemplars (per-channel means), as a fraction of the
-source's gap (1.0 = unchanged, 0 = matched). Training is the real trainer (`models.transfer`) with its
+source's gap (1.0 = unchanged, 0 = matched). Training is the real trainer (`models.training.transfer`) with its
 default settings apart from the image size and the schedule flags.
 
 `--overfit` trains on very few exemplars (8: 4 to train on, 4 held out) for long, so that the held-out
@@ -34,12 +34,12 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from models import checkpoints  # noqa: E402
-from models.configs import DiscriminatorConfig, TransferConfig  # noqa: E402
-from models.discriminator import Discriminator  # noqa: E402
-from models.exemplars import tensor_exemplars  # noqa: E402
-from models.stylegan2 import Generator  # noqa: E402
-from models.transfer_run import train_style  # noqa: E402
+from models.networks.discriminator import Discriminator  # noqa: E402
+from models.networks.stylegan2 import Generator  # noqa: E402
+from models.training.exemplars import tensor_exemplars  # noqa: E402
+from models.training.transfer_run import train_style  # noqa: E402
+from models.weights import checkpoints  # noqa: E402
+from service.core.configs import DiscriminatorConfig, TransferConfig  # noqa: E402
 from workers.demo import demo_configs  # noqa: E402
 
 TINTS = {"red": 0, "green": 1, "blue": 2}

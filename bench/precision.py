@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 import torch  # noqa: E402
 from learning import TINTS, colour_gap, samples, tint  # noqa: E402
 
-from models.configs import DiscriminatorConfig, TransferConfig  # noqa: E402
-from models.discriminator import Discriminator  # noqa: E402
-from models.exemplars import tensor_exemplars  # noqa: E402
-from models.stylegan2 import Generator  # noqa: E402
-from models.transfer import Trainer  # noqa: E402
+from models.networks.discriminator import Discriminator  # noqa: E402
+from models.networks.stylegan2 import Generator  # noqa: E402
+from models.training.exemplars import tensor_exemplars  # noqa: E402
+from models.training.transfer import Trainer  # noqa: E402
+from service.core.configs import DiscriminatorConfig, TransferConfig  # noqa: E402
 from workers.demo import demo_configs  # noqa: E402
 
 

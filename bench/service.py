@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 import httpx2 as httpx  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from workers.commands import start_redis  # noqa: E402
 from workers.demo import demo_registry  # noqa: E402
+from workers.redis_server import start_redis  # noqa: E402
 
 KEY = "bench-operator-key-000000001"
 

@@ -40,8 +40,8 @@ import importlib.util  # noqa: E402
 
 import httpx2 as httpx  # noqa: E402
 
-from workers.commands import start_redis  # noqa: E402
 from workers.demo import demo_registry  # noqa: E402
+from workers.redis_server import start_redis  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_service", ROOT / "bench" / "service.py")
 _service = importlib.util.module_from_spec(_spec)
@@ -66,11 +66,11 @@ def make_registry(directory: Path, size: int, networks: str) -> Path:
     if networks == "real":
         import torch
 
-        from models import checkpoints
-        from models.configs import GeneratorConfig, InverterConfig
-        from models.encoder import Inverter
-        from models.stylegan2 import Generator
-        from service.registry import Registry
+        from models.networks.encoder import Inverter
+        from models.networks.stylegan2 import Generator
+        from models.weights import checkpoints
+        from service.core.configs import GeneratorConfig, InverterConfig
+        from service.core.registry import Registry
 
         torch.manual_seed(0)
         registry = Registry(directory)
@@ -177,10 +177,10 @@ def queue_table(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def _networks(registry_dir: Path, device: str):
-    from models import checkpoints
-    from models.encoder import Inverter
-    from models.stylegan2 import Generator
-    from service.registry import Registry
+    from models.networks.encoder import Inverter
+    from models.networks.stylegan2 import Generator
+    from models.weights import checkpoints
+    from service.core.registry import Registry
 
     registry = Registry(registry_dir)
     inverter = checkpoints.load(registry.encoder_dir, expected=Inverter, device=device)
@@ -206,8 +206,8 @@ def _timed(fn, device: str, runs: int = 5) -> float:
 def stages_table(args: argparse.Namespace, tmp: Path) -> None:
     import torch
 
-    from models.compiled import CompileConfig, Programs
-    from models.stylizer import Stylizer, resolve_precision
+    from models.inference.compiled import CompileConfig, Programs
+    from models.inference.stylizer import Stylizer, resolve_precision
 
     make_registry(tmp / "stages", args.size, args.networks)
     inverter, generator = _networks(tmp / "stages", args.device)
@@ -254,9 +254,9 @@ def drift_table(args: argparse.Namespace, tmp: Path) -> None:
     import torch
     from PIL import Image
 
-    from models.alignment import FaceAligner
-    from models.configs import AlignerConfig
-    from models.stylizer import Stylizer
+    from models.inference.stylizer import Stylizer
+    from service.core.configs import AlignerConfig
+    from service.core.media.alignment import FaceAligner
 
     make_registry(tmp / "drift", args.drift_size, "real")
     inverter, generator = _networks(tmp / "drift", args.device)

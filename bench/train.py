@@ -40,11 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def run(size: int, device: str, repeats: int, micro_batch: int | None) -> dict:
     import torch
 
-    from models.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
-    from models.discriminator import Discriminator
-    from models.exemplars import tensor_exemplars
-    from models.stylegan2 import Generator
-    from models.transfer import Trainer
+    from models.networks.discriminator import Discriminator
+    from models.networks.stylegan2 import Generator
+    from models.training.exemplars import tensor_exemplars
+    from models.training.transfer import Trainer
+    from service.core.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
 
     torch.manual_seed(0)
     g = Generator(GeneratorConfig(size=size)).eval()

@@ -36,13 +36,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from models.alignment import FaceAligner  # noqa: E402
-from models.configs import AlignerConfig, GeneratorConfig, InverterConfig  # noqa: E402
-from models.encoder import Inverter  # noqa: E402
-from models.stylegan2 import Generator  # noqa: E402
-from models.video import VideoConfig, VideoStylizer, crop_centres, fill_gaps, smooth_tracks  # noqa: E402
-from models.video_io import VideoLimits, read_frames, write_video  # noqa: E402
-from models.video_run import find_tracks, run_video  # noqa: E402
+from models.inference.video import VideoConfig, VideoStylizer, crop_centres, fill_gaps, smooth_tracks  # noqa: E402
+from models.inference.video_run import find_tracks, run_video  # noqa: E402
+from models.networks.encoder import Inverter  # noqa: E402
+from models.networks.stylegan2 import Generator  # noqa: E402
+from service.core.configs import AlignerConfig, GeneratorConfig, InverterConfig  # noqa: E402
+from service.core.media.alignment import FaceAligner  # noqa: E402
+from service.core.media.video_io import VideoLimits, read_frames, write_video  # noqa: E402
 from workers.demo import demo_configs  # noqa: E402
 
 PHOTO = ROOT / "tests" / "data" / "faces" / "obama.jpg"

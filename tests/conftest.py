@@ -15,9 +15,9 @@ import pytest
 import torch
 from redis import Redis
 
-from models.configs import AttributeGeneratorConfig, GeneratorConfig
-from models.stylegan2 import Generator
-from workers.commands import redis_answers, start_redis
+from models.networks.stylegan2 import Generator
+from service.core.configs import AttributeGeneratorConfig, GeneratorConfig
+from workers.redis_server import redis_answers, start_redis
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

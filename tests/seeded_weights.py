@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.configs import GeneratorConfig
+from service.core.configs import GeneratorConfig
 
 DATA = Path(__file__).parent / "data"
 
 
 def rosinality_keys(size: int) -> list[tuple[str, tuple[int, ...]]]:
     """(key, shape) in rosinality state-dict order for Generator(size, 512, 8, channel_multiplier=2)."""
-    from models.stylegan2 import Generator
+    from models.networks.stylegan2 import Generator
 
     with torch.device("meta"):
         g = Generator(GeneratorConfig(size=size))

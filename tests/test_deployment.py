@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.config import Settings
+from service.core.settings import Settings
 from workers.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +44,9 @@ def test_services_and_their_commands_exist() -> None:
         args = parser.parse_args(services[name]["command"])  # the worker image's entrypoint is `agilegan`
         assert args.command == "worker"
         assert args.queues == name.split("-")[1]
-    assert re.search(r"uvicorn --factory service\.main:create_app", dockerfile("api.Dockerfile"))
-    from service.main import create_app  # the factory the API image runs
+    assert re.search(r"uvicorn --factory service\.api\.app:create_app", dockerfile("api.Dockerfile"))
+    assert re.findall(r"^COPY (\S+)", dockerfile("api.Dockerfile"), re.M) == ["docker/requirements-api.txt", "service"]
+    from service.api.app import create_app  # the factory the API image runs
 
     assert callable(create_app)
 
@@ -65,7 +66,7 @@ def test_healthchecks_point_at_real_endpoints() -> None:
     services = compose()["services"]
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     api_check = " ".join(services["api"]["healthcheck"]["test"])
-    from service.main import create_app
+    from service.api.app import create_app
 
     paths = set(create_app(Settings(api_keys="x" * 16 + ":client")).openapi()["paths"])
     assert "/healthz" in api_check and "/healthz" in paths

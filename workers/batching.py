@@ -30,14 +30,15 @@ from rq import Queue
 from rq.job import Job
 from torch.cuda import OutOfMemoryError as TorchOOM
 
-from models.alignment import AlignedFace, align_landmarks
-from models.attribute_generator import AttributeAwareGenerator
-from models.directions import apply_edits
-from models.encoder import image_to_tensor
-from models.images import load_image
-from models.style_strength import quantise_strength
-from models.stylizer import Stylized, to_image
-from service.contract import ALIGNED_SIZE, STYLIZE_FUNCTION, StylizeJob, cancel_key
+from models.inference.directions import apply_edits
+from models.inference.style_strength import quantise_strength
+from models.inference.stylizer import Stylized, to_image
+from models.networks.attribute_generator import AttributeAwareGenerator
+from models.networks.encoder import image_to_tensor
+from service.core.contract import ALIGNED_SIZE, FINISHED, STYLIZE_FUNCTION, StylizeJob, cancel_key
+from service.core.media.alignment import AlignedFace, align_landmarks
+from service.core.media.images import load_image
+from workers.runtime import ServedStyle
 
 log = logging.getLogger("agilegan.worker")
 POLL_S = 0.001
@@ -50,6 +51,7 @@ class Prepared:
     photo: Image.Image
     aligned: AlignedFace
     stylized: Stylized
+    served: ServedStyle  # the style and edits the job would otherwise read again
     batch_size: int
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -109,33 +111,38 @@ def precompute(rt: Any, payloads: list[dict[str, Any]]) -> dict[str, Prepared]:
 
 def _needs_work(rt: Any, job_id: str) -> bool:
     record = rt.jobs.get(job_id)
-    if not record or record.get("status") in ("succeeded", "canceled"):
+    if not record or record.get("status") in FINISHED:
         return False
     return not rt.redis.exists(cancel_key(job_id))
 
 
 def _run_group(rt: Any, members: list[tuple[StylizeJob, Image.Image, AlignedFace, float]]) -> dict[str, Prepared]:
     first = members[0][0]
-    stylizer = rt.stylizer(first.style)
+    served = rt.serve(first.style, first.edits)
+    return _render_group(rt, served, members)
+
+
+def _render_group(rt: Any, served: ServedStyle, members: list) -> dict[str, Prepared]:
+    """The group's images through `served` (the style and edits, read once for the group)."""
+    stylizer, edits = served.stylizer, served.edits
     if isinstance(stylizer.generator, AttributeAwareGenerator):
         return {}
-    edits = rt.edits(first.style, first.edits)
     try:
-        images, stages, compiled = _render(stylizer, [m[2].image for m in members], first, edits)
+        images, stages, compiled = _render(stylizer, [m[2].image for m in members], members[0][0], edits)
     except TorchOOM:
         if len(members) == 1:
             return {}
         torch.cuda.empty_cache()
         half = len(members) // 2
         log.warning("CUDA out of memory in a batch of %d: splitting it", len(members))
-        return {**_run_group(rt, members[:half]), **_run_group(rt, members[half:])}
+        return {**_render_group(rt, served, members[:half]), **_render_group(rt, served, members[half:])}
     out = {}
     share = {name: seconds / len(members) for name, seconds in stages.items()}
     for (job, photo, aligned, align_s), (image, wplus) in zip(members, images):
         strength = quantise_strength(job.strength)
         stylized = Stylized(image, None, wplus, None, None, job.structure, strength, compiled, share)
         timings = {"align": align_s, "generate": share["encode"] + share["synthesize"], **share}
-        out[job.job_id] = Prepared(photo, aligned, stylized, len(members), timings)
+        out[job.job_id] = Prepared(photo, aligned, stylized, served, len(members), timings)
     return out
 
 

@@ -1,7 +1,7 @@
 """`agilegan`: the one command-line entry point; subcommands come from the packages that own them.
 
 Run `agilegan --help` for the list. Model commands (weights import, generate, invert) live in
-`models.cli`; this module only assembles the parser, so importing it loads no torch.
+`models.cli.main`; this module only assembles the parser, so importing it loads no torch.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from models import cli as model_cli
+from models.cli import main as model_cli
 from workers import commands as service_commands
 
 

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import torch
 
-from models import checkpoints
-from models.checkpoint_files import Provenance
-from models.configs import DiscriminatorConfig, EncoderConfig, GeneratorConfig, InverterConfig, MappingConfig
-from models.discriminator import Discriminator
-from models.encoder import Inverter
-from models.stylegan2 import Generator
-from service.registry import Registry
+from models.networks.discriminator import Discriminator
+from models.networks.encoder import Inverter
+from models.networks.stylegan2 import Generator
+from models.weights import checkpoints
+from service.core.checkpoint_files import Provenance
+from service.core.configs import DiscriminatorConfig, EncoderConfig, GeneratorConfig, InverterConfig, MappingConfig
+from service.core.contract import StyleState
+from service.core.registry import Registry
 
 DEMO_STYLE = "demo"
 NOTE = "RANDOM WEIGHTS for the offline demo: outputs are abstract patterns. Import real weights (README)."
@@ -78,7 +79,7 @@ def demo_registry(registry_dir: Path, size: int = 1024, tiny: bool = False, seed
             {
                 "name": "Demo (random weights)",
                 "description": NOTE,
-                "status": "ready",
+                "status": StyleState.READY,
                 "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "labels": ["demo", "random-weights"],
             },

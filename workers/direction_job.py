@@ -1,7 +1,7 @@
 """The direction-fit job (train queue): two labelled photo sets → a supervised latent direction.
 
 The API found each photo's landmarks at upload; here each is aligned (the FFHQ crop), inverted by the
-chosen encoder to w+, and `models.directions.fit_direction` fits InterFaceGAN's linear boundary. The
+chosen encoder to w+, and `models.inference.directions.fit_direction` fits InterFaceGAN's linear boundary. The
 result, with its held-out accuracies and recommended layers, is written to the registry as
 `directions/<name>.npz` in the encoder's w space, and recorded as the job's result.
 """
@@ -13,38 +13,38 @@ from typing import Any
 
 import torch
 
-from models import directions
-from models.alignment import align_landmarks
-from models.encoder import image_to_tensor
-from models.errors import InputError
-from models.images import load_image
-from service.contract import ALIGNED_SIZE, FitDirectionJob
-from service.jobmetrics import count_failure
-from workers.runtime import StyleUnavailable, get_runtime
+from models.inference import directions
+from models.networks.encoder import image_to_tensor
+from service.core.contract import ALIGNED_SIZE, FitDirectionJob
+from service.core.errors import InputError
+from service.core.media.alignment import align_landmarks
+from service.core.media.images import load_image
+from workers.lifecycle import JobKind, Outcome, run_job
+from workers.runtime import Runtime, StyleUnavailable
 
 log = logging.getLogger("agilegan.worker")
 
 
+class FitDirectionKind(JobKind):
+    def cleanup(self, rt: Runtime, job: FitDirectionJob, outcome: Outcome) -> None:
+        rt.storage.delete_style_upload(job.upload_id)  # the labelled photos served their purpose
+
+
+FIT_DIRECTION = FitDirectionKind(
+    "fit-direction",
+    permanent=(InputError, StyleUnavailable, directions.DirectionError, FileNotFoundError),
+    default_code="fit_failed",
+    canceled=(),
+)
+
+
 def fit_direction_job(payload: dict[str, Any]) -> dict[str, Any]:
-    rt = get_runtime()
     job = FitDirectionJob.model_validate(payload)
-    if not rt.jobs.mark_running(job.job_id, rt.worker_name):
-        return {"skipped": "deleted"}
-    try:
-        result = _fit(rt, job)
-    except (InputError, StyleUnavailable, directions.DirectionError, FileNotFoundError) as e:
-        code = getattr(e, "code", "fit_failed")
-        rt.jobs.mark_failed(job.job_id, code, str(e))
-        count_failure(rt.redis, code)
-        rt.storage.delete_style_upload(job.upload_id)
-        return {"failed": code}
-    rt.jobs.mark_succeeded(job.job_id, result)
-    rt.storage.delete_style_upload(job.upload_id)
-    return result
+    return run_job(FIT_DIRECTION, job, lambda rt: _fit(rt, job))
 
 
 @torch.no_grad()
-def _fit(rt, job: FitDirectionJob) -> dict[str, Any]:
+def _fit(rt: Runtime, job: FitDirectionJob) -> dict[str, Any]:
     # 1. The encoder whose w space the direction lives in.
     inverter = rt.inverter_for(job.encoder)
     w_space = rt.registry.w_space(job.encoder)

@@ -1,10 +1,7 @@
-"""rq job functions, called by dotted path (`service.contract.STYLIZE_FUNCTION`).
+"""The stylize job (stylize queue), called by dotted path (`service.core.contract.STYLIZE_FUNCTION`).
 
-A job function reads its small payload, does its numbered steps on the process's warm runtime and
-records the outcome in our job record. Permanent failures (bad input, unavailable style) are recorded
-and *not* raised, so nothing retries them; transient errors are retried in process with backoff; what
-is still failing is raised to rq, and `on_stylize_failure` records it once no rq retry is left (rq's
-abandoned-job cleanup calls it too, for a job whose worker died).
+It reads its small payload and does its numbered steps on the process's warm runtime; the lifecycle around
+them (skip a finished job, running, retries, failed, canceled, succeeded) is `workers.lifecycle.run_job`.
 """
 
 from __future__ import annotations
@@ -15,69 +12,50 @@ import time
 from typing import Any
 
 from PIL import Image
-from redis.exceptions import ConnectionError as RedisConnectionError
-from torch.cuda import OutOfMemoryError as TorchOOM
 
-from models.alignment import align_landmarks, paste_back
-from models.directions import DirectionError
-from models.errors import InputError
-from models.images import load_image
-from models.stylizer import IncompatibleModels
-from service.contract import ALIGNED_SIZE, StylizeJob, cancel_key
-from service.jobmetrics import count_failure, observe
-from service.storage import InputMissing
+from models.inference.directions import DirectionError
+from models.inference.stylizer import IncompatibleModels
+from service.core.contract import ALIGNED_SIZE, StylizeJob, cancel_key
+from service.core.errors import InputError
+from service.core.jobmetrics import observe
+from service.core.media.alignment import align_landmarks, paste_back
+from service.core.media.images import load_image
+from service.core.storage import InputMissing
+from workers.lifecycle import TRANSIENT_BACKOFF_S, JobCanceled, JobKind, Outcome, on_job_failure, run_job
 from workers.runtime import Runtime, StyleUnavailable, get_runtime
 
 log = logging.getLogger("agilegan.worker")
-# In-process retries with backoff for transient errors (storage hiccups, Redis reconnects, CUDA OOM).
-# A worker that dies is different: rq re-queues its job at once (Retry without interval, so recovery
-# does not wait for a scheduler).
-TRANSIENT_BACKOFF_S = (1.0, 4.0)
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, RedisConnectionError, TorchOOM)
 
 
-class JobCanceled(Exception):
-    """The client canceled the job; raised between steps."""
+class StylizeKind(JobKind):
+    def cleanup(self, rt: Runtime, job: StylizeJob, outcome: Outcome) -> None:
+        if outcome == "lost" and rt.jobs.get(job.job_id) is None:
+            rt.storage.delete_job_files(job.job_id)  # deleted during its last step: nothing of it may stay
+
+
+STYLIZE = StylizeKind(
+    "stylize",
+    permanent=(InputError, InputMissing, StyleUnavailable, IncompatibleModels, DirectionError),
+    default_code="style_unavailable",
+    codes=((DirectionError, "edit_unavailable"),),
+    transient_backoff_s=TRANSIENT_BACKOFF_S,
+)
+on_stylize_failure = on_job_failure  # the callback's path in jobs queued before workers/lifecycle.py
 
 
 def stylize_job(payload: dict[str, Any]) -> dict[str, Any]:
-    rt = get_runtime()
     job = StylizeJob.model_validate(payload)
-    record = rt.jobs.get(job.job_id) or {}
-    if record.get("status") in ("succeeded", "canceled"):
-        return {"skipped": record["status"]}  # a re-run after success (abandoned-job mix-up): keep the result
-    if not record or not rt.jobs.mark_running(job.job_id, rt.worker_name):
-        return {"skipped": "deleted"}  # deleted by its owner before it ran (or its record expired)
-    timings: dict[str, float] = {"wait": max(0.0, time.time() - record.get("created_at", time.time()))}
-    for attempt in range(len(TRANSIENT_BACKOFF_S) + 1):
-        try:
-            result = _stylize(rt, job, timings)
-            break
-        except JobCanceled:
-            rt.jobs.mark_canceled(job.job_id)
-            return {"canceled": True}
-        except (InputError, InputMissing, StyleUnavailable, IncompatibleModels, DirectionError) as e:
-            code = "edit_unavailable" if isinstance(e, DirectionError) else getattr(e, "code", "style_unavailable")
-            rt.jobs.mark_failed(job.job_id, code, str(e))
-            count_failure(rt.redis, code)
-            return {"failed": code}
-        except TRANSIENT_ERRORS as e:
-            if attempt == len(TRANSIENT_BACKOFF_S):
-                raise  # rq records it (on_stylize_failure); a crash of the worker itself is retried by rq
-            log.warning(
-                "job %s: transient %s (%s); retrying in %.0f s",
-                job.job_id,
-                type(e).__name__,
-                e,
-                TRANSIENT_BACKOFF_S[attempt],
-            )
-            _release_gpu_memory()
-            time.sleep(TRANSIENT_BACKOFF_S[attempt])
-    if not rt.jobs.mark_succeeded(job.job_id, result):  # canceled or deleted during its last step
-        if rt.jobs.get(job.job_id) is None:
-            rt.storage.delete_job_files(job.job_id)  # deleted: nothing of it may stay
-        return {"skipped": "canceled"}
-    observe(rt.redis, timings)
+    timings: dict[str, float] = {}
+
+    def work(rt: Runtime) -> dict[str, Any]:
+        if "wait" not in timings:  # queued time, measured once (not again on a retry)
+            created = (rt.jobs.get(job.job_id) or {}).get("created_at", time.time())
+            timings["wait"] = max(0.0, time.time() - created)
+        return _stylize(rt, job, timings)
+
+    result = run_job(STYLIZE, job, work)
+    if "timings" in result:  # succeeded: the stage latencies go to /metrics
+        observe(get_runtime().redis, timings)
     return result
 
 
@@ -93,13 +71,13 @@ def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[st
             raise JobCanceled()
         rt.jobs.progress(job.job_id, name, fraction)
 
-    # 1. The style's models (cached by the worker).
-    stylizer = rt.stylizer(job.style)
+    # 1. The style's models (cached by the worker) and the edits: read once per job, or by its batch.
+    prepared = rt.prepared.pop(job.job_id, None)  # made in a batch with other jobs (workers/batching.py)
+    served = prepared.served if prepared is not None else rt.serve(job.style, job.edits)
+    stylizer, edits = served.stylizer, served.edits
     branch = None if job.attribute == "auto" else job.attribute
     if branch is not None and branch not in stylizer.branches:
         raise StyleUnavailable(f"style {job.style!r} has no attribute branch {branch!r}")
-    edits = rt.edits(job.style, job.edits)
-    prepared = rt.prepared.pop(job.job_id, None)  # made in a batch with other jobs (workers/batching.py)
     step("load", 0.1)
     if prepared is not None:
         photo, aligned, out = prepared.photo, prepared.aligned, prepared.stylized
@@ -128,6 +106,11 @@ def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[st
     # 5. Encode and store atomically.
     rt.storage.write_result(job.job_id, job.format, encode(image, job.format))
     step("store", 1.0)
+    return _result(job, out, image, prepared.batch_size if prepared is not None else 1, timings)
+
+
+def _result(job: StylizeJob, out: Any, image: Image.Image, batch_size: int, timings: dict[str, float]) -> dict:
+    """The job's result as its record keeps it: what was rendered, how, and the stage timings."""
     return {
         "branch": out.branch,
         "branch_source": out.branch_source,
@@ -135,20 +118,13 @@ def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[st
         "structure": out.structure,
         "strength": out.strength,
         "edits": [e.model_dump() for e in job.edits],
-        "batch_size": prepared.batch_size if prepared is not None else 1,
+        "batch_size": batch_size,
         "compiled": out.compiled,
         "width": image.size[0],
         "height": image.size[1],
         "format": job.format,
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }
-
-
-def _release_gpu_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:
@@ -161,22 +137,3 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     else:
         image.save(buf, format="WEBP", quality=92, method=4)
     return buf.getvalue()
-
-
-def on_stylize_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-    """rq failure callback: a job rq will retry shows as queued again (its worker died, or a transient
-    error outlived the in-process retries); once no retry is left, the failure is recorded."""
-    code, message = failure_code(exc_type, exc_value, "internal_error")
-    if job.retries_left:
-        log.warning("job %s failed (%s); %d retries left", job.id, code, job.retries_left)
-        get_runtime().jobs.mark_requeued(job.id, message)
-        return
-    get_runtime().jobs.mark_failed(job.id, code, message)
-    count_failure(connection, code)
-
-
-def failure_code(exc_type: Any, exc_value: Any, default: str) -> tuple[str, str]:
-    """(code, message) for a job failure that rq reports: a dead worker, a timeout, or `default`."""
-    name = getattr(exc_type, "__name__", str(exc_type))
-    code = "worker_lost" if name == "AbandonedJobError" else "timeout" if "Timeout" in name else default
-    return code, f"{name}: {exc_value}"[:300]

@@ -10,25 +10,29 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from redis import Redis
 
-from models import checkpoints, directions
-from models.attribute_classifier import AttributeClassifier
-from models.attribute_generator import AttributeAwareGenerator
-from models.compiled import CompileConfig, Programs, default_buckets
-from models.configs import AlignerConfig
-from models.encoder import Inverter
-from models.memory_format import MemoryFormatChoice, measure, set_channels_last
-from models.stylegan2 import Generator
-from models.stylizer import Stylizer, resolve_precision
-from service.config import Settings
-from service.jobstore import JobStore
-from service.registry import BASE_ENCODER, Registry
-from service.storage import Storage
+from models.inference import directions
+from models.inference.compiled import CompileConfig, Programs, default_buckets
+from models.inference.device import pick_device
+from models.inference.memory_format import MemoryFormatChoice, measure, set_channels_last
+from models.inference.stylizer import Stylizer, resolve_precision
+from models.networks.attribute_classifier import AttributeClassifier
+from models.networks.attribute_generator import AttributeAwareGenerator
+from models.networks.encoder import Inverter
+from models.networks.stylegan2 import Generator
+from models.weights import checkpoints
+from service.core.configs import AlignerConfig
+from service.core.contract import StyleState
+from service.core.jobstore import JobStore
+from service.core.registry import BASE_ENCODER, Registry, StyleInfo
+from service.core.settings import Settings
+from service.core.storage import Storage
 
 log = logging.getLogger("agilegan.worker")
 
@@ -37,10 +41,13 @@ class StyleUnavailable(Exception):
     """The style asked for is not (or no longer) servable."""
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+@dataclass(frozen=True)
+class ServedStyle:
+    """What one job uses of a style, read from the registry once (`Runtime.serve`)."""
+
+    info: StyleInfo
+    stylizer: Stylizer
+    edits: list[directions.Edit]
 
 
 class Runtime:
@@ -63,7 +70,7 @@ class Runtime:
         self.precision = resolve_precision(settings.inference_precision, self.device)
         buckets = settings.compile_bucket_sizes or default_buckets(self.max_batch, self.device.type == "cpu")
         self.programs = Programs(CompileConfig(settings.compile, buckets))
-        # NHWC or NCHW feature maps: fixed by the setting, or measured in `warm_up` (models/memory_format.py).
+        # NHWC or NCHW feature maps: fixed by the setting, or measured in `warm_up` (models/inference/memory_format.py).
         self.channels_last = settings.channels_last != "off"
         self.memory_format: MemoryFormatChoice | None = None
         self._inverters: dict[str, Inverter] = {}
@@ -96,10 +103,20 @@ class Runtime:
             self._inverters[encoder] = inverter
         return self._inverters[encoder]
 
-    def stylizer(self, style_id: str) -> Stylizer:
-        """The style's stylizer, loaded once and reloaded when its files change (LRU-bounded)."""
+    def serve(self, style_id: str, edit_specs: list | None = None) -> ServedStyle:
+        """What one job uses of a style, with the registry read once: its record, its stylizer (loaded once
+        and reloaded when its files change) and the job's edits. StyleUnavailable / DirectionError if not."""
         info = self.registry.style(style_id)
-        if info is None or info.status != "ready":
+        stylizer = self._stylizer(style_id, info)
+        return ServedStyle(info, stylizer, self._edits(info, stylizer, edit_specs or []))
+
+    def stylizer(self, style_id: str) -> Stylizer:
+        """The style's stylizer (warm-up, tests); a job takes `serve`."""
+        return self._stylizer(style_id, self.registry.style(style_id))
+
+    def _stylizer(self, style_id: str, info: StyleInfo | None) -> Stylizer:
+        """The style's stylizer, loaded once and reloaded when its files change (LRU-bounded)."""
+        if info is None or info.status != StyleState.READY:
             raise StyleUnavailable(f"style {style_id!r} is not available")
         directory = self.registry.style_dir(style_id)
         classifier, classifier_stamp = self._classifier()
@@ -109,23 +126,30 @@ class Runtime:
             if cached is not None and cached[0] == stamp:
                 self._styles.move_to_end(style_id)
                 return cached[1]
-            generator = checkpoints.load(directory, expected=(Generator, AttributeAwareGenerator), device=self.device)
-            set_channels_last(generator, self.channels_last)
-            source = None
-            if info.source is not None and isinstance(generator, Generator):
-                source = checkpoints.load(self.registry.root / info.source, expected=Generator, device=self.device)
-                set_channels_last(source, self.channels_last)
-            inverter = self.inverter_for(info.encoder)
-            stylizer = Stylizer(inverter, generator, classifier, source, self.precision, self.programs)
+            stylizer = self._load_stylizer(info, directory, classifier)
             self._styles[style_id] = (stamp, stylizer)
             self._styles.move_to_end(style_id)
-            budget = self.settings.style_cache_bytes
-            while len(self._styles) > 1 and (
-                len(self._styles) > self.settings.style_cache_size or (budget and self.style_cache_bytes() > budget)
-            ):
-                evicted, _ = self._styles.popitem(last=False)
-                log.info("evicted style %s from the cache (%d bytes loaded)", evicted, self.style_cache_bytes())
+            self._evict()
             return stylizer
+
+    def _load_stylizer(self, info: StyleInfo, directory: Path, classifier: AttributeClassifier | None) -> Stylizer:
+        generator = checkpoints.load(directory, expected=(Generator, AttributeAwareGenerator), device=self.device)
+        set_channels_last(generator, self.channels_last)
+        source = None
+        if info.source is not None and isinstance(generator, Generator):
+            source = checkpoints.load(self.registry.root / info.source, expected=Generator, device=self.device)
+            set_channels_last(source, self.channels_last)
+        inverter = self.inverter_for(info.encoder)
+        return Stylizer(inverter, generator, classifier, source, self.precision, self.programs)
+
+    def _evict(self) -> None:
+        """Least recently used styles out while the cache holds more than its count or byte budget."""
+        budget = self.settings.style_cache_bytes
+        while len(self._styles) > 1 and (
+            len(self._styles) > self.settings.style_cache_size or (budget and self.style_cache_bytes() > budget)
+        ):
+            evicted, _ = self._styles.popitem(last=False)
+            log.info("evicted style %s from the cache (%d bytes loaded)", evicted, self.style_cache_bytes())
 
     def style_cache_bytes(self) -> int:
         """Bytes the loaded styles hold on the device: each style's generator, its source generator and
@@ -140,15 +164,14 @@ class Runtime:
                         total += t.numel() * t.element_size()
         return total
 
-    def edits(self, style_id: str, specs: list) -> list[directions.Edit]:
-        """The edits of a job (`service.contract.EditSpec`s) as `models.directions.Edit`s for this style:
-        each set loaded once (reloaded when its file changes) and checked against the w space of the
-        style's encoder (the API checked too; a set may have been replaced since). DirectionError if not."""
+    def _edits(self, info: StyleInfo, stylizer: Stylizer, specs: list) -> list[directions.Edit]:
+        """The edits of a job (`service.core.contract.EditSpec`s) as `models.inference.directions.Edit`s for
+        this style: each set loaded once (reloaded when its file changes) and checked against the w space of
+        the style's encoder (the API checked too; a set may have been replaced since). DirectionError if not."""
         if not specs:
             return []
-        info = self.registry.style(style_id)
-        w_space = self.registry.w_space(info.encoder) if info else None
-        generator = self.stylizer(style_id).generator
+        w_space = self.registry.w_space(info.encoder)
+        generator = stylizer.generator
         out = []
         for spec in specs:
             path = self.registry.direction_path(spec.direction)
@@ -187,7 +210,7 @@ class Runtime:
 
         stylizers = []
         for info in self.registry.styles()[: self.settings.style_cache_size]:
-            if info.status == "ready":
+            if info.status == StyleState.READY:
                 try:
                     stylizers.append(self.stylizer(info.id))
                 except Exception:  # a broken style must not stop the worker

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.downloads import CATALOG, LPIPS_FILES, STYLE_PRESETS, Release, StylePreset, download, mirrored
-from service.registry import Registry
+from models.weights.downloads import CATALOG, LPIPS_FILES, STYLE_PRESETS, Release, StylePreset, download, mirrored
+from service.core.contract import StyleState
+from service.core.registry import Registry
 
 Progress = Callable[[str, int, int | None], None]  # (file name, bytes done, total or None)
 
@@ -59,7 +60,7 @@ def install_style(
     style_rel, encoder_rel = mirrored(catalog[preset.release], mirror), mirrored(catalog[preset.encoder], mirror)
     enc_id = encoder_id(encoder_rel)
     existing = registry.style(name)
-    if existing is not None and existing.status == "ready" and existing.encoder == enc_id:
+    if existing is not None and existing.status == StyleState.READY and existing.encoder == enc_id:
         return Installed(name, enc_id, False, [])
     if existing is not None and existing.provenance.get("source") != style_rel.file_name:
         raise InstallError(f"a different style {name!r} is already in the registry; retire it first")
@@ -74,7 +75,7 @@ def install_style(
     meta = {
         "name": preset.title,
         "description": f"{preset.description}. {style_rel.description}",
-        "status": "ready",
+        "status": StyleState.READY,
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "labels": ["facestylor", "public"],
         "encoder": enc_id,
@@ -128,7 +129,7 @@ def _import_atomically(
     fmt: str, src: Path, dest: Path, style_meta: dict | None = None, vgg: Path | None = None
 ) -> None:
     """Import `src` into a hidden sibling of `dest`, then rename it into place."""
-    from models.importers import ImportFailure, import_weights
+    from models.weights.importers import ImportFailure, import_weights
 
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The style-training job (train queue): exemplars from storage → `models.transfer_run.train_style`.
+"""The style-training job (train queue): exemplars from storage → `models.training.transfer_run.train_style`.
 
 Resumable: a re-queued job (its worker died) finds `train_state/` in the style directory and goes on
 from the last checkpoint. Cancel: the API sets a cancel key; training stops at its next step and the
@@ -12,6 +12,8 @@ import datetime
 import json
 import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,20 +21,19 @@ import torch
 from PIL import Image
 from torch import nn
 
-from models import checkpoints
-from models.alignment import align_landmarks
-from models.configs import TransferConfig
-from models.discriminator import Discriminator
-from models.errors import InputError
-from models.exemplars import ExemplarSet
-from models.images import load_image
-from models.stylegan2 import Generator
-from models.stylizer import to_image
-from models.transfer_run import TrainingCanceled, train_style
-from service.contract import TrainJob, style_cancel_key, style_progress_key
-from service.jobmetrics import count_failure
-from workers.jobs import failure_code
-from workers.runtime import Runtime, get_runtime
+from models.inference.stylizer import to_image
+from models.networks.discriminator import Discriminator
+from models.networks.stylegan2 import Generator
+from models.training.exemplars import ExemplarSet
+from models.training.transfer_run import TrainingCanceled, train_style
+from models.weights import checkpoints
+from service.core.configs import TransferConfig
+from service.core.contract import StyleState, TrainJob, style_cancel_key, style_progress_key
+from service.core.errors import InputError
+from service.core.media.alignment import align_landmarks
+from service.core.media.images import load_image
+from workers.lifecycle import JobKind, Outcome, record_crash, run_job
+from workers.runtime import Runtime
 from workers.style_install import InstallError, install_lpips
 
 log = logging.getLogger("agilegan.train")
@@ -42,52 +43,63 @@ class WorkerShutdown(Exception):
     """Raised to rq so that the checkpointed job is re-queued (its Retry budget allows for redeploys)."""
 
 
-def train_style_job(payload: dict[str, Any]) -> dict[str, Any]:
-    rt = get_runtime()
-    job = TrainJob.model_validate(payload)
-    if rt.registry.read_style_meta(job.style_id).get("status") in ("ready", "canceled", "retired"):
-        return {"skipped": True}
-    rt.jobs.mark_running(job.job_id, rt.worker_name)
-    rt.registry.update_style_meta(job.style_id, status="training")
-    try:
-        result = _train(rt, job)
-    except TrainingCanceled as e:
+class TrainKind(JobKind):
+    """A training job also keeps its style's record: training → ready | failed | canceled (or back to
+    pending when the worker shuts down mid-run: the checkpointed job resumes on the next worker)."""
+
+    def skip(self, rt: Runtime, job: TrainJob) -> str | None:
+        status = rt.registry.read_style_meta(job.style_id).get("status")
+        return status if status in (StyleState.READY, StyleState.CANCELED, StyleState.RETIRED) else None
+
+    def start(self, rt: Runtime, job: TrainJob) -> bool:
+        rt.jobs.mark_running(job.job_id, rt.worker_name)  # the style's record decides, not the job's
+        rt.registry.update_style_meta(job.style_id, status=StyleState.TRAINING)
+        return True
+
+    def cancel(self, rt: Runtime, job: TrainJob, error: BaseException) -> dict[str, Any]:
         if not rt.redis.exists(style_cancel_key(job.style_id)):  # the worker is shutting down (SIGTERM)
-            rt.registry.update_style_meta(job.style_id, status="pending")
-            raise WorkerShutdown("training checkpointed for a worker shutdown; it resumes on the next worker") from e
-        rt.registry.update_style_meta(job.style_id, status="canceled")
+            rt.registry.update_style_meta(job.style_id, status=StyleState.PENDING)
+            raise WorkerShutdown("training checkpointed for a worker shutdown; it resumes on the next worker")
+        rt.registry.update_style_meta(job.style_id, status=StyleState.CANCELED)
         rt.jobs.mark_canceled(job.job_id, "training canceled by an operator")
-        rt.storage.delete_style_upload(job.style_id)
         return {"canceled": True}
-    except (InputError, ValueError) as e:
-        code = getattr(e, "code", "invalid_training_input")
-        rt.registry.update_style_meta(job.style_id, status="failed", error={"code": code, "message": str(e)[:500]})
-        rt.jobs.mark_failed(job.job_id, code, str(e))
-        count_failure(rt.redis, code)
-        rt.storage.delete_style_upload(job.style_id)
-        return {"failed": code}
-    rt.registry.update_style_meta(
-        job.style_id, status="ready", training=result, ready_at=datetime.datetime.now(datetime.UTC).isoformat()
-    )
-    rt.jobs.mark_succeeded(job.job_id, result)
-    rt.storage.delete_style_upload(job.style_id)  # the exemplars served their purpose
-    return result
+
+    def failed(self, rt: Runtime, job: TrainJob, code: str, message: str) -> None:
+        rt.registry.update_style_meta(
+            job.style_id, status=StyleState.FAILED, error={"code": code, "message": message[:500]}
+        )
+
+    def publish(self, rt: Runtime, job: TrainJob, result: dict[str, Any]) -> None:
+        ready_at = datetime.datetime.now(datetime.UTC).isoformat()
+        rt.registry.update_style_meta(job.style_id, status=StyleState.READY, training=result, ready_at=ready_at)
+
+    def cleanup(self, rt: Runtime, job: TrainJob, outcome: Outcome) -> None:
+        rt.storage.delete_style_upload(job.style_id)  # the exemplars served their purpose, or never will
+
+    def crashed(self, rt: Runtime, payload: dict[str, Any], code: str, message: str) -> None:
+        style_id = payload.get("style_id")
+        if style_id:
+            rt.registry.update_style_meta(style_id, status=StyleState.FAILED, error={"code": code, "message": message})
+            rt.storage.delete_style_upload(style_id)
+
+
+TRAIN = TrainKind(
+    "train",
+    permanent=(InputError, ValueError),
+    default_code="invalid_training_input",
+    canceled=(TrainingCanceled,),
+    crash_code="training_error",
+)
+
+
+def train_style_job(payload: dict[str, Any]) -> dict[str, Any]:
+    job = TrainJob.model_validate(payload)
+    return run_job(TRAIN, job, lambda rt: _train(rt, job))
 
 
 def on_train_failure(job: Any, connection: Any, exc_type: Any, exc_value: Any, traceback: Any) -> None:
-    """rq failure callback: a job rq will retry shows as queued again; once no retry is left, the job
-    and its style are marked failed."""
-    rt = get_runtime()
-    code, message = failure_code(exc_type, exc_value, "training_error")
-    if job.retries_left:
-        rt.jobs.mark_requeued(job.id, message)
-        return
-    rt.jobs.mark_failed(job.id, code, message)
-    style_id = (job.args[0] if job.args else {}).get("style_id")
-    if style_id:
-        rt.registry.update_style_meta(style_id, status="failed", error={"code": code, "message": message})
-        rt.storage.delete_style_upload(style_id)
-    count_failure(connection, code)
+    """rq failure callback (`TRAIN_FAILURE_CALLBACK`): once no retry is left, the job and its style fail."""
+    record_crash(TRAIN, job, connection, exc_type, exc_value)
 
 
 def _perceptual(rt: Runtime, job: TrainJob) -> dict[str, Any]:
@@ -134,8 +146,43 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
     base = rt.registry.source_generator_dir
     source_g = checkpoints.load(base, expected=Generator, device=rt.device)
     source_d = checkpoints.load(base / "discriminator", expected=Discriminator, device=rt.device)
-    size = source_g.config.size
-    # 2. The exemplar crops, from the landmarks found at upload.
+    # 2. The exemplar crops, from the landmarks found at upload; the recipe.
+    exemplars = _exemplars(rt, job, source_g.config.size)
+    config = TransferConfig().with_overrides({**_perceptual(rt, job), **job.overrides})
+    out = rt.registry.style_dir(job.style_id)
+    preview = Preview(source_g, rt.registry.preview_path(job.style_id), rt.device)
+
+    # 3. Train, reporting progress and writing a preview of the generator at each evaluation.
+    def should_stop() -> bool:  # canceled by an operator, or the worker got SIGTERM
+        return rt.shutting_down or bool(rt.redis.exists(style_cancel_key(job.style_id)))
+
+    result = train_style(
+        source_g,
+        source_d,
+        exemplars,
+        config,
+        out,
+        device=rt.device,
+        progress=_progress_reporter(rt, job, preview),
+        should_stop=should_stop,
+        micro_batch=rt.settings.train_micro_batch or None,
+    )
+    preview.write(checkpoints.load(out, device=rt.device))
+    return {
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "best_score": result.best_score,
+        "stop_reason": result.stop_reason,
+        "branches": result.branches,
+        "perceptual": result.perceptual,
+        "exemplars": len(exemplars),
+        # the score curve, for the console's chart of a finished style (the full one is in training.json)
+        "curve": [{"step": c["step"], "score": c["score"], "terms": c["terms"]} for c in result.curve],
+    }
+
+
+def _exemplars(rt: Runtime, job: TrainJob, size: int) -> ExemplarSet:
+    """The uploaded exemplars as FFHQ crops of the generator's size, from the landmarks found at upload."""
     manifest, files = rt.storage.read_style_upload(job.style_id)
     crops, labels, names = [], [], []
     for i, (entry, data) in enumerate(zip(manifest["files"], files)):
@@ -145,21 +192,19 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
         crops.append(torch.from_numpy(np.asarray(crop, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1))
         labels.append(entry["label"])
         names.append(entry["name"])
-    exemplars = ExemplarSet(torch.stack(crops), labels, names)
-    overrides = {**_perceptual(rt, job), **job.overrides}
-    config = TransferConfig().with_overrides(overrides)
-    out = rt.registry.style_dir(job.style_id)
-    preview = rt.registry.preview_path(job.style_id)
-    preview_latents = torch.randn(
-        4, source_g.config.n_latent, source_g.config.style_dim, generator=torch.Generator().manual_seed(1234)
-    ).to(rt.device)
-    last = {"t": 0.0}
+    return ExemplarSet(torch.stack(crops), labels, names)
 
-    # 3. Train, reporting progress and writing a preview of the generator at each evaluation.
+
+def _progress_reporter(rt: Runtime, job: TrainJob, preview: Preview) -> Callable[[dict[str, Any]], None]:
+    """Training's progress callback: the preview at each evaluation, and the live progress hash (step,
+    losses, best score, ETA, the score curve) throttled to once a second except at evaluations."""
+    last = {"t": 0.0}
+    key = style_progress_key(job.style_id)
+
     def progress(info: dict[str, Any]) -> None:
         now = time.monotonic()
         if info["model"] is not None:
-            _write_preview(info["model"], source_g, preview_latents, preview)
+            preview.write(info["model"])
         if now - last["t"] < 1.0 and info["score"] is None:
             return
         last["t"] = now
@@ -173,42 +218,29 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
             **({"preview_step": info["step"]} if info["model"] is not None else {}),
         }
         with rt.redis.pipeline() as p:
-            p.hset(style_progress_key(job.style_id), mapping=fields)
+            p.hset(key, mapping=fields)
             if info["score"] is not None:
-                p.rpush(
-                    style_progress_key(job.style_id) + ":curve",
-                    json.dumps({"step": info["step"], "score": info["score"]}),
-                )
-            p.expire(style_progress_key(job.style_id), 7 * 86400)
+                p.rpush(key + ":curve", json.dumps({"step": info["step"], "score": info["score"]}))
+            p.expire(key, 7 * 86400)
             p.execute()
         rt.jobs.progress(job.job_id, "training", info["step"] / info["max_steps"])
 
-    def should_stop() -> bool:  # canceled by an operator, or the worker got SIGTERM
-        return rt.shutting_down or bool(rt.redis.exists(style_cancel_key(job.style_id)))
+    return progress
 
-    result = train_style(
-        source_g,
-        source_d,
-        exemplars,
-        config,
-        out,
-        device=rt.device,
-        progress=progress,
-        should_stop=should_stop,
-        micro_batch=rt.settings.train_micro_batch or None,
-    )
-    _write_preview(checkpoints.load(out, device=rt.device), source_g, preview_latents, preview)
-    return {
-        "steps": result.steps,
-        "best_step": result.best_step,
-        "best_score": result.best_score,
-        "stop_reason": result.stop_reason,
-        "branches": result.branches,
-        "perceptual": result.perceptual,
-        "exemplars": len(exemplars),
-        # the score curve, for the console's chart of a finished style (the full one is in training.json)
-        "curve": [{"step": c["step"], "score": c["score"], "terms": c["terms"]} for c in result.curve],
-    }
+
+class Preview:
+    """The operator's preview grid of a style: top row fixed FFHQ portraits (the source generator),
+    bottom row the same latents through the style being trained (each evaluation's generator during
+    training, the published one after)."""
+
+    def __init__(self, source_g: Generator, path: Path, device: torch.device) -> None:
+        self.source_g, self.path = source_g, path
+        generator = torch.Generator().manual_seed(1234)
+        n_latent, style_dim = source_g.config.n_latent, source_g.config.style_dim
+        self.latents = torch.randn(4, n_latent, style_dim, generator=generator).to(device)
+
+    def write(self, style: nn.Module) -> None:
+        _write_preview(style, self.source_g, self.latents, self.path)
 
 
 @torch.no_grad()

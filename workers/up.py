@@ -13,7 +13,9 @@ import sys
 import time
 import urllib.request
 
-from workers.commands import first_run_style, load_settings, redis_answers, redis_argv, wait_for_redis
+from service.core.settings import Settings
+from workers.first_run import first_run_style
+from workers.redis_server import redis_answers, redis_argv, wait_for_redis
 
 UP_WORKER_NICE = 10
 UP_QUEUES = ("stylize", "train", "video")  # one worker each: an hour of training never holds up a portrait
@@ -23,12 +25,12 @@ def run_up() -> None:
     """Everything on this machine, supervised (workers/supervisor.py): Redis (when none answers), the demo
     registry (when empty), a worker per queue and the API. A child that dies is restarted with backoff;
     `up` stops, and stops every child, only on SIGINT/SIGTERM."""
-    from service.auth import ensure_operator_key
-    from service.registry import Registry
+    from service.core.auth import ensure_operator_key
+    from service.core.registry import Registry
     from workers.demo import demo_registry
     from workers.supervisor import ChildSpec, Supervisor
 
-    settings = load_settings()
+    settings = Settings()
     stop = {"signal": None}
 
     def on_signal(signum: int, _frame: object) -> None:

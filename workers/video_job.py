@@ -1,4 +1,4 @@
-"""The video job (video queue): `models.video_run.run_video` on the worker's warm models.
+"""The video job (video queue): `models.inference.video_run.run_video` on the worker's warm models.
 
 Resumable: its work files live in storage's video folder of the job (landmarks, one file per finished
 chunk of frames), so a job re-run after its worker died (rq re-queues it) skips what is done. Cancel:
@@ -10,68 +10,55 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from models.alignment import FaceAligner, align_landmarks
-from models.attribute_generator import AttributeAwareGenerator
-from models.directions import DirectionError, apply_edits
-from models.errors import InputError
-from models.images import load_image
-from models.stylizer import IncompatibleModels
-from models.video import VideoConfig, VideoStylizer
-from models.video_io import SUFFIXES
-from models.video_run import VideoCanceled, run_video
-from service.contract import AnimateJob, cancel_key
-from service.jobmetrics import count_failure
-from workers.runtime import Runtime, StyleUnavailable, get_runtime
+from models.inference.directions import DirectionError, apply_edits
+from models.inference.stylizer import IncompatibleModels
+from models.inference.video import VideoConfig, VideoStylizer
+from models.inference.video_run import VideoCanceled, run_video
+from models.networks.attribute_generator import AttributeAwareGenerator
+from service.core.contract import AnimateJob, cancel_key
+from service.core.errors import InputError
+from service.core.media.alignment import FaceAligner, align_landmarks
+from service.core.media.images import load_image
+from service.core.media.video_io import SUFFIXES
+from workers.lifecycle import JobKind, Outcome, run_job
+from workers.runtime import Runtime, ServedStyle, StyleUnavailable
 
 log = logging.getLogger("agilegan.worker")
 
 
+class AnimateKind(JobKind):
+    def cleanup(self, rt: Runtime, job: AnimateJob, outcome: Outcome) -> None:
+        if outcome == "lost":  # canceled or deleted during the last step
+            rt.storage.delete_job_files(job.job_id)
+        else:
+            rt.storage.delete_video_work(job.job_id)
+
+
+ANIMATE = AnimateKind(
+    "animate",
+    permanent=(InputError, StyleUnavailable, IncompatibleModels, DirectionError, FileNotFoundError),
+    default_code="style_unavailable",
+    codes=((DirectionError, "edit_unavailable"),),
+    canceled=(VideoCanceled,),
+)
+
+
 def animate_job(payload: dict[str, Any]) -> dict[str, Any]:
-    rt = get_runtime()
     job = AnimateJob.model_validate(payload)
-    record = rt.jobs.get(job.job_id) or {}
-    if record.get("status") in ("succeeded", "canceled"):
-        return {"skipped": record["status"]}
-    if not record or not rt.jobs.mark_running(job.job_id, rt.worker_name):
-        return {"skipped": "deleted"}
-    try:
-        result = _animate(rt, job)
-    except VideoCanceled:
-        rt.jobs.mark_canceled(job.job_id)
-        rt.storage.delete_video_work(job.job_id)
-        return {"canceled": True}
-    except (InputError, StyleUnavailable, IncompatibleModels, DirectionError, FileNotFoundError) as e:
-        code = getattr(e, "code", "edit_unavailable" if isinstance(e, DirectionError) else "style_unavailable")
-        rt.jobs.mark_failed(job.job_id, code, str(e))
-        count_failure(rt.redis, code)
-        rt.storage.delete_video_work(job.job_id)
-        return {"failed": code}
-    if rt.jobs.mark_succeeded(job.job_id, result):
-        rt.storage.delete_video_work(job.job_id)
-    else:  # canceled or deleted during the last step
-        rt.storage.delete_job_files(job.job_id)
-    return result
+    return run_job(ANIMATE, job, lambda rt: _animate(rt, job))
 
 
 def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
     folder = rt.storage.video_dir(job.job_id)
     # 1. The style's models, the edits, the renderer (structure, strength; constant noise).
-    stylizer = rt.stylizer(job.style)
-    edits = rt.edits(job.style, job.edits)
-
-    @torch.no_grad()
-    def render(wplus: torch.Tensor) -> torch.Tensor:
-        wplus = apply_edits(wplus, edits)
-        if isinstance(stylizer.generator, AttributeAwareGenerator):
-            with stylizer.autocast():  # the worker's inference precision (AGILEGAN_INFERENCE_PRECISION)
-                return stylizer.generator(wplus, branch=stylizer.default_branch, space="wplus", noise="const").float()
-        return stylizer.render(wplus, job.structure, job.strength, "const")  # compiled programs when warmed
-
+    served = rt.serve(job.style, job.edits)
+    stylizer = served.stylizer
     config = VideoConfig(mode=job.mode, output=job.output, size=job.size, batch=rt.settings.video_batch)
     # 2. The portrait (retarget), aligned from the landmarks found at upload.
     portrait = photo = None
@@ -80,20 +67,10 @@ def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
         side = max(job.size, stylizer.inverter.config.encoder.input_size)
         portrait = align_landmarks(photo, job.portrait_landmarks, side, rt.settings.align_transform_size)
     n = stylizer.generator.n_latent
+    render = _renderer(served, job)
     video = VideoStylizer(stylizer.inverter, render, n, config, portrait, photo, encode=stylizer.encode)
-    limits = rt.settings.video_limits()
 
     # 3. Run in resumable chunks, reporting frames and ETA; stop when canceled or shutting down.
-    def progress(info: dict[str, Any]) -> None:
-        total = max(info["total"], 1)
-        share = 0.1 if info["stage"] == "finding faces" else 0.95 if info["stage"] == "encoding" else 0.85
-        base = 0.0 if info["stage"] == "finding faces" else 0.1
-        fraction = base + share * info["done"] / total if info["stage"] != "encoding" else 0.95
-        detail = {"frames_done": info["done"], "frames_total": info["total"]}
-        if "eta_s" in info:
-            detail["eta_s"] = round(info["eta_s"], 1)
-        rt.jobs.progress(job.job_id, info["stage"], min(fraction, 0.99), detail)
-
     def should_stop() -> bool:
         return bool(rt.redis.exists(cancel_key(job.job_id)))
 
@@ -106,8 +83,8 @@ def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
             video,
             FaceAligner(rt.aligner_config),
             folder / "work",
-            limits,
-            progress=progress,
+            rt.settings.video_limits(),
+            progress=lambda info: _report(rt, job, info),
             should_stop=should_stop,
             chunk_frames=rt.settings.video_chunk_frames,
             fps=job.fps,
@@ -125,3 +102,31 @@ def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
         "seconds": result.seconds,
         "edits": [e.model_dump() for e in job.edits],
     }
+
+
+def _renderer(served: ServedStyle, job: AnimateJob) -> Callable[[torch.Tensor], torch.Tensor]:
+    """w+ [N, L, D] → frames [N, 3, H, W]: the job's edits, then the style (its structure and strength,
+    constant noise; compiled programs when warmed), at the worker's inference precision."""
+    stylizer, edits = served.stylizer, served.edits
+
+    @torch.no_grad()
+    def render(wplus: torch.Tensor) -> torch.Tensor:
+        wplus = apply_edits(wplus, edits)
+        if isinstance(stylizer.generator, AttributeAwareGenerator):
+            with stylizer.autocast():  # the worker's inference precision (AGILEGAN_INFERENCE_PRECISION)
+                return stylizer.generator(wplus, branch=stylizer.default_branch, space="wplus", noise="const").float()
+        return stylizer.render(wplus, job.structure, job.strength, "const")
+
+    return render
+
+
+def _report(rt: Runtime, job: AnimateJob, info: dict[str, Any]) -> None:
+    """A progress report of `run_video` into the job record: stage, fraction, frames done and total, ETA."""
+    total = max(info["total"], 1)
+    share = 0.1 if info["stage"] == "finding faces" else 0.95 if info["stage"] == "encoding" else 0.85
+    base = 0.0 if info["stage"] == "finding faces" else 0.1
+    fraction = base + share * info["done"] / total if info["stage"] != "encoding" else 0.95
+    detail = {"frames_done": info["done"], "frames_total": info["total"]}
+    if "eta_s" in info:
+        detail["eta_s"] = round(info["eta_s"], 1)
+    rt.jobs.progress(job.job_id, info["stage"], min(fraction, 0.99), detail)

@@ -27,8 +27,8 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from rq.worker import WorkerStatus
 
-from service.config import Settings
-from service.contract import QUEUES, STYLIZE_QUEUE, VIDEO_QUEUE
+from service.core.contract import QUEUES, STYLIZE_QUEUE, VIDEO_QUEUE
+from service.core.settings import Settings
 from workers import batching
 from workers import runtime as runtime_module
 from workers.orphans import requeue_orphaned_claims
@@ -149,7 +149,7 @@ def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> No
     rt.worker = worker
     sweeper = threading.Thread(target=_sweep_loop, args=(rt, settings), daemon=True)
     sweeper.start()
-    worker.work(burst=burst, logging_level="INFO")  # no scheduler: retries are immediate (see workers/jobs.py)
+    worker.work(burst=burst, logging_level="INFO")  # no scheduler: retries are immediate (see workers/lifecycle.py)
 
 
 def _sweep_loop(rt: runtime_module.Runtime, settings: Settings) -> None:

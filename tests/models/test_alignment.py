@@ -13,9 +13,8 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from models.alignment import AlignedFace, FaceAligner, ffhq_quad, packaged_model_dir, paste_back
-from models.configs import AlignerConfig
-from models.errors import (
+from service.core.configs import AlignerConfig
+from service.core.errors import (
     FaceIndexOutOfRange,
     FaceTooSmall,
     ImageTooLarge,
@@ -23,7 +22,8 @@ from models.errors import (
     NoFaceFound,
     UnsupportedFormat,
 )
-from models.images import load_image
+from service.core.media.alignment import AlignedFace, FaceAligner, ffhq_quad, packaged_model_dir, paste_back
+from service.core.media.images import load_image
 
 pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from models import checkpoints
-from models.attribute_classifier import AttributeClassifier, fit_classifier
-from models.attribute_generator import AttributeAwareGenerator
-from models.configs import AttributeClassifierConfig, AttributeGeneratorConfig
-from models.stylizer import Stylizer
+from models.inference.stylizer import Stylizer
+from models.networks.attribute_classifier import AttributeClassifier, fit_classifier
+from models.networks.attribute_generator import AttributeAwareGenerator
+from models.weights import checkpoints
+from service.core.configs import AttributeClassifierConfig, AttributeGeneratorConfig
 from tests.conftest import seeded
 from workers.demo import demo_configs
 
@@ -37,7 +37,7 @@ def test_fit_separates_labelled_latents_and_round_trips(tmp_path: Path) -> None:
 
 def test_the_stylizer_takes_the_branch_from_the_request_the_classifier_or_the_default() -> None:
     inverter_config, generator_config = demo_configs(32, tiny=True)
-    from models.encoder import Inverter
+    from models.networks.encoder import Inverter
 
     inverter = Inverter(inverter_config).eval()
     style = seeded(AttributeAwareGenerator(AttributeGeneratorConfig(generator_config, split_resolution=16)), 3)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.attribute_generator import AttributeAwareGenerator
-from models.configs import AttributeGeneratorConfig, ConfigError, GeneratorConfig
-from models.stylegan2 import Generator
+from models.networks.attribute_generator import AttributeAwareGenerator
+from models.networks.stylegan2 import Generator
+from service.core.configs import AttributeGeneratorConfig, ConfigError, GeneratorConfig
 from tests.conftest import seeded
 from tests.seeded_weights import rel_l2
 

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from models.augment import AdaptiveP, apply_colour, apply_geometric, augment, colour_matrix, geometric_matrix
-from models.configs import TransferConfig
-from models.transfer import sample_reals
+from models.training.augment import AdaptiveP, apply_colour, apply_geometric, augment, colour_matrix, geometric_matrix
+from models.training.transfer import sample_reals
+from service.core.configs import TransferConfig
 
 
 def smooth_images(b: int = 8, size: int = 32) -> torch.Tensor:

@@ -9,10 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models import checkpoints
-from models.attribute_generator import AttributeAwareGenerator
-from models.checkpoint_files import CheckpointError, Provenance, read_info, sha256_file
-from models.configs import (
+from models.networks.attribute_generator import AttributeAwareGenerator
+from models.networks.discriminator import Discriminator
+from models.networks.encoder import Inverter
+from models.networks.stylegan2 import Generator
+from models.weights import checkpoints
+from service.core.checkpoint_files import CheckpointError, Provenance, read_info, sha256_file
+from service.core.configs import (
     AttributeGeneratorConfig,
     DiscriminatorConfig,
     EncoderConfig,
@@ -20,9 +23,6 @@ from models.configs import (
     InverterConfig,
     MappingConfig,
 )
-from models.discriminator import Discriminator
-from models.encoder import Inverter
-from models.stylegan2 import Generator
 from tests.conftest import seeded
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from models import checkpoints
-from models.configs import EncoderConfig, InverterConfig, MappingConfig
-from models.encoder import Inverter, image_to_tensor
-from models.stylegan2 import Generator
+from models.networks.encoder import Inverter, image_to_tensor
+from models.networks.stylegan2 import Generator
+from models.weights import checkpoints
+from service.core.configs import EncoderConfig, InverterConfig, MappingConfig
 from tests.cli import agilegan
 from tests.conftest import seeded
 

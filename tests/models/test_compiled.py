@@ -1,4 +1,4 @@
-"""Compiled inference programs (models/compiled.py): weights as inputs, batch buckets, and no compile
+"""Compiled inference programs (models/inference/compiled.py): weights as inputs, batch buckets, and no compile
 after warm-up.
 
 These run dynamo's real tracing, guards and graph caches with the `aot_eager` backend, which skips
@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from models.compiled import CompileConfig, Programs, default_buckets
-from models.configs import EncoderConfig, GeneratorConfig, InverterConfig
-from models.encoder import Inverter
-from models.stylegan2 import Generator
-from models.stylizer import Stylizer
+from models.inference.compiled import CompileConfig, Programs, default_buckets
+from models.inference.stylizer import Stylizer
+from models.networks.encoder import Inverter
+from models.networks.stylegan2 import Generator
+from service.core.configs import EncoderConfig, GeneratorConfig, InverterConfig
 from tests.conftest import seeded
 
 BACKEND = "aot_eager"

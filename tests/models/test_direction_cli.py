@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from models import checkpoints
-from models.checkpoint_files import w_space_id
-from models.directions import load, sefa
-from models.stylegan2 import Generator
+from models.inference.directions import load, sefa
+from models.networks.stylegan2 import Generator
+from models.weights import checkpoints
+from service.core.checkpoint_files import w_space_id
 from tests.cli import agilegan
 from tests.exemplar_data import FACES, labelled_photo_zips
 from workers.demo import demo_registry

@@ -1,4 +1,4 @@
-"""Latent directions (models/directions.py): SeFa against an independent numpy implementation, the
+"""Latent directions (models/inference/directions.py): SeFa against an independent numpy implementation, the
 supervised fit recovering a planted direction, edits by the formula, and the file format."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.configs import GeneratorConfig
-from models.directions import (
+from models.inference.directions import (
     DirectionError,
     DirectionSet,
     Edit,
@@ -21,7 +20,8 @@ from models.directions import (
     parse_layers,
     sefa,
 )
-from models.stylegan2 import Generator
+from models.networks.stylegan2 import Generator
+from service.core.configs import GeneratorConfig
 from tests.conftest import seeded
 from tests.seeded_weights import rosinality_weights
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from models.configs import DiscriminatorConfig
-from models.discriminator import Discriminator
+from models.networks.discriminator import Discriminator
+from service.core.configs import DiscriminatorConfig
 from tests.conftest import seeded
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import checkpoints
-from models.downloads import CATALOG, DownloadError, Release, download, fetch_release
-from models.stylegan2 import Generator
+from models.networks.stylegan2 import Generator
+from models.weights import checkpoints
+from models.weights.downloads import CATALOG, DownloadError, Release, download, fetch_release
 from tests.http_files import FileServer, serve_folder
 
 

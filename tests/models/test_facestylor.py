@@ -16,11 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import checkpoints
-from models.encoder import Inverter, image_to_tensor
-from models.importers import convert_facestylor_encoder, convert_facestylor_transfer, import_weights
-from models.style_strength import blend_generators, interpolate_generators, render
-from models.stylegan2 import Generator
+from models.inference.style_strength import blend_generators, interpolate_generators, render
+from models.networks.encoder import Inverter, image_to_tensor
+from models.networks.stylegan2 import Generator
+from models.weights import checkpoints
+from models.weights.importers import convert_facestylor_encoder, convert_facestylor_transfer, import_weights
 from tests.facestylor_weights import DATA, checkpoint_file, generator_entries, image_u8, manifest, weights
 
 G64 = DATA / "facestylor_g64_s11.npz"
@@ -174,8 +174,8 @@ def test_the_real_checkpoint_layouts_import_strictly(name, convert, size, train_
 def test_interpolated_generators_are_cached_per_quantised_strength(g64) -> None:
     """The worker's Stylizer interpolates once per (style, strength step), keeps a few, and renders
     a blend equal to interpolating on the spot."""
-    from models.configs import EncoderConfig, InverterConfig, MappingConfig
-    from models.stylizer import INTERPOLATED_CACHE, IncompatibleModels, Stylizer
+    from models.inference.stylizer import INTERPOLATED_CACHE, IncompatibleModels, Stylizer
+    from service.core.configs import EncoderConfig, InverterConfig, MappingConfig
 
     source, style = g64
     config = InverterConfig(

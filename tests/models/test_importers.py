@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from models import checkpoints
-from models.attribute_generator import AttributeAwareGenerator
-from models.configs import AttributeGeneratorConfig, EncoderConfig, GeneratorConfig, InverterConfig, MappingConfig
-from models.discriminator import Discriminator
-from models.encoder import Inverter
-from models.importers import ImportFailure, import_weights, infer_generator_config
-from models.stylegan2 import Generator
+from models.networks.attribute_generator import AttributeAwareGenerator
+from models.networks.discriminator import Discriminator
+from models.networks.encoder import Inverter
+from models.networks.stylegan2 import Generator
+from models.weights import checkpoints
+from models.weights.importers import ImportFailure, import_weights, infer_generator_config
+from service.core.configs import AttributeGeneratorConfig, EncoderConfig, GeneratorConfig, InverterConfig, MappingConfig
 from tests.conftest import seeded
 from tests.seeded_weights import DATA, rosinality_weights
 
@@ -177,7 +177,7 @@ def _mmgen_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _rosinality_names_bgr(mm: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    from models.importers import mmgen_key
+    from models.weights.importers import mmgen_key
 
     return {mmgen_key(k): v for k, v in mm.items()}
 

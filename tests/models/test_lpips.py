@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import checkpoints
-from models.configs import LPIPSConfig, TransferConfig
-from models.importers import ImportFailure, import_weights
-from models.lpips import LPIPS
+from models.networks.lpips import LPIPS
+from models.weights import checkpoints
+from models.weights.importers import ImportFailure, import_weights
+from service.core.configs import LPIPSConfig, TransferConfig
 
 
 def _official_files(tmp_path: Path) -> tuple[Path, Path, LPIPS]:
@@ -48,11 +48,11 @@ def test_key_layout_import_and_distance(tmp_path: Path) -> None:
 
 
 def test_training_uses_lpips_when_configured(tmp_path: Path) -> None:
-    from models.configs import DiscriminatorConfig, GeneratorConfig
-    from models.discriminator import Discriminator
-    from models.exemplars import tensor_exemplars
-    from models.stylegan2 import Generator
-    from models.transfer_run import train_style
+    from models.networks.discriminator import Discriminator
+    from models.networks.stylegan2 import Generator
+    from models.training.exemplars import tensor_exemplars
+    from models.training.transfer_run import train_style
+    from service.core.configs import DiscriminatorConfig, GeneratorConfig
     from tests.conftest import seeded
 
     heads, vgg, _ = _official_files(tmp_path)

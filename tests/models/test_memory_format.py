@@ -1,4 +1,4 @@
-"""Channels-last or contiguous feature maps (models/memory_format.py): the same images either way, and
+"""Channels-last or contiguous feature maps (models/inference/memory_format.py): the same images either way, and
 the measured choice is the faster one, applied to every network."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-from models.configs import EncoderConfig, GeneratorConfig, InverterConfig
-from models.encoder import Inverter
-from models.memory_format import measure, set_channels_last, uses_channels_last
-from models.stylegan2 import Generator
+from models.inference.memory_format import measure, set_channels_last, uses_channels_last
+from models.networks.encoder import Inverter
+from models.networks.stylegan2 import Generator
+from service.core.configs import EncoderConfig, GeneratorConfig, InverterConfig
 from tests.conftest import seeded
 
 pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests

@@ -1,12 +1,12 @@
-"""The feature space that scores style training (models/metrics.py): palette in KID, not in consistency."""
+"""The feature space that scores style training (models/training/metrics.py): palette in KID, not in consistency."""
 
 from __future__ import annotations
 
 import torch
 
-from models.configs import DiscriminatorConfig
-from models.discriminator import Discriminator
-from models.metrics import SourceFeatures, kid
+from models.networks.discriminator import Discriminator
+from models.training.metrics import SourceFeatures, kid
+from service.core.configs import DiscriminatorConfig
 from tests.conftest import seeded
 
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from models import checkpoints
-from models.encoder import Inverter
-from models.stylegan2 import Generator
-from models.stylizer import Stylizer, resolve_precision
+from models.inference.stylizer import Stylizer, resolve_precision
+from models.networks.encoder import Inverter
+from models.networks.stylegan2 import Generator
+from models.weights import checkpoints
 from tests.exemplar_data import FACES
 from workers.demo import demo_registry
 

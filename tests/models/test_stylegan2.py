@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.configs import GeneratorConfig
-from models.stylegan2 import Generator
-from models.synthesis import mix_styles
+from models.networks.stylegan2 import Generator
+from models.networks.synthesis import mix_styles
+from service.core.configs import GeneratorConfig
 from tests.conftest import seeded
 from tests.seeded_weights import DATA, rel_l2, rosinality_cases, rosinality_weights
 

@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import checkpoints
-from models.attribute_generator import AttributeAwareGenerator
-from models.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
-from models.discriminator import Discriminator
-from models.exemplars import tensor_exemplars
-from models.stylegan2 import Generator
-from models.transfer import Trainer, _split, ema_beta
-from models.transfer_eval import EarlyStopping
-from models.transfer_run import StepClock, TrainingCanceled, train_style
+from models.networks.attribute_generator import AttributeAwareGenerator
+from models.networks.discriminator import Discriminator
+from models.networks.stylegan2 import Generator
+from models.training.exemplars import tensor_exemplars
+from models.training.transfer import Trainer, _split, ema_beta
+from models.training.transfer_eval import EarlyStopping
+from models.training.transfer_run import StepClock, TrainingCanceled, train_style
+from models.weights import checkpoints
+from service.core.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
+from service.core.exemplar_files import MIN_EXEMPLARS
 from tests.conftest import seeded
 from tests.exemplar_data import exemplar_zip_bytes
 
@@ -251,6 +252,8 @@ def test_the_train_style_command(source, tmp_path: Path) -> None:
         str(tmp_path / "config.json"),
         "--device",
         "cpu",
+        "--min-exemplars",
+        "8",
     ]
     dry = subprocess.run(
         [*base_args, "--out", str(tmp_path / "dry"), "--dry-run"], capture_output=True, text=True, timeout=300
@@ -263,6 +266,10 @@ def test_the_train_style_command(source, tmp_path: Path) -> None:
         [*base_args, "--out", str(tmp_path / "bad"), "--micro-batch", "0"], capture_output=True, text=True, timeout=300
     )
     assert bad.returncode == 1 and "--micro-batch must be at least 1" in bad.stderr and not (tmp_path / "bad").exists()
+    few = subprocess.run(  # the CLI's default minimum is the API's (MIN_EXEMPLARS)
+        [*base_args[:-2], "--out", str(tmp_path / "few")], capture_output=True, text=True, timeout=300
+    )
+    assert few.returncode == 1 and f"12 usable exemplars; at least {MIN_EXEMPLARS} are needed" in few.stderr, few.stderr
     run = subprocess.run(
         [*base_args, "--out", str(tmp_path / "style"), "--minutes", "5", "--micro-batch", "1"],
         capture_output=True,
@@ -443,7 +450,7 @@ def test_bf16_training_follows_fp32_on_the_same_run(source, tmp_path: Path) -> N
 
 
 def test_augmentation_runs_in_fp32_under_autocast() -> None:
-    from models.augment import augment
+    from models.training.augment import augment
 
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):

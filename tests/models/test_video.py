@@ -10,15 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from models import checkpoints
-from models.alignment import FaceAligner
-from models.configs import AlignerConfig
-from models.encoder import Inverter
-from models.stylegan2 import Generator
-from models.stylizer import to_image
-from models.video import VideoConfig, VideoStylizer, crop_centres, fill_gaps, smooth_tracks
-from models.video_io import InputError, VideoLimits, check_limits, probe, read_frames, write_video
-from models.video_run import VideoCanceled, run_video
+from models.inference.stylizer import to_image
+from models.inference.video import VideoConfig, VideoStylizer, crop_centres, fill_gaps, smooth_tracks
+from models.inference.video_run import VideoCanceled, run_video
+from models.networks.encoder import Inverter
+from models.networks.stylegan2 import Generator
+from models.weights import checkpoints
+from service.core.configs import AlignerConfig
+from service.core.media.alignment import FaceAligner
+from service.core.media.video_io import InputError, VideoLimits, check_limits, probe, read_frames, write_video
 from tests.cli import agilegan
 from tests.exemplar_data import FACES
 from workers.demo import demo_registry
@@ -193,7 +193,7 @@ def test_a_stopped_run_resumes_from_its_finished_chunks(models_dir: Path, tmp_pa
 
 
 def test_torch_is_not_needed_to_probe() -> None:
-    import models.video_io as io_module
+    import service.core.media.video_io as io_module
 
     assert "torch" not in io_module.__dict__ and torch is not None
 

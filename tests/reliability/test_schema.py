@@ -22,8 +22,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from service.config import Settings
-from service.main import create_app
+from service.api.app import create_app
+from service.core.settings import Settings
 from tests.reliability import hooks
 from tests.service.conftest import FACES, KEYS, OPERATOR_KEY, free_port, serve_api, stop_process
 from workers.demo import demo_registry

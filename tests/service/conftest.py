@@ -18,14 +18,14 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Worker
 
-from models import checkpoints
-from models.alignment import FaceAligner
-from models.checkpoint_files import w_space_id
-from models.configs import AlignerConfig
-from models.directions import DirectionSet, sefa
-from models.stylegan2 import Generator
-from service.config import Settings
-from service.main import create_app
+from models.inference.directions import DirectionSet, sefa
+from models.networks.stylegan2 import Generator
+from models.weights import checkpoints
+from service.api.app import create_app
+from service.core.checkpoint_files import w_space_id
+from service.core.configs import AlignerConfig
+from service.core.media.alignment import FaceAligner
+from service.core.settings import Settings
 from tests.conftest import free_port
 from workers.demo import demo_registry
 

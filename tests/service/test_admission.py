@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2 as httpx
 from redis import Redis
 
-from service.admission import idem_key
-from service.auth import digest
+from service.api.admission import idem_key
+from service.core.auth import digest
 from tests.service.conftest import CLIENT_KEY, FACES, auth
 
 PHOTO = (FACES / "obama.jpg").read_bytes()

@@ -15,9 +15,16 @@ from tests.service.conftest import CLIENT_KEY, FACES, OPERATOR_KEY, OTHER_KEY, a
 
 
 def test_importing_the_service_does_not_import_torch() -> None:
+    """The API process loads neither torch nor anything of models/ or workers/: its image holds `service/`
+    only (docker/api.Dockerfile). Every route module and the app factory's whole start-up are imported."""
     code = (
-        "import sys, service.main, service.routes.jobs, service.registry, models.alignment, models.images; "
-        "assert 'torch' not in sys.modules, 'torch was imported'"
+        "import sys, service.api.app, service.api.routes.jobs, service.core.registry; "
+        "import service.core.media.alignment, service.core.media.images; "
+        "from service.core.settings import Settings; "
+        "service.api.app.create_app(Settings(api_keys='x' * 16 + ':client')).openapi(); "
+        "assert 'torch' not in sys.modules, 'torch was imported'; "
+        "ours = sorted(m for m in sys.modules if m.split('.')[0] in ('models', 'workers')); "
+        "assert not ours, ours"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -300,10 +307,10 @@ def test_attribute_auto_uses_the_registry_classifier(make_client, make_settings,
 
     import torch
 
-    from models import checkpoints
-    from models.attribute_classifier import AttributeClassifier
-    from models.attribute_generator import AttributeAwareGenerator
-    from models.configs import AttributeClassifierConfig, AttributeGeneratorConfig
+    from models.networks.attribute_classifier import AttributeClassifier
+    from models.networks.attribute_generator import AttributeAwareGenerator
+    from models.weights import checkpoints
+    from service.core.configs import AttributeClassifierConfig, AttributeGeneratorConfig
 
     registry = tiny_data_dir / "registry"
     source = checkpoints.load(registry / "base" / "generator")

@@ -14,7 +14,7 @@ import pytest
 from rq import Queue
 from rq.job import Job
 
-from service.contract import cancel_key
+from service.core.contract import cancel_key
 from tests.exemplar_data import FACES as FACES_DIR
 from tests.service.conftest import auth, post_photo, wait_for
 from workers.batching import claim_more
@@ -153,7 +153,7 @@ def test_an_out_of_memory_batch_is_split_not_failed(make_settings, redis, monkey
     from PIL import Image
     from torch.cuda import OutOfMemoryError
 
-    from service.contract import StylizeJob
+    from service.core.contract import StylizeJob
     from workers import batching
     from workers.runtime import Runtime
 
@@ -182,8 +182,8 @@ def _landmarks() -> list[list[float]]:
     """Obama's 68 landmarks, found by the real aligner."""
     from PIL import Image
 
-    from models.alignment import FaceAligner
-    from models.configs import AlignerConfig
+    from service.core.configs import AlignerConfig
+    from service.core.media.alignment import FaceAligner
 
     photo = Image.open(FACES_DIR / "obama.jpg").convert("RGB")
     return FaceAligner(AlignerConfig()).detect(photo)[0].landmarks.tolist()

@@ -60,7 +60,7 @@ def test_a_compiling_worker_warms_at_start_and_serves_compiled(make_client, make
 
 
 def test_the_runtime_applies_its_memory_format_and_compiles_only_to_serve_images(make_settings) -> None:
-    from models.memory_format import uses_channels_last
+    from models.inference.memory_format import uses_channels_last
     from workers.runtime import Runtime
 
     rt = Runtime(make_settings(compile="default", channels_last="off"))

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.alignment import FaceAligner
-from service.faces import face_landmarks
+from service.api.faces import face_landmarks
+from service.core.media.alignment import FaceAligner
 from tests.service.conftest import FACES, auth, free_port, serve_api, stop_process
 from tests.service.test_upload_abuse import peak_rss_mb
 

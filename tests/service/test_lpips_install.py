@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from models import checkpoints
-from models.downloads import LPIPS_FILES
-from models.lpips import LPIPS
-from service.contract import TrainJob
-from service.registry import Registry
+from models.networks.lpips import LPIPS
+from models.weights import checkpoints
+from models.weights.downloads import LPIPS_FILES
+from service.core.contract import TrainJob
+from service.core.registry import Registry
 from tests.http_files import serve_folder
 from tests.models.test_lpips import _official_files
 from workers import style_install

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from models import checkpoints
-from models.downloads import Release, StylePreset
-from models.encoder import Inverter
-from models.stylegan2 import Generator
-from service.registry import Registry
+from models.networks.encoder import Inverter
+from models.networks.stylegan2 import Generator
+from models.weights import checkpoints
+from models.weights.downloads import Release, StylePreset
+from service.core.registry import Registry
 from tests.facestylor_weights import checkpoint_file, tiny_encoder_entries, tiny_transfer_entries, weights
 from tests.http_files import FileServer, serve_folder
 from workers.style_install import InstallError, install_style
@@ -124,13 +124,14 @@ def _expected_png(data: Path, photo: str, strength: float, structure: int, size:
     import torch
     from PIL import Image
 
-    from models.alignment import align_landmarks
-    from models.encoder import image_to_tensor
-    from models.images import load_image
-    from models.style_strength import interpolate_generators, render
-    from models.stylizer import to_image
+    from models.inference.style_strength import interpolate_generators, render
+    from models.inference.stylizer import to_image
+    from models.networks.encoder import image_to_tensor
+    from service.core.contract import ALIGNED_SIZE
+    from service.core.media.alignment import align_landmarks
+    from service.core.media.images import load_image
     from tests.service.conftest import FACES
-    from workers.jobs import ALIGNED_SIZE, encode
+    from workers.jobs import encode
 
     registry = data / "registry"
     inverter = checkpoints.load(registry / "encoders" / "facestylor-tiny", expected=Inverter)
@@ -226,8 +227,8 @@ def test_the_first_run_falls_back_to_the_demo_in_bounded_time(network: str, tmp_
     import socket
     import time
 
-    from service.config import Settings
-    from workers.commands import first_run_style
+    from service.core.settings import Settings
+    from workers.first_run import first_run_style
 
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx2 as httpx
 
 from tests.service.conftest import FACES, free_port
-from workers.commands import redis_answers
+from workers.redis_server import redis_answers
 
 
 def test_up_runs_the_whole_path_on_a_fresh_data_directory(tmp_path: Path) -> None:

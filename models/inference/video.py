@@ -1,0 +1,274 @@
+"""Stylized video and motion retargeting (AgileGAN's second application), temporally stable.
+
+Two modes, one pipeline:
+- `stylize`: every frame's own face stylized (FaceStylor's "video toonify").
+- `retarget`: a portrait's identity driven by a video: the portrait is inverted once (w_src), every
+  frame too (w_t), and `w_src + (w̃_t − w̃_0)` is rendered on `retarget_layers` (w+ indices; w_src
+  elsewhere), w̃ the smoothed frame codes. The default, "0-7", is the layers of the 4…32 px blocks at
+  1024 (pose, face shape, expression); the finer ones carry colour and texture, which stay the
+  portrait's. A driver that does not move reproduces the portrait's own render on every frame.
+
+Temporal stability (bench/video.py measures each step):
+1. Landmarks are found in every frame first, then the tracks are filled and smoothed over time:
+   gaps (no face) of at most `max_gap` frames are bridged linearly (held at the ends), longer gaps
+   pass through unstylized; `landmark_filter` "savgol" (Savitzky–Golay, zero-phase, window
+   `savgol_window`, order 2: the whole video is known, so no lag), "one_euro" (causal, adaptive) or
+   "none". The FFHQ crop transform is a function of the landmarks, so it is smoothed with them.
+2. The codes are smoothed by an exponential moving average (`latent_smoothing` = weight of the past).
+3. Noise is constant across frames; the face is pasted back into each full frame with the feathered
+   paste-back (`output` "full"), or the aligned crops are the output ("aligned").
+
+Frames run in batches of `batch` through encoder and generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy.signal import savgol_filter
+
+from models.inference.directions import parse_layers
+from models.networks.encoder import image_to_tensor
+from service.core.media.alignment import AlignedFace, align_landmarks, paste_back
+
+MODES = ("stylize", "retarget")
+FILTERS = ("savgol", "one_euro", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoConfig:
+    mode: str = "stylize"
+    output: str = "full"  # "full": pasted back into each frame; "aligned": the stylized crops
+    size: int = 256  # side of the aligned output (and of the crop pasted back)
+    landmark_filter: str = "savgol"
+    savgol_window: int = 9
+    one_euro_min_cutoff: float = 1.0
+    one_euro_beta: float = 0.05
+    latent_smoothing: float = 0.3
+    max_gap: int = 12
+    retarget_layers: str = "0-7"
+    batch: int = 8
+    transform_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES or self.output not in ("full", "aligned"):
+            raise ValueError(f"mode must be one of {MODES} and output full or aligned")
+        if self.landmark_filter not in FILTERS:
+            raise ValueError(f"landmark_filter must be one of {FILTERS}")
+        if self.savgol_window < 3 or self.savgol_window % 2 == 0:
+            raise ValueError("savgol_window must be an odd number ≥ 3")
+        if not 0.0 <= self.latent_smoothing < 1.0 or self.batch < 1 or self.max_gap < 0:
+            raise ValueError("latent_smoothing in [0, 1), batch ≥ 1, max_gap ≥ 0")
+
+
+# ----------------------------------------------------------------------------------- landmarks
+
+
+def fill_gaps(tracks: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """tracks [T, 68, 2] with NaN where no face was found → (filled tracks, usable [T] bool).
+
+    A gap of at most `max_gap` frames between two found faces is bridged linearly; at the start and
+    end of the video it is held from the nearest face. Longer gaps stay unusable (passed through)."""
+    found = ~np.isnan(tracks).any(axis=(1, 2))
+    out, usable = tracks.copy(), found.copy()
+    t = np.flatnonzero(found)
+    if len(t) == 0:
+        return out, usable
+    i = 0
+    while i < len(tracks):
+        if found[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(tracks) and not found[j]:
+            j += 1
+        if j - i <= max_gap:
+            before, after = (i - 1 if i > 0 else None), (j if j < len(tracks) else None)
+            for k in range(i, j):
+                if before is not None and after is not None:
+                    a = (k - before) / (after - before)
+                    out[k] = (1 - a) * tracks[before] + a * tracks[after]
+                else:
+                    out[k] = tracks[before if before is not None else after]
+            usable[i:j] = True
+        i = j
+    return out, usable
+
+
+def smooth_tracks(tracks: np.ndarray, usable: np.ndarray, config: VideoConfig, fps: float = 25.0) -> np.ndarray:
+    """Smooth each contiguous usable run of tracks [T, 68, 2] over time (see the module docs)."""
+    out = tracks.copy()
+    if config.landmark_filter == "none":
+        return out
+    for start, stop in _runs(usable):
+        run = tracks[start:stop]
+        if config.landmark_filter == "savgol":
+            window = min(config.savgol_window, len(run) - (1 - len(run) % 2))
+            if window >= 3:
+                out[start:stop] = savgol_filter(
+                    run, window, 2, axis=0, mode="interp" if len(run) > window else "nearest"
+                )
+        else:
+            out[start:stop] = one_euro(run, fps, config.one_euro_min_cutoff, config.one_euro_beta)
+    return out
+
+
+def one_euro(x: np.ndarray, fps: float, min_cutoff: float, beta: float, d_cutoff: float = 1.0) -> np.ndarray:
+    """The One-Euro filter (Casiez et al. 2012) along axis 0 of x [T, …]: a low-pass whose cutoff rises
+    with the speed, so slow jitter is removed and fast motion is followed."""
+
+    def alpha(cutoff: np.ndarray | float) -> np.ndarray | float:
+        tau = 1.0 / (2 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau * fps)
+
+    out = np.empty_like(x)
+    out[0], dx = x[0], np.zeros_like(x[0])
+    for t in range(1, len(x)):
+        dx = dx + alpha(d_cutoff) * ((x[t] - x[t - 1]) * fps - dx)
+        a = alpha(min_cutoff + beta * np.abs(dx))
+        out[t] = out[t - 1] + a * (x[t] - out[t - 1])
+    return out
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    runs, start = [], None
+    for i, v in enumerate(list(mask) + [False]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def crop_centres(tracks: np.ndarray) -> np.ndarray:
+    """[T, 68, 2] → [T, 2]: the centre of each frame's FFHQ crop quad (what jitters on screen)."""
+    from service.core.media.alignment import Face
+
+    return np.stack([Face((0, 0, 0, 0), 0.0, t.astype(np.float64)).quad()[0].mean(0) for t in tracks])
+
+
+# ------------------------------------------------------------------------------------- latents
+
+
+@dataclasses.dataclass
+class VideoState:
+    """What carries over from one chunk of frames to the next (saved with each chunk, for resume)."""
+
+    smoothed: torch.Tensor | None = None  # w̃ of the last usable frame [1, L, D]
+    first: torch.Tensor | None = None  # w̃_0 (retarget)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {k: v.cpu().numpy() for k, v in (("smoothed", self.smoothed), ("first", self.first)) if v is not None}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> VideoState:
+        get = arrays.get
+        return cls(*(torch.from_numpy(get(k)) if get(k) is not None else None for k in ("smoothed", "first")))
+
+
+def retarget(w_src: torch.Tensor, w: torch.Tensor, w_first: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+    """w_src [1, L, D] driven by codes w [B, L, D] relative to w_first [1, L, D] on `layers`."""
+    out = w_src.expand(len(w), -1, -1).clone()
+    idx = list(layers)
+    out[:, idx] = w_src[:, idx] + (w[:, idx] - w_first[:, idx])
+    return out
+
+
+class VideoStylizer:
+    """Runs chunks of frames through a `models.inference.stylizer.Stylizer` with the state of the video so far.
+
+    `render(w+ [B, L, D]) → images [B, 3, S, S]` is the style's renderer (strength, structure, edits
+    applied by the caller's closure); `portrait` (retarget) is the portrait's aligned face."""
+
+    def __init__(
+        self,
+        inverter: torch.nn.Module,
+        render: Callable[[torch.Tensor], torch.Tensor],
+        n_latent: int,
+        config: VideoConfig,
+        portrait: AlignedFace | None = None,
+        portrait_photo: Image.Image | None = None,
+        encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        """`encode`: encoder input [B, 3, S, S] → w+ (the worker's `Stylizer.encode`: its precision and
+        compiled programs); by default the inverter itself, in fp32."""
+        if config.mode == "retarget" and portrait is None:
+            raise ValueError("retarget needs a portrait")
+        self.inverter, self.render_w, self.n_latent, self.config = inverter, render, n_latent, config
+        self.encode = encode or (lambda x: self.inverter(x).wplus)
+        self.portrait, self.portrait_photo = portrait, portrait_photo
+        self.layers = parse_layers(config.retarget_layers, n_latent) or tuple(range(n_latent))
+        self.device = next(inverter.parameters()).device
+        self.w_src = self.invert([portrait.image]) if portrait is not None else None
+
+    @torch.no_grad()
+    def invert(self, crops: list[Image.Image]) -> torch.Tensor:
+        x = torch.cat([image_to_tensor(c, self.inverter.config.encoder.input_size) for c in crops]).to(self.device)
+        return self.encode(x)[:, : self.n_latent]
+
+    @torch.no_grad()
+    def chunk(
+        self,
+        frames: list[np.ndarray],
+        landmarks: np.ndarray,
+        usable: np.ndarray,
+        state: VideoState,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> tuple[list[np.ndarray], VideoState]:
+        """Frames [H, W, 3] uint8 with their smoothed landmarks [n, 68, 2] and usable flags → output frames.
+        `on_batch(frames done in this chunk)` after each batch (per-frame progress)."""
+        cfg = self.config
+        out: list[np.ndarray] = []
+        for start in range(0, len(frames), cfg.batch):
+            rows = range(start, min(start + cfg.batch, len(frames)))
+            photos = [Image.fromarray(frames[i]) for i in rows]
+            good = [i for i in rows if usable[i]]
+            aligned = {i: align_landmarks(photos[i - start], landmarks[i], cfg.size, cfg.transform_size) for i in good}
+            rendered: dict[int, Image.Image] = {}
+            if good:
+                w = self.invert([aligned[i].image for i in good])
+                smoothed = []
+                for row in w:  # the moving average runs frame by frame
+                    row = row[None]
+                    if state.smoothed is not None and cfg.latent_smoothing:
+                        row = cfg.latent_smoothing * state.smoothed.to(row) + (1 - cfg.latent_smoothing) * row
+                    state.smoothed = row
+                    if state.first is None:
+                        state.first = row
+                    smoothed.append(row)
+                codes = torch.cat(smoothed)
+                if cfg.mode == "retarget":
+                    codes = retarget(self.w_src, codes, state.first.to(codes), self.layers)
+                images = self.render_w(codes)
+                rendered = {i: _to_pil(img, cfg.size) for i, img in zip(good, images)}
+            for i in rows:
+                out.append(self._compose(i in rendered and rendered[i], photos[i - start], aligned.get(i)))
+            if on_batch is not None:
+                on_batch(len(out))
+        return out, state
+
+    def _compose(self, face: Image.Image | bool, photo: Image.Image, aligned: AlignedFace | None) -> np.ndarray:
+        cfg = self.config
+        if cfg.mode == "retarget":
+            if not face:  # no usable driver frame: the portrait's own render, unmoved
+                face = _to_pil(self.render_w(self.w_src)[0], cfg.size)
+            if cfg.output == "full" and self.portrait_photo is not None:
+                return np.asarray(paste_back(self.portrait_photo, face, self.portrait))
+            return np.asarray(face)
+        if not face:  # passed through unstylized
+            return np.asarray(photo if cfg.output == "full" else photo.resize((cfg.size, cfg.size)))
+        if cfg.output == "full":
+            return np.asarray(paste_back(photo, face, aligned))
+        return np.asarray(face)
+
+
+def _to_pil(chw: torch.Tensor, size: int) -> Image.Image:
+    from models.inference.stylizer import to_image
+
+    image = to_image(chw)
+    return image if image.size[0] == size else image.resize((size, size), Image.Resampling.LANCZOS)

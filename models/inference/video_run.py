@@ -1,0 +1,158 @@
+"""One video from input file to output file, in resumable chunks (the CLI and the video job share it).
+
+Steps, each leaving files in `workdir` so a run killed at any point resumes where it stopped:
+1. Landmarks of every frame (the largest face; NaN where none) → `landmarks.npy`.
+2. Gaps filled, tracks smoothed (models/inference/video.py).
+3. Chunks of `chunk_frames` frames stylized → `chunk-00012.npz` (the output frames and the state the
+   next chunk needs: the latent moving average, w̃_0). A chunk file that exists is not redone.
+4. The chunks encoded into the output container, with the input's audio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from models.inference.video import VideoState, VideoStylizer, fill_gaps, smooth_tracks
+from service.core.media.alignment import FaceAligner
+from service.core.media.video_io import InputError, VideoLimits, probe, read_frames, write_video
+
+CHUNK_FRAMES = 16
+Progress = Callable[[dict[str, Any]], None]
+
+
+class VideoCanceled(Exception):
+    """`should_stop` asked the run to stop; the finished chunks stay for a resume."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoResult:
+    frames: int
+    stylized: int
+    bridged: int  # frames without a face, bridged from their neighbours
+    passed_through: int  # frames left unstylized (no face for longer than max_gap)
+    fps: float
+    chunks_resumed: int
+    seconds: float
+
+
+def find_tracks(aligner: FaceAligner, frames: Iterator[np.ndarray]) -> np.ndarray:
+    """[T, 68, 2] landmarks of each frame's largest face, NaN rows where none was found."""
+    tracks = []
+    for frame in frames:
+        faces = aligner.detect(Image.fromarray(frame))
+        tracks.append(faces[0].landmarks if faces else np.full((68, 2), np.nan))
+    return np.stack(tracks) if tracks else np.zeros((0, 68, 2))
+
+
+def run_video(
+    source: Path,
+    out: Path,
+    kind: str,
+    stylizer: VideoStylizer,
+    aligner: FaceAligner,
+    workdir: Path,
+    limits: VideoLimits,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    chunk_frames: int = CHUNK_FRAMES,
+    fps: float | None = None,
+) -> VideoResult:
+    """`fps`: the frame rate of a zip of frames (default 25); containers carry their own."""
+    started = time.monotonic()
+    info = probe(source, fps, limits)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def report(stage: str, done: int, total: int) -> None:
+        if progress is not None:
+            elapsed = time.monotonic() - started
+            progress({"stage": stage, "done": done, "total": total, "elapsed_s": elapsed})
+
+    def check_stop() -> None:
+        if should_stop is not None and should_stop():
+            raise VideoCanceled("canceled")
+
+    # 1. Landmarks of every frame (kept: a resumed run does not detect again).
+    marks = workdir / "landmarks.npy"
+    if marks.is_file():
+        tracks = np.load(marks)
+    else:
+
+        def frames_with_progress() -> Iterator[np.ndarray]:
+            for i, frame in enumerate(read_frames(source, limits)):
+                check_stop()
+                if i % 8 == 0:
+                    report("finding faces", i, info.frames)
+                yield frame
+
+        tracks = find_tracks(aligner, frames_with_progress())
+        np.save(workdir / ".landmarks.tmp.npy", tracks)
+        (workdir / ".landmarks.tmp.npy").replace(marks)
+    total = len(tracks)
+    if total == 0:
+        raise InputError("invalid_video", "the video has no frames")
+    # 2. Fill gaps, smooth over time.
+    filled, usable = fill_gaps(tracks, stylizer.config.max_gap)
+    smooth = smooth_tracks(filled, usable, stylizer.config, info.fps)
+    found_mask = ~np.isnan(tracks).any(axis=(1, 2))
+    # 3. Chunks (a finished chunk is not redone; its state seeds the next).
+    state, resumed = VideoState(), 0
+    n_chunks = (total + chunk_frames - 1) // chunk_frames
+    frames = read_frames(source, limits)
+    chunk_started = time.monotonic()
+    done_frames = 0
+    for c in range(n_chunks):
+        lo, hi = c * chunk_frames, min((c + 1) * chunk_frames, total)
+        path = workdir / f"chunk-{c:05d}.npz"
+        batch = [next(frames) for _ in range(lo, hi)]
+        if path.is_file():
+            with np.load(path) as saved:
+                state = VideoState.from_arrays({k: saved[k] for k in saved.files if k != "frames"})
+            resumed += 1
+            continue
+        check_stop()
+
+        def on_batch(done_in_chunk: int, lo: int = lo, before: int = done_frames) -> None:  # after every batch
+            done = before + done_in_chunk
+            rate = done / max(time.monotonic() - chunk_started, 1e-6)
+            if progress is not None:
+                progress(
+                    {
+                        "stage": "stylizing",
+                        "done": lo + done_in_chunk,
+                        "total": total,
+                        "eta_s": (total - lo - done_in_chunk) / rate,
+                        "elapsed_s": time.monotonic() - started,
+                    }
+                )
+
+        outputs, state = stylizer.chunk(batch, smooth[lo:hi], usable[lo:hi], state, on_batch)
+        tmp = workdir / f".chunk-{c:05d}.tmp.npz"
+        with open(tmp, "wb") as f:
+            np.savez(f, frames=np.stack(outputs), **state.to_arrays())
+        tmp.replace(path)
+        done_frames += hi - lo
+    # 4. Encode, with the input's audio.
+    report("encoding", total, total)
+
+    def chunks() -> Iterator[np.ndarray]:
+        for c in range(n_chunks):
+            with np.load(workdir / f"chunk-{c:05d}.npz") as saved:
+                yield from saved["frames"]
+
+    write_video(out, chunks(), info.fps, kind, audio_from=source)
+    return VideoResult(
+        frames=total,
+        stylized=int(usable.sum()),
+        bridged=int((usable & ~found_mask).sum()),
+        passed_through=int((~usable).sum()),
+        fps=info.fps,
+        chunks_resumed=resumed,
+        seconds=round(time.monotonic() - started, 3),
+    )

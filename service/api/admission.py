@@ -1,0 +1,113 @@
+"""Admitting a stylize job atomically: idempotency keys reserved before any work, the queue cap checked
+and the job enqueued under one lock.
+
+- Idempotency (`Reservation`): the first request with a key reserves it with SET NX before it decodes
+  anything; a concurrent duplicate waits (asynchronously) for the first to finish and replays its job;
+  if the first fails, the reservation is dropped so the client may retry. A key whose job record has
+  expired is treated as unused (it used to replay a `queued` job that then answered 404).
+- Queue cap (`enqueue_capped`): the depth check and the enqueue happen under a Redis lock shared by all
+  API processes, so 12 parallel requests against a cap of 5 admit exactly 5 (11 got through before).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from rq import Callback, Queue, Retry
+
+from service.api.errors import ApiError
+
+PENDING = "pending"
+WAIT_FOR_FIRST_S = 30.0
+LOCK_NAME = "agilegan:lock:stylize-enqueue"
+LOCK_POLL_S = 0.002  # the lock is held for two Redis round trips: redis-py's default 0.1 s poll added 100 ms steps
+
+
+def idem_key(key_id: str, key: str) -> str:
+    return f"agilegan:idem:{key_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+@dataclass
+class Reservation:
+    redis: Redis
+    key: str  # the Redis key of the reservation
+    fingerprint: str
+    ttl_s: int
+    owned: bool = False
+
+    async def acquire(self, job_exists: Callable[[str], bool]) -> str | None:
+        """Reserve the key (returns None: go on and create the job) or return the job id to replay."""
+        deadline = time.monotonic() + WAIT_FOR_FIRST_S
+        while True:
+            if self.redis.set(self.key, json.dumps({"state": PENDING, "fp": self.fingerprint}), nx=True, ex=120):
+                self.owned = True
+                return None
+            stored = self.redis.get(self.key)
+            if stored is None:
+                continue  # released between our SET and GET: try again
+            record = json.loads(stored)
+            if record["fp"] != self.fingerprint:
+                raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request")
+            if record.get("state") != PENDING:
+                if job_exists(record["job_id"]):
+                    return record["job_id"]
+                self.redis.delete(self.key)  # its job expired: the key is free again
+                continue
+            if time.monotonic() > deadline:
+                raise ApiError(
+                    409,
+                    "idempotency_key_in_use",
+                    "a request with this Idempotency-Key is still being processed",
+                    {"Retry-After": "2"},
+                )
+            await asyncio.sleep(0.05)
+
+    def complete(self, job_id: str) -> None:
+        if self.owned:
+            self.redis.set(
+                self.key, json.dumps({"state": "done", "job_id": job_id, "fp": self.fingerprint}), ex=self.ttl_s
+            )
+
+    def release(self) -> None:
+        """The request failed before a job existed: let a retry with the same key proceed."""
+        if self.owned:
+            self.redis.delete(self.key)
+            self.owned = False
+
+
+def enqueue_capped(redis: Redis, queue: Queue, max_depth: int, enqueue: Callable[[], Any]) -> None:
+    """Run `enqueue` only while fewer than `max_depth` jobs wait, atomically across API processes.
+    Blocking (a Redis lock): call it from a worker thread."""
+    with redis.lock(LOCK_NAME, timeout=10, sleep=LOCK_POLL_S, blocking_timeout=10):
+        if queue.count >= max_depth:
+            raise queue_full()
+        enqueue()
+
+
+def enqueue_job(
+    queue: Queue, function: str, callback: str, payload: Any, *, timeout_s: int, retries: int, ttl_s: int
+) -> None:
+    """Queue a job function by its contract path (the API never imports worker code), with its failure
+    callback (also a contract path), its timeout, its rq retries (re-runs after a worker crash, at once)
+    and how long rq keeps its outcome. `payload`: the job's pydantic payload, with its `job_id`."""
+    queue.enqueue(
+        function,
+        payload.model_dump(),
+        job_id=payload.job_id,
+        job_timeout=timeout_s,
+        result_ttl=ttl_s,
+        failure_ttl=ttl_s,
+        retry=Retry(max=retries) if retries else None,
+        on_failure=Callback(callback),
+    )
+
+
+def queue_full() -> ApiError:
+    return ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})

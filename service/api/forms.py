@@ -1,0 +1,42 @@
+"""The form fields that several job-creating routes take, declared once (their validation and docs)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import Form
+from pydantic import BeforeValidator, Field
+
+from service.api.schemas import null_is_none
+from service.api.style_policy import SIZES
+
+StyleField = Annotated[
+    str, Form(min_length=1, max_length=64, description="style id (GET /v1/styles)", examples=["demo"])
+]
+SizeField = Annotated[
+    int, Form(description="side of the aligned result: 256, 512 or 1024", json_schema_extra={"enum": SIZES})
+]
+StructureField = Annotated[
+    Annotated[int, Field(ge=0, le=8)] | None,
+    BeforeValidator(null_is_none),
+    Form(
+        description="layer swap: keep the photo's structure up to 2^(k+2) px (0 = off; "
+        "default: the style's, see its `controls`)",
+    ),
+]
+StrengthField = Annotated[
+    float,
+    Form(
+        ge=0.0, le=1.0, description="style strength: 1 = the style, 0 = the photo's reconstruction (quantised to 0.05)"
+    ),
+]
+EditsField = Annotated[
+    Annotated[str, Field(max_length=4000)] | None,
+    BeforeValidator(null_is_none),
+    Form(
+        description='latent edits, JSON: direction id (or id:INDEX) → alpha, or → {"alpha": a, "layers": "A-B"}; '
+        "GET /v1/directions lists them",
+        examples=['{"smile": 1.5, "sefa:3": -2}'],
+    ),
+]
+OutputField = Annotated[Literal["aligned", "full"], Form(description="the aligned crop, or pasted back")]

@@ -1,0 +1,149 @@
+"""Our record of each job, a Redis hash beside rq's own job data.
+
+rq's statuses have known traps (a finished job later marked abandoned: rq#2424; SimpleWorker jobs
+that look stuck), so the API reports this record, which only the job's own steps change, and a
+stored success is never overwritten by a later failure mark (`mark_failed` is a no-op then).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from redis import Redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from service.core.contract import TERMINAL, JobState, job_key
+
+_FAIL_UNLESS_DONE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'succeeded' or status == 'canceled' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error_code', ARGV[2], 'error_message', ARGV[3],
+           'finished_at', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+_REQUEUE_IF_RUNNING = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'last_error', ARGV[2], 'progress', 0)
+redis.call('HDEL', KEYS[1], 'stage', 'started_at', 'worker')
+return 1
+"""
+
+
+_RUN_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'started_at', ARGV[2], 'worker', ARGV[3], 'progress', 0)
+redis.call('HDEL', KEYS[1], 'stage')
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return 1
+"""
+
+_SUCCEED_IF_RUNNING = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' and status ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2], 'progress', 1, 'stage', 'done',
+           'result', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
+class JobStore:
+    def __init__(self, redis: Redis, result_ttl_s: int, pending_ttl_s: int = 7 * 86400) -> None:
+        self.redis = redis
+        self.result_ttl_s = result_ttl_s
+        self.pending_ttl_s = pending_ttl_s
+        self._fail = redis.register_script(_FAIL_UNLESS_DONE)
+        self._requeue = redis.register_script(_REQUEUE_IF_RUNNING)
+        self._succeed = redis.register_script(_SUCCEED_IF_RUNNING)
+        self._run = redis.register_script(_RUN_IF_EXISTS)
+
+    def create(self, job_id: str, owner: str, kind: str, fields: dict[str, Any]) -> None:
+        record = {
+            "status": JobState.QUEUED,
+            "owner": owner,
+            "kind": kind,
+            "created_at": time.time(),
+            "options": json.dumps(fields),
+        }
+        with self.redis.pipeline() as p:
+            p.hset(job_key(job_id), mapping=record)
+            p.expire(job_key(job_id), self.pending_ttl_s)
+            p.execute()
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(job_key(job_id))
+        if not raw:
+            return None
+        record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        for field in ("created_at", "started_at", "finished_at", "progress"):
+            if field in record:
+                record[field] = float(record[field])
+        record["attempts"] = int(record.get("attempts", 0))
+        record["options"] = json.loads(record.get("options", "{}"))
+        if "result" in record:
+            record["result"] = json.loads(record["result"])
+        if "detail" in record:
+            record["detail"] = json.loads(record["detail"])
+        return record
+
+    def mark_running(self, job_id: str, worker: str) -> bool:
+        """A worker starts the job (attempts + 1); False, and nothing written, when its record is gone."""
+        return bool(self._run(keys=[job_key(job_id)], args=[JobState.RUNNING, time.time(), worker]))
+
+    def mark_requeued(self, job_id: str, reason: str) -> bool:
+        """The job's run ended without an outcome (its worker died, or a transient error outlived the
+        in-process retries) and rq queued it again: report it as queued, not as still running.
+        A no-op for a job already finished; True when recorded."""
+        return bool(self._requeue(keys=[job_key(job_id)], args=[JobState.QUEUED, reason[:300]]))
+
+    def progress(self, job_id: str, stage: str, fraction: float, detail: dict[str, Any] | None = None) -> None:
+        """Stage and fraction done; `detail` (e.g. a video's frames done, total and ETA) goes with them."""
+        mapping: dict[str, Any] = {"stage": stage, "progress": round(fraction, 3)}
+        if detail is not None:
+            mapping["detail"] = json.dumps(detail)
+        self.redis.hset(job_key(job_id), mapping=mapping)
+
+    def mark_succeeded(self, job_id: str, result: dict[str, Any]) -> bool:
+        """Record the success of a job that is still running; a job canceled or deleted meanwhile
+        stays so (its record is not recreated). True when recorded."""
+        return bool(
+            self._succeed(
+                keys=[job_key(job_id)], args=[JobState.SUCCEEDED, time.time(), json.dumps(result), self.result_ttl_s]
+            )
+        )
+
+    def delete(self, job_id: str) -> None:
+        self.redis.delete(job_key(job_id))
+
+    def mark_failed(self, job_id: str, code: str, message: str, status: str = JobState.FAILED) -> bool:
+        """Record a failure (or cancel) unless the job already succeeded; True when recorded."""
+        return bool(
+            self._fail(keys=[job_key(job_id)], args=[status, code, message[:500], time.time(), self.result_ttl_s])
+        )
+
+    def mark_canceled(self, job_id: str, message: str = "canceled by the client") -> bool:
+        return self.mark_failed(job_id, "canceled", message, status=JobState.CANCELED)
+
+    def cancel_queued(self, job_id: str, message: str = "canceled by the client") -> None:
+        """Take a queued job off its rq queue (it never runs) and record it canceled."""
+        try:
+            Job.fetch(job_id, connection=self.redis).cancel()
+        except NoSuchJobError:
+            pass  # already gone from rq: the record still says what happened
+        self.mark_canceled(job_id, message)
+
+    def is_active(self, job_id: str) -> bool:
+        """Queued or running (its upload must stay); False when the record is gone or terminal."""
+        status = self.redis.hget(job_key(job_id), "status")
+        return status is not None and status.decode() in (JobState.QUEUED, JobState.RUNNING)
+
+    @staticmethod
+    def is_terminal(record: dict[str, Any]) -> bool:
+        return record.get("status") in TERMINAL
