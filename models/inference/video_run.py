@@ -51,6 +51,24 @@ def find_tracks(aligner: FaceAligner, frames: Iterator[np.ndarray]) -> np.ndarra
     return np.stack(tracks) if tracks else np.zeros((0, 68, 2))
 
 
+@dataclasses.dataclass
+class _Reporter:
+    """Progress and cancel checks of one run (a run's callbacks, with the time it started)."""
+
+    progress: Progress | None
+    should_stop: Callable[[], bool] | None
+    started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def report(self, stage: str, done: int, total: int, **extra: float) -> None:
+        if self.progress is not None:
+            elapsed = time.monotonic() - self.started
+            self.progress({"stage": stage, "done": done, "total": total, **extra, "elapsed_s": elapsed})
+
+    def check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise VideoCanceled("canceled")
+
+
 def run_video(
     source: Path,
     out: Path,
@@ -65,35 +83,11 @@ def run_video(
     fps: float | None = None,
 ) -> VideoResult:
     """`fps`: the frame rate of a zip of frames (default 25); containers carry their own."""
-    started = time.monotonic()
+    run = _Reporter(progress, should_stop)
     info = probe(source, fps, limits)
     workdir.mkdir(parents=True, exist_ok=True)
-
-    def report(stage: str, done: int, total: int) -> None:
-        if progress is not None:
-            elapsed = time.monotonic() - started
-            progress({"stage": stage, "done": done, "total": total, "elapsed_s": elapsed})
-
-    def check_stop() -> None:
-        if should_stop is not None and should_stop():
-            raise VideoCanceled("canceled")
-
     # 1. Landmarks of every frame (kept: a resumed run does not detect again).
-    marks = workdir / "landmarks.npy"
-    if marks.is_file():
-        tracks = np.load(marks)
-    else:
-
-        def frames_with_progress() -> Iterator[np.ndarray]:
-            for i, frame in enumerate(read_frames(source, limits)):
-                check_stop()
-                if i % 8 == 0:
-                    report("finding faces", i, info.frames)
-                yield frame
-
-        tracks = find_tracks(aligner, frames_with_progress())
-        np.save(workdir / ".landmarks.tmp.npy", tracks)
-        (workdir / ".landmarks.tmp.npy").replace(marks)
+    tracks = _landmarks(source, aligner, workdir, limits, info.frames, run)
     total = len(tracks)
     if total == 0:
         raise InputError("invalid_video", "the video has no frames")
@@ -102,48 +96,14 @@ def run_video(
     smooth = smooth_tracks(filled, usable, stylizer.config, info.fps)
     found_mask = ~np.isnan(tracks).any(axis=(1, 2))
     # 3. Chunks (a finished chunk is not redone; its state seeds the next).
-    state, resumed = VideoState(), 0
     n_chunks = (total + chunk_frames - 1) // chunk_frames
-    frames = read_frames(source, limits)
-    chunk_started = time.monotonic()
-    done_frames = 0
-    for c in range(n_chunks):
-        lo, hi = c * chunk_frames, min((c + 1) * chunk_frames, total)
-        path = workdir / f"chunk-{c:05d}.npz"
-        batch = [next(frames) for _ in range(lo, hi)]
-        if path.is_file():
-            with np.load(path) as saved:
-                state = VideoState.from_arrays({k: saved[k] for k in saved.files if k != "frames"})
-            resumed += 1
-            continue
-        check_stop()
-
-        def on_batch(done_in_chunk: int, lo: int = lo, before: int = done_frames) -> None:  # after every batch
-            done = before + done_in_chunk
-            rate = done / max(time.monotonic() - chunk_started, 1e-6)
-            if progress is not None:
-                progress(
-                    {
-                        "stage": "stylizing",
-                        "done": lo + done_in_chunk,
-                        "total": total,
-                        "eta_s": (total - lo - done_in_chunk) / rate,
-                        "elapsed_s": time.monotonic() - started,
-                    }
-                )
-
-        outputs, state = stylizer.chunk(batch, smooth[lo:hi], usable[lo:hi], state, on_batch)
-        tmp = workdir / f".chunk-{c:05d}.tmp.npz"
-        with open(tmp, "wb") as f:
-            np.savez(f, frames=np.stack(outputs), **state.to_arrays())
-        tmp.replace(path)
-        done_frames += hi - lo
+    resumed = _stylize_chunks(source, stylizer, workdir, limits, smooth, usable, chunk_frames, run)
     # 4. Encode, with the input's audio.
-    report("encoding", total, total)
+    run.report("encoding", total, total)
 
     def chunks() -> Iterator[np.ndarray]:
         for c in range(n_chunks):
-            with np.load(workdir / f"chunk-{c:05d}.npz") as saved:
+            with np.load(_chunk_path(workdir, c)) as saved:
                 yield from saved["frames"]
 
     write_video(out, chunks(), info.fps, kind, audio_from=source)
@@ -154,5 +114,71 @@ def run_video(
         passed_through=int((~usable).sum()),
         fps=info.fps,
         chunks_resumed=resumed,
-        seconds=round(time.monotonic() - started, 3),
+        seconds=round(time.monotonic() - run.started, 3),
     )
+
+
+def _chunk_path(workdir: Path, chunk: int) -> Path:
+    return workdir / f"chunk-{chunk:05d}.npz"
+
+
+def _landmarks(
+    source: Path, aligner: FaceAligner, workdir: Path, limits: VideoLimits, frames: int, run: _Reporter
+) -> np.ndarray:
+    """Step 1: [T, 68, 2] landmarks, read from `landmarks.npy` when an earlier run found them."""
+    marks = workdir / "landmarks.npy"
+    if marks.is_file():
+        return np.load(marks)
+
+    def frames_with_progress() -> Iterator[np.ndarray]:
+        for i, frame in enumerate(read_frames(source, limits)):
+            run.check_stop()
+            if i % 8 == 0:
+                run.report("finding faces", i, frames)
+            yield frame
+
+    tracks = find_tracks(aligner, frames_with_progress())
+    np.save(workdir / ".landmarks.tmp.npy", tracks)
+    (workdir / ".landmarks.tmp.npy").replace(marks)
+    return tracks
+
+
+def _stylize_chunks(
+    source: Path,
+    stylizer: VideoStylizer,
+    workdir: Path,
+    limits: VideoLimits,
+    smooth: np.ndarray,
+    usable: np.ndarray,
+    chunk_frames: int,
+    run: _Reporter,
+) -> int:
+    """Step 3: every chunk not on disk yet, stylized and written atomically; returns the chunks resumed."""
+    total = len(smooth)
+    state, resumed = VideoState(), 0
+    frames = read_frames(source, limits)
+    chunk_started = time.monotonic()
+    done_frames = 0
+    for c in range((total + chunk_frames - 1) // chunk_frames):
+        lo, hi = c * chunk_frames, min((c + 1) * chunk_frames, total)
+        path = _chunk_path(workdir, c)
+        batch = [next(frames) for _ in range(lo, hi)]
+        if path.is_file():
+            with np.load(path) as saved:
+                state = VideoState.from_arrays({k: saved[k] for k in saved.files if k != "frames"})
+            resumed += 1
+            continue
+        run.check_stop()
+
+        def on_batch(done_in_chunk: int, lo: int = lo, before: int = done_frames) -> None:  # after every batch
+            rate = (before + done_in_chunk) / max(time.monotonic() - chunk_started, 1e-6)
+            eta = (total - lo - done_in_chunk) / rate
+            run.report("stylizing", lo + done_in_chunk, total, eta_s=eta)
+
+        outputs, state = stylizer.chunk(batch, smooth[lo:hi], usable[lo:hi], state, on_batch)
+        tmp = workdir / f".chunk-{c:05d}.tmp.npz"
+        with open(tmp, "wb") as f:
+            np.savez(f, frames=np.stack(outputs), **state.to_arrays())
+        tmp.replace(path)
+        done_frames += hi - lo
+    return resumed

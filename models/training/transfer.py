@@ -121,42 +121,9 @@ class Trainer:
             raise ValueError(f"exemplars are {exemplars.images.shape[-1]} px; the generator is {source_g.config.size}")
         # 1. Exemplars: per branch, a training and a held-out split.
         self.branches = exemplars.branches if len(exemplars.branches) >= 2 else []
-        groups = self.branches or [None]
-        gen = torch.Generator().manual_seed(config.seed)
-        images = exemplars.images.to(self.device)
-        self.train_sets, self.holdout_sets = [], []
-        for label in groups:
-            idx = [i for i, lab in enumerate(exemplars.labels) if label is None or lab == label]
-            train, held = _split(len(idx), config.holdout_fraction, config.min_holdout, gen)
-            chosen = torch.tensor(idx)
-            self.train_sets.append(images[chosen[train]])
-            self.holdout_sets.append(images[chosen[held]])
+        self.train_sets, self.holdout_sets = self._split_exemplars(exemplars)
         # 2. Networks: the frozen source, the trained copy (mapping frozen), its EMA, one D per branch.
-        self.source_g = copy.deepcopy(source_g).to(self.device).eval().requires_grad_(False)
-        if self.branches:
-            size = source_g.config.size
-            attr = AttributeGeneratorConfig(
-                generator=source_g.config,
-                branches=tuple(self.branches),
-                split_resolution=min(64, size // 2),
-                default_branch=self.branches[0],
-            )
-            self.g: nn.Module = AttributeAwareGenerator.from_generator(self.source_g, attr)
-        else:
-            self.g = copy.deepcopy(self.source_g)
-        self.g.to(self.device).train().requires_grad_(True)
-        self.g.style.requires_grad_(False)
-        self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False)
-        self.ds = nn.ModuleList(copy.deepcopy(source_d) for _ in groups).to(self.device).train()
-        self.d_params = [p for d in self.ds for p in self._freeze_d(d)]
-        self.features = SourceFeatures(source_d).to(self.device)
-        self.perceptual, self.lpips = "source-discriminator-features", None
-        if config.lpips_path and (Path(config.lpips_path) / "config.json").is_file():
-            self.lpips = checkpoints.load(config.lpips_path, expected=LPIPS, device=self.device).requires_grad_(False)
-            self.perceptual = "lpips-vgg"
-        elif config.lpips_path:
-            log.warning("no LPIPS checkpoint at %s; the consistency term uses %s", config.lpips_path, self.perceptual)
-        log.info("source-consistency term: %s", self.perceptual)
+        self._build_networks(source_g, source_d)
         # 3. Optimisers with the lazy-regularisation ratio.
         g_ratio = config.pl_every / (config.pl_every + 1)
         d_ratio = config.r1_every / (config.r1_every + 1)
@@ -185,6 +152,49 @@ class Trainer:
         )
         # an evaluation is better only by more than its measured noise (models.training.transfer_eval)
         self.stopper = EarlyStopping(config.patience, config.min_delta, min(config.min_steps, config.max_steps))
+
+    def _split_exemplars(self, exemplars: ExemplarSet) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per branch (or the one group), the training and the held-out images [N, 3, S, S], seeded."""
+        gen = torch.Generator().manual_seed(self.config.seed)
+        images = exemplars.images.to(self.device)
+        train_sets, holdout_sets = [], []
+        for label in self.branches or [None]:
+            idx = [i for i, lab in enumerate(exemplars.labels) if label is None or lab == label]
+            train, held = _split(len(idx), self.config.holdout_fraction, self.config.min_holdout, gen)
+            chosen = torch.tensor(idx)
+            train_sets.append(images[chosen[train]])
+            holdout_sets.append(images[chosen[held]])
+        return train_sets, holdout_sets
+
+    def _build_networks(self, source_g: Generator, source_d: Discriminator) -> None:
+        """The frozen source, the trained copy (an attribute-aware one when there are branches; its mapping
+        frozen), its EMA, one FreezeD discriminator per branch, and the source-consistency network."""
+        self.source_g = copy.deepcopy(source_g).to(self.device).eval().requires_grad_(False)
+        if self.branches:
+            size = source_g.config.size
+            attr = AttributeGeneratorConfig(
+                generator=source_g.config,
+                branches=tuple(self.branches),
+                split_resolution=min(64, size // 2),
+                default_branch=self.branches[0],
+            )
+            self.g: nn.Module = AttributeAwareGenerator.from_generator(self.source_g, attr)
+        else:
+            self.g = copy.deepcopy(self.source_g)
+        self.g.to(self.device).train().requires_grad_(True)
+        self.g.style.requires_grad_(False)
+        self.g_ema = copy.deepcopy(self.g).eval().requires_grad_(False)
+        self.ds = nn.ModuleList(copy.deepcopy(source_d) for _ in self.branches or [None]).to(self.device).train()
+        self.d_params = [p for d in self.ds for p in self._freeze_d(d)]
+        self.features = SourceFeatures(source_d).to(self.device)
+        self.perceptual, self.lpips = "source-discriminator-features", None
+        lpips_path = self.config.lpips_path
+        if lpips_path and (Path(lpips_path) / "config.json").is_file():
+            self.lpips = checkpoints.load(lpips_path, expected=LPIPS, device=self.device).requires_grad_(False)
+            self.perceptual = "lpips-vgg"
+        elif lpips_path:
+            log.warning("no LPIPS checkpoint at %s; the consistency term uses %s", lpips_path, self.perceptual)
+        log.info("source-consistency term: %s", self.perceptual)
 
     def _freeze_d(self, d: Discriminator) -> list[nn.Parameter]:
         """FreezeD: only the `freeze_d` lowest-resolution blocks and the final layers train."""

@@ -1,0 +1,69 @@
+"""A stylize job reads its style's registry files once (issue 23): the style record, and with edits the
+direction set, are read by one `Runtime.serve` per job, not again by each step that needs them. The job
+runs in-process through its real entry point (`workers.jobs.stylize_job`), on a real Redis and the tiny
+demo registry; every `read_text`/`read_bytes` under the registry is counted."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from service.core.contract import StylizeJob
+from service.core.media.alignment import FaceAligner
+from tests.exemplar_data import FACES
+from workers import runtime as runtime_module
+from workers.jobs import stylize_job
+from workers.runtime import Runtime
+
+
+@pytest.fixture
+def rt(make_settings, redis, monkeypatch) -> Runtime:
+    runtime = Runtime(make_settings(), redis)
+    monkeypatch.setattr(runtime_module, "_RUNTIME", runtime)
+    return runtime
+
+
+def _reads_during(monkeypatch, registry: Path, action) -> Counter:
+    """The registry files read while `action` runs, by path relative to the registry."""
+    reads: Counter = Counter()
+    for name in ("read_text", "read_bytes"):
+        real = getattr(Path, name)
+
+        def counted(self, *args, _real=real, **kwargs):
+            resolved = Path(self).resolve()
+            if resolved.is_relative_to(registry.resolve()):
+                reads[str(resolved.relative_to(registry.resolve()))] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, name, counted)
+    action()
+    monkeypatch.undo()
+    return reads
+
+
+def _job(rt: Runtime, aligner: FaceAligner, **fields) -> dict:
+    from PIL import Image
+
+    data = (FACES / "obama.jpg").read_bytes()
+    landmarks = aligner.detect(Image.open(FACES / "obama.jpg").convert("RGB"))[0].landmarks.tolist()
+    job = StylizeJob(job_id=uuid.uuid4().hex, style="demo", landmarks=landmarks, size=256, **fields)
+    rt.storage.write_input(job.job_id, data)
+    rt.jobs.create(job.job_id, "client", "stylize", {})
+    return job.model_dump()
+
+
+@pytest.mark.parametrize("with_edit", [False, True], ids=["plain", "edited"])
+def test_a_stylize_job_reads_each_style_file_once(rt, aligner, directions, monkeypatch, with_edit) -> None:
+    edits = [{"direction": "sefa", "index": 0, "alpha": 2.0}] if with_edit else []
+    rt.stylizer("demo")  # the worker's warm-up: the networks are loaded before any job
+    payload = _job(rt, aligner, edits=edits)
+    result: dict = {}
+    reads = _reads_during(monkeypatch, rt.registry.root, lambda: result.update(stylize_job(payload)))
+    assert result.get("width") == 256, result
+    assert reads["styles/demo/style.json"] == 1, reads
+    assert all(count == 1 for count in reads.values()), reads
+    if with_edit:
+        assert result["edits"][0]["direction"] == "sefa"
