@@ -36,6 +36,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from models.inference.pipeline import RenderRequest  # noqa: E402
+from models.inference.stylizer import Stylizer  # noqa: E402
 from models.inference.video import VideoConfig, VideoStylizer, crop_centres, fill_gaps, smooth_tracks  # noqa: E402
 from models.inference.video_run import find_tracks, run_video  # noqa: E402
 from models.networks.encoder import Inverter  # noqa: E402
@@ -101,7 +103,7 @@ def flicker(video: Path) -> dict[str, float]:
         ("unsmoothed", VideoConfig(output="aligned", size=128, landmark_filter="none", latent_smoothing=0.0)),
         ("default", VideoConfig(output="aligned", size=128)),
     ):
-        stylizer = VideoStylizer(inverter, lambda w: g(w, space="wplus"), g.n_latent, config)
+        stylizer = VideoStylizer(Stylizer(inverter, g), RenderRequest(), config)
         with tempfile.TemporaryDirectory() as tmp:
             result = Path(tmp) / "out.zip"
             run_video(video, result, "zip", stylizer, FaceAligner(AlignerConfig()), Path(tmp) / "w", VideoLimits())
@@ -115,7 +117,7 @@ def speed(video: Path, size: int, frames: int, runs: int, device: str) -> float:
     inverter = Inverter(InverterConfig()).eval().to(device)
     g = Generator(GeneratorConfig(size=size)).eval().to(device)
     config = VideoConfig(output="full", size=size, batch=4)
-    stylizer = VideoStylizer(inverter, lambda w: g(w, space="wplus"), g.n_latent, config)
+    stylizer = VideoStylizer(Stylizer(inverter, g), RenderRequest(), config)
     rates = []
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.zip"

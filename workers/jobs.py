@@ -6,23 +6,19 @@ them (skip a finished job, running, retries, failed, canceled, succeeded) is `wo
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from typing import Any
 
-from PIL import Image
-
 from models.inference.directions import DirectionError
-from models.inference.stylizer import IncompatibleModels
-from service.core.contract import ALIGNED_SIZE, StylizeJob, cancel_key
+from models.inference.pipeline import IncompatibleModels
+from service.core.contract import StylizeJob
 from service.core.errors import InputError
 from service.core.jobmetrics import observe
-from service.core.media.alignment import align_landmarks, paste_back
-from service.core.media.images import load_image
 from service.core.storage import InputMissing
 from workers.lifecycle import TRANSIENT_BACKOFF_S, JobCanceled, JobKind, Outcome, on_job_failure, run_job
 from workers.runtime import Runtime, StyleUnavailable, get_runtime
+from workers.stylize_pipeline import Encoded, Prepared, prepare
 
 log = logging.getLogger("agilegan.worker")
 
@@ -60,80 +56,44 @@ def stylize_job(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stylize(rt: Runtime, job: StylizeJob, timings: dict[str, float]) -> dict[str, Any]:
-    clock = time.perf_counter()
-
-    def step(name: str, fraction: float) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = now - clock
-        clock = now
-        if rt.redis.exists(cancel_key(job.job_id)):
-            raise JobCanceled()
-        rt.jobs.progress(job.job_id, name, fraction)
-
-    # 1. The style's models (cached by the worker) and the edits: read once per job, or by its batch.
-    prepared = rt.prepared.pop(job.job_id, None)  # made in a batch with other jobs (workers/batching.py)
-    served = prepared.served if prepared is not None else rt.serve(job.style, job.edits)
-    stylizer, edits = served.stylizer, served.edits
-    branch = None if job.attribute == "auto" else job.attribute
-    if branch is not None and branch not in stylizer.branches:
-        raise StyleUnavailable(f"style {job.style!r} has no attribute branch {branch!r}")
-    step("load", 0.1)
-    if prepared is not None:
-        photo, aligned, out = prepared.photo, prepared.aligned, prepared.stylized
-        step("align", 0.3)
-        step("generate", 0.8)
-        timings.update(prepared.timings)
-    else:
-        # 2. The FFHQ crop, from the landmarks the API found at upload.
-        photo = load_image(rt.storage.read_input(job.job_id), rt.settings.max_pixels).image
-        aligned = align_landmarks(photo, job.landmarks, ALIGNED_SIZE, rt.settings.align_transform_size)
-        step("align", 0.3)
-        # 3. Encoder → z+ → source mapping → w+ (→ edited) → the style's generator.
-        out = stylizer(
-            aligned.image, branch=branch, noise=job.noise, structure=job.structure, strength=job.strength, edits=edits
-        )
-        step("generate", 0.8)
-        timings.update(out.stages or {})  # the two parts of "generate"
-    # 4. Resize, or paste back into the photo.
-    if job.output == "full":
-        image = paste_back(photo, out.image, aligned, rt.aligner_config.feather)
-    elif out.image.size[0] != job.size:
-        image = out.image.resize((job.size, job.size), Image.Resampling.LANCZOS)
-    else:
-        image = out.image
-    step("postprocess", 0.9)
-    # 5. Encode and store atomically.
-    rt.storage.write_result(job.job_id, job.format, encode(image, job.format))
-    step("store", 1.0)
-    return _result(job, out, image, prepared.batch_size if prepared is not None else 1, timings)
+    # 1-3. The style, the crop and the networks: made in a batch with other jobs (workers/batching.py), or
+    # now as a batch of one; the job's own failure (its code) is raised here.
+    prepared = rt.prepared.pop(job.job_id, None) or prepare(rt, [job])[job.job_id]
+    if isinstance(prepared, BaseException):
+        raise prepared
+    timings.update(prepared.timings)
+    # 4. The result, post-processed and encoded in the CPU pool.
+    encoded = prepared.encoded.result()
+    timings["postprocess"] = encoded.seconds
+    _step(rt, job, "postprocess", 0.9)
+    # 5. Store it atomically.
+    started = time.perf_counter()
+    rt.storage.write_result(job.job_id, job.format, encoded.data)
+    timings["store"] = time.perf_counter() - started
+    _step(rt, job, "store", 1.0)
+    return _result(job, prepared, encoded, timings)
 
 
-def _result(job: StylizeJob, out: Any, image: Image.Image, batch_size: int, timings: dict[str, float]) -> dict:
+def _step(rt: Runtime, job: StylizeJob, stage: str, fraction: float) -> None:
+    """A stage reached: its progress, and the cancel check, in one round trip."""
+    if rt.jobs.advance([job.job_id], stage, fraction)[job.job_id] == "canceled":
+        raise JobCanceled()
+
+
+def _result(job: StylizeJob, prepared: Prepared, encoded: Encoded, timings: dict[str, float]) -> dict:
     """The job's result as its record keeps it: what was rendered, how, and the stage timings."""
+    out, i = prepared.batch, prepared.index
     return {
-        "branch": out.branch,
-        "branch_source": out.branch_source,
-        "branch_confidence": out.confidence,
+        "branch": out.branches[i],
+        "branch_source": out.branch_sources[i],
+        "branch_confidence": out.confidences[i],
         "structure": out.structure,
         "strength": out.strength,
         "edits": [e.model_dump() for e in job.edits],
-        "batch_size": batch_size,
+        "batch_size": prepared.batch_size,
         "compiled": out.compiled,
-        "width": image.size[0],
-        "height": image.size[1],
+        "width": encoded.width,
+        "height": encoded.height,
         "format": job.format,
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }
-
-
-def encode(image: Image.Image, fmt: str) -> bytes:
-    """Deterministic encoding without metadata (no EXIF or GPS from the upload reaches the result)."""
-    buf = io.BytesIO()
-    if fmt == "png":
-        image.save(buf, format="PNG", optimize=False)
-    elif fmt == "jpeg":
-        image.save(buf, format="JPEG", quality=92, subsampling=0)
-    else:
-        image.save(buf, format="WEBP", quality=92, method=4)
-    return buf.getvalue()

@@ -7,9 +7,11 @@ the job function finds the process's runtime here. `configure` is called once by
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +79,9 @@ class Runtime:
         self._styles: OrderedDict[str, tuple[tuple[float, float], Stylizer]] = OrderedDict()
         self._classifier_cache: tuple[float, AttributeClassifier | None] = (0.0, None)
         self._directions: dict[str, tuple[int, directions.DirectionSet]] = {}
-        self.prepared: dict[str, Any] = {}  # job id → workers.batching.Prepared, for the batch being run
+        self.prepared: dict[str, Any] = {}  # job id → workers.stylize_pipeline.Prepared (or its error), this batch
+        # decoding, crops and result encoding of a batch, side by side (Pillow releases the GIL)
+        self.cpu_pool = ThreadPoolExecutor(settings.cpu_threads or os.cpu_count() or 1, thread_name_prefix="cpu")
         self._lock = threading.Lock()
         self.worker_name = "worker"
         self.worker: Any = None  # the rq worker running this runtime (set by run_worker)

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from models.inference.stylizer import to_image
+from models.inference.pipeline import to_image
 from models.networks.discriminator import Discriminator
 from models.networks.stylegan2 import Generator
 from models.training.exemplars import ExemplarSet

@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from models.inference.directions import DirectionError, apply_edits
-from models.inference.stylizer import IncompatibleModels
+from models.inference.directions import DirectionError
+from models.inference.pipeline import IncompatibleModels, RenderRequest
 from models.inference.video import VideoConfig, VideoStylizer
 from models.inference.video_run import VideoCanceled, run_video
-from models.networks.attribute_generator import AttributeAwareGenerator
 from service.core.contract import AnimateJob, cancel_key
 from service.core.errors import InputError
 from service.core.media.alignment import FaceAligner, align_landmarks
 from service.core.media.images import load_image
 from service.core.media.video_io import SUFFIXES
 from workers.lifecycle import JobKind, Outcome, run_job
-from workers.runtime import Runtime, ServedStyle, StyleUnavailable
+from workers.runtime import Runtime, StyleUnavailable
 
 log = logging.getLogger("agilegan.worker")
 
@@ -56,7 +52,7 @@ def animate_job(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
     folder = rt.storage.video_dir(job.job_id)
-    # 1. The style's models, the edits, the renderer (structure, strength; constant noise).
+    # 1. The style's models and the edits; the request (structure, strength, edits; constant noise).
     served = rt.serve(job.style, job.edits)
     stylizer = served.stylizer
     config = VideoConfig(mode=job.mode, output=job.output, size=job.size, batch=rt.settings.video_batch)
@@ -66,9 +62,8 @@ def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
         photo = load_image((folder / "portrait").read_bytes(), rt.settings.max_pixels).image
         side = max(job.size, stylizer.inverter.config.encoder.input_size)
         portrait = align_landmarks(photo, job.portrait_landmarks, side, rt.settings.align_transform_size)
-    n = stylizer.generator.n_latent
-    render = _renderer(served, job)
-    video = VideoStylizer(stylizer.inverter, render, n, config, portrait, photo, encode=stylizer.encode)
+    request = RenderRequest(structure=job.structure, strength=job.strength, edits=tuple(served.edits))
+    video = VideoStylizer(stylizer, request, config, portrait, photo)
 
     # 3. Run in resumable chunks, reporting frames and ETA; stop when canceled or shutting down.
     def should_stop() -> bool:
@@ -102,22 +97,6 @@ def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
         "seconds": result.seconds,
         "edits": [e.model_dump() for e in job.edits],
     }
-
-
-def _renderer(served: ServedStyle, job: AnimateJob) -> Callable[[torch.Tensor], torch.Tensor]:
-    """w+ [N, L, D] → frames [N, 3, H, W]: the job's edits, then the style (its structure and strength,
-    constant noise; compiled programs when warmed), at the worker's inference precision."""
-    stylizer, edits = served.stylizer, served.edits
-
-    @torch.no_grad()
-    def render(wplus: torch.Tensor) -> torch.Tensor:
-        wplus = apply_edits(wplus, edits)
-        if isinstance(stylizer.generator, AttributeAwareGenerator):
-            with stylizer.autocast():  # the worker's inference precision (AGILEGAN_INFERENCE_PRECISION)
-                return stylizer.generator(wplus, branch=stylizer.default_branch, space="wplus", noise="const").float()
-        return stylizer.render(wplus, job.structure, job.strength, "const")
-
-    return render
 
 
 def _report(rt: Runtime, job: AnimateJob, info: dict[str, Any]) -> None:

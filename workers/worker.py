@@ -29,7 +29,7 @@ from rq.worker import WorkerStatus
 
 from service.core.contract import QUEUES, STYLIZE_QUEUE, VIDEO_QUEUE
 from service.core.settings import Settings
-from workers import batching
+from workers import batching, stylize_pipeline
 from workers import runtime as runtime_module
 from workers.orphans import requeue_orphaned_claims
 
@@ -86,8 +86,7 @@ class WarmWorker(SimpleWorker):
         try:
             # 3. The networks once per group; then each job through rq as usual (it finds its image).
             if len(batch) > 1:
-                stylize = [j.args[0] for j, _ in batch if batching.batchable(j)]
-                runtime_module.get_runtime().prepared.update(batching.precompute(runtime_module.get_runtime(), stylize))
+                self._prepare([j.args[0] for j, _ in batch if batching.batchable(j)])
             for (j, q), execution in zip(batch, executions):
                 self.perform_job(j, q, execution)
         finally:
@@ -95,6 +94,14 @@ class WarmWorker(SimpleWorker):
             beat.join(timeout=5)
             runtime_module.get_runtime().prepared.clear()
         self.set_state(WorkerStatus.IDLE)
+
+    def _prepare(self, payloads: list) -> None:
+        """The batch's images (workers/stylize_pipeline.py), found by each job's own run."""
+        rt = runtime_module.get_runtime()
+        try:
+            rt.prepared.update(stylize_pipeline.prepare(rt, stylize_pipeline.payload_jobs(payloads)))
+        except Exception:  # Redis, say: each job then runs its own steps (and retries) alone
+            log.exception("preparing a batch failed; its jobs run one by one")
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         """rq's dequeue of one queue parks the job in that queue's intermediate list, and rq takes it out

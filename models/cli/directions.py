@@ -207,7 +207,7 @@ def cmd_gallery(args: argparse.Namespace) -> None:
     from PIL import Image, ImageDraw
 
     from models.inference.directions import Edit, apply_edits, load, parse_layers
-    from models.inference.stylizer import to_image
+    from models.inference.pipeline import to_image
     from models.networks.attribute_generator import AttributeAwareGenerator
     from models.networks.stylegan2 import Generator
     from models.weights import checkpoints

@@ -38,6 +38,8 @@ def add_video_command(sub: argparse._SubParsersAction) -> None:
 def cmd_animate(args: argparse.Namespace) -> None:
     import shutil
 
+    from models.inference.pipeline import RenderRequest
+    from models.inference.stylizer import Stylizer
     from models.inference.video import VideoConfig, VideoStylizer
     from models.inference.video_run import run_video
     from models.networks.attribute_generator import AttributeAwareGenerator
@@ -67,7 +69,7 @@ def cmd_animate(args: argparse.Namespace) -> None:
         photo = load_image(args.portrait, AlignerConfig().max_pixels).image
         portrait = aligner.align(photo, output_size=max(args.size, inverter.config.encoder.input_size))
     config = VideoConfig(mode=mode, output=args.output, size=args.size, retarget_layers=args.retarget_layers)
-    video = VideoStylizer(inverter, lambda w: g(w, space="wplus"), g.n_latent, config, portrait, photo)
+    video = VideoStylizer(Stylizer(inverter, g), RenderRequest(), config, portrait, photo)
     workdir = args.workdir or args.out.with_name(args.out.name + ".work")
 
     def bar(info: dict) -> None:

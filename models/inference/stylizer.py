@@ -9,29 +9,24 @@ and kept here, with the style, for the next requests).
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image
 
 from models.inference.compiled import Programs
-from models.inference.directions import Edit, apply_edits
+from models.inference.directions import Edit
+from models.inference.pipeline import IncompatibleModels, RenderRequest, stylize_batch
 from models.inference.style_strength import check_pair, interpolate_generators, quantise_strength, render
 from models.networks.attribute_classifier import AttributeClassifier
 from models.networks.attribute_generator import AttributeAwareGenerator
-from models.networks.encoder import Inverter, image_to_tensor
+from models.networks.encoder import Inverter
 from models.networks.stylegan2 import Generator
 from models.networks.synthesis import NoiseMode
 
 INTERPOLATED_CACHE = 4  # interpolated generators kept per style (each is a full generator's weights)
-
-
-class IncompatibleModels(ValueError):
-    """The encoder and the style generator do not share a latent space."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +152,7 @@ class Stylizer:
 
     def autocast(self) -> torch.autocast:
         """bf16 autocast around the networks when `precision` is bf16 (a no-op context for fp32)."""
-        device = self.generator.latent_avg.device.type
+        device = self.device.type
         return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @property
@@ -172,7 +167,10 @@ class Stylizer:
             return self.generator.attribute_config.default_branch
         return None
 
-    @torch.inference_mode()
+    @property
+    def device(self) -> torch.device:
+        return self.generator.latent_avg.device
+
     def __call__(
         self,
         crop: Image.Image,
@@ -183,45 +181,21 @@ class Stylizer:
         strength: float = 1.0,
         edits: Sequence[Edit] = (),
     ) -> Stylized:
-        """`edits`: latent edits applied to the inverted w+ before rendering (models/inference/directions.py)."""
-        device = self.generator.latent_avg.device
-        started = time.perf_counter()
-        # 1. The aligned crop → encoder input [1, 3, S, S] in [-1, 1].
-        x = image_to_tensor(crop, self.inverter.config.encoder.input_size).to(device)
-        # 2. Invert: mu (z+) through the frozen source mapping → w+ (the generator's n_latent codes).
-        wplus, compiled = self.encode_flagged(x)
-        # 2a. Latent edits: w'[l] = w[l] + α·d on each edit's layers.
-        wplus = apply_edits(wplus, edits)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # so that the stage times below are the GPU's
-        encoded = time.perf_counter()
-        # 3. Render with the style generator (the attribute branch for attribute-aware styles).
-        rng = torch.Generator().manual_seed(seed)
-        source, confidence = None, None
-        if isinstance(self.generator, AttributeAwareGenerator):
-            if structure or strength != 1.0:
-                raise IncompatibleModels("structure and strength are not offered by attribute-aware styles")
-            # 3a. The branch: as asked; else the classifier's choice among this style's branches; else the default.
-            if branch is not None:
-                source = "request"
-            elif self.classifier is not None:
-                branch, confidence = self.classifier.predict(wplus, allowed=self.branches)
-                source = "classifier"
-            else:
-                branch, source = self.default_branch, "default"
-            with self.autocast():
-                out = self.generator(wplus, branch=branch, space="wplus", noise=noise, rng=rng)
-            compiled = False
-        else:
-            # 3b. A plain generator, at the asked structure (layer swap) and strength (interpolation).
-            branch = None
-            out, rendered = self.render_flagged(wplus, structure, strength, noise, rng)
-            compiled = compiled and rendered
-            strength = quantise_strength(strength)
-        # 4. [-1, 1] float → 8-bit RGB.
-        image = to_image(out[0])
-        stages = {"encode": encoded - started, "synthesize": time.perf_counter() - encoded}
-        return Stylized(image, branch, wplus, source, confidence, structure, strength, compiled, stages)
+        """One aligned crop through the batch pipeline (models/inference/pipeline.py) as a batch of one.
+        `edits`: latent edits applied to the inverted w+ before rendering (models/inference/directions.py)."""
+        request = RenderRequest(branch, noise, seed, structure, strength, tuple(edits))
+        out = stylize_batch(self, [crop], request)
+        return Stylized(
+            out.images[0],
+            out.branches[0],
+            out.wplus[:1],
+            out.branch_sources[0],
+            out.confidences[0],
+            out.structure,
+            out.strength,
+            out.compiled,
+            out.stages,
+        )
 
 
 def resolve_precision(setting: str, device: torch.device) -> str:
@@ -248,8 +222,3 @@ def check_shared_mapping(inverter: Inverter, source: Generator, rtol: float = 1e
             "the encoder's mapping network is not the one of the generator this style was tuned from: "
             "serve the style through its own encoder (its `encoder` in style.json)"
         )
-
-
-def to_image(chw: torch.Tensor) -> Image.Image:
-    array = ((chw.float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(np.ascontiguousarray(array), "RGB")

@@ -18,7 +18,7 @@ Temporal stability (bench/video.py measures each step):
 3. Noise is constant across frames; the face is pasted back into each full frame with the feathered
    paste-back (`output` "full"), or the aligned crops are the output ("aligned").
 
-Frames run in batches of `batch` through encoder and generator.
+Frames run in batches of `batch` through the stylize pipeline (models/inference/pipeline.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from PIL import Image
 from scipy.signal import savgol_filter
 
 from models.inference.directions import parse_layers
-from models.networks.encoder import image_to_tensor
+from models.inference.pipeline import RenderRequest, check_request, encode_crops, render_latents, stylize_batch
+from models.inference.stylizer import Stylizer
 from service.core.media.alignment import AlignedFace, align_landmarks, paste_back
 
 MODES = ("stylize", "retarget")
@@ -180,36 +181,30 @@ def retarget(w_src: torch.Tensor, w: torch.Tensor, w_first: torch.Tensor, layers
 
 
 class VideoStylizer:
-    """Runs chunks of frames through a `models.inference.stylizer.Stylizer` with the state of the video so far.
-
-    `render(w+ [B, L, D]) → images [B, 3, S, S]` is the style's renderer (strength, structure, edits
-    applied by the caller's closure); `portrait` (retarget) is the portrait's aligned face."""
+    """Runs chunks of frames through the batch pipeline (models/inference/pipeline.py) with the state of
+    the video so far: the moving average and the retarget are the pipeline's latent step, so a frame gets
+    the same networks, edits and controls as a photo. `request`: the style's controls (an attribute-aware
+    style renders one branch for the whole video: the asked one, else its default); `portrait`
+    (retarget) is the portrait's aligned face."""
 
     def __init__(
         self,
-        inverter: torch.nn.Module,
-        render: Callable[[torch.Tensor], torch.Tensor],
-        n_latent: int,
+        stylizer: Stylizer,
+        request: RenderRequest,
         config: VideoConfig,
         portrait: AlignedFace | None = None,
         portrait_photo: Image.Image | None = None,
-        encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        """`encode`: encoder input [B, 3, S, S] → w+ (the worker's `Stylizer.encode`: its precision and
-        compiled programs); by default the inverter itself, in fp32."""
         if config.mode == "retarget" and portrait is None:
             raise ValueError("retarget needs a portrait")
-        self.inverter, self.render_w, self.n_latent, self.config = inverter, render, n_latent, config
-        self.encode = encode or (lambda x: self.inverter(x).wplus)
+        if stylizer.branches and request.branch is None:  # no flicker between branches from frame to frame
+            request = dataclasses.replace(request, branch=stylizer.default_branch)
+        check_request(stylizer, request)
+        self.stylizer, self.request, self.config = stylizer, request, config
+        self.n_latent = stylizer.generator.n_latent
         self.portrait, self.portrait_photo = portrait, portrait_photo
-        self.layers = parse_layers(config.retarget_layers, n_latent) or tuple(range(n_latent))
-        self.device = next(inverter.parameters()).device
-        self.w_src = self.invert([portrait.image]) if portrait is not None else None
-
-    @torch.no_grad()
-    def invert(self, crops: list[Image.Image]) -> torch.Tensor:
-        x = torch.cat([image_to_tensor(c, self.inverter.config.encoder.input_size) for c in crops]).to(self.device)
-        return self.encode(x)[:, : self.n_latent]
+        self.layers = parse_layers(config.retarget_layers, self.n_latent) or tuple(range(self.n_latent))
+        self.w_src = encode_crops(stylizer, [portrait.image])[0] if portrait is not None else None
 
     @torch.no_grad()
     def chunk(
@@ -231,32 +226,41 @@ class VideoStylizer:
             aligned = {i: align_landmarks(photos[i - start], landmarks[i], cfg.size, cfg.transform_size) for i in good}
             rendered: dict[int, Image.Image] = {}
             if good:
-                w = self.invert([aligned[i].image for i in good])
-                smoothed = []
-                for row in w:  # the moving average runs frame by frame
-                    row = row[None]
-                    if state.smoothed is not None and cfg.latent_smoothing:
-                        row = cfg.latent_smoothing * state.smoothed.to(row) + (1 - cfg.latent_smoothing) * row
-                    state.smoothed = row
-                    if state.first is None:
-                        state.first = row
-                    smoothed.append(row)
-                codes = torch.cat(smoothed)
-                if cfg.mode == "retarget":
-                    codes = retarget(self.w_src, codes, state.first.to(codes), self.layers)
-                images = self.render_w(codes)
-                rendered = {i: _to_pil(img, cfg.size) for i, img in zip(good, images)}
+                crops = [aligned[i].image for i in good]
+                batch = stylize_batch(self.stylizer, crops, self.request, lambda w: self._latent_step(w, state))
+                rendered = {i: _resized(image, cfg.size) for i, image in zip(good, batch.images)}
             for i in rows:
                 out.append(self._compose(i in rendered and rendered[i], photos[i - start], aligned.get(i)))
             if on_batch is not None:
                 on_batch(len(out))
         return out, state
 
+    def _latent_step(self, w: torch.Tensor, state: VideoState) -> torch.Tensor:
+        """Frame codes w [B, L, D] → the codes to render: the moving average frame by frame (it carries over
+        in `state`), then, retargeting, the portrait's codes moved by the frames' motion."""
+        cfg, smoothed = self.config, []
+        for row in w:
+            row = row[None]
+            if state.smoothed is not None and cfg.latent_smoothing:
+                row = cfg.latent_smoothing * state.smoothed.to(row) + (1 - cfg.latent_smoothing) * row
+            state.smoothed = row
+            if state.first is None:
+                state.first = row
+            smoothed.append(row)
+        codes = torch.cat(smoothed)
+        if cfg.mode == "retarget":
+            codes = retarget(self.w_src, codes, state.first.to(codes), self.layers)
+        return codes
+
+    def _portrait_render(self) -> Image.Image:
+        """The portrait's own render (retarget, when no driver frame is usable)."""
+        return _resized(render_latents(self.stylizer, self.w_src, self.request).images[0], self.config.size)
+
     def _compose(self, face: Image.Image | bool, photo: Image.Image, aligned: AlignedFace | None) -> np.ndarray:
         cfg = self.config
         if cfg.mode == "retarget":
             if not face:  # no usable driver frame: the portrait's own render, unmoved
-                face = _to_pil(self.render_w(self.w_src)[0], cfg.size)
+                face = self._portrait_render()
             if cfg.output == "full" and self.portrait_photo is not None:
                 return np.asarray(paste_back(self.portrait_photo, face, self.portrait))
             return np.asarray(face)
@@ -267,8 +271,5 @@ class VideoStylizer:
         return np.asarray(face)
 
 
-def _to_pil(chw: torch.Tensor, size: int) -> Image.Image:
-    from models.inference.stylizer import to_image
-
-    image = to_image(chw)
+def _resized(image: Image.Image, size: int) -> Image.Image:
     return image if image.size[0] == size else image.resize((size, size), Image.Resampling.LANCZOS)

@@ -15,7 +15,7 @@ from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from service.core.contract import TERMINAL, JobState, job_key
+from service.core.contract import FINISHED, TERMINAL, JobState, cancel_key, job_key
 
 _FAIL_UNLESS_DONE = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -44,6 +44,17 @@ redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 return 1
 """
 
+_ADVANCE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'canceled' end
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'gone' end
+for i = 3, #ARGV do
+  if status == ARGV[i] then return 'finished' end
+end
+redis.call('HSET', KEYS[1], 'stage', ARGV[1], 'progress', ARGV[2])
+return 'ok'
+"""
+
 _SUCCEED_IF_RUNNING = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'running' and status ~= 'queued' then return 0 end
@@ -63,6 +74,7 @@ class JobStore:
         self._requeue = redis.register_script(_REQUEUE_IF_RUNNING)
         self._succeed = redis.register_script(_SUCCEED_IF_RUNNING)
         self._run = redis.register_script(_RUN_IF_EXISTS)
+        self._advance = redis.register_script(_ADVANCE)
 
     def create(self, job_id: str, owner: str, kind: str, fields: dict[str, Any]) -> None:
         record = {
@@ -109,6 +121,16 @@ class JobStore:
         if detail is not None:
             mapping["detail"] = json.dumps(detail)
         self.redis.hset(job_key(job_id), mapping=mapping)
+
+    def advance(self, job_ids: list[str], stage: str, fraction: float) -> dict[str, str]:
+        """A stage reached by several jobs, in one round trip: each job's progress is written unless it was
+        canceled ("canceled"), deleted ("gone") or finished ("finished"); by job id, "ok" when written."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                keys = [job_key(job_id), cancel_key(job_id)]
+                self._advance(keys=keys, args=[stage, round(fraction, 3), *FINISHED], client=pipe)
+            answers = pipe.execute()
+        return {job_id: (a.decode() if isinstance(a, bytes) else a) for job_id, a in zip(job_ids, answers)}
 
     def mark_succeeded(self, job_id: str, result: dict[str, Any]) -> bool:
         """Record the success of a job that is still running; a job canceled or deleted meanwhile

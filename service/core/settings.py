@@ -75,7 +75,12 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = Field(86400, ge=60)
 
     # --- alignment (API: detection and landmarks; worker: the FFHQ crop)
-    align_transform_size: int = Field(4096, ge=256)
+    align_transform_size: int = Field(
+        1024,
+        ge=256,
+        description="side of the FFHQ quad transform before the resize to the crop size (the reference's 4096 "
+        "is 20x slower and 54-59 dB PSNR from 1024 on portraits: README 'Worker CPU')",
+    )
     min_face_size: int = Field(128, ge=16)
     landmarks_path: str | None = None
     detect_concurrency: int = Field(
@@ -96,6 +101,10 @@ class Settings(BaseSettings):
     # --- workers
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     torch_threads: int = Field(0, ge=0, description="0 = torch's default")
+    cpu_threads: int = Field(
+        0, ge=0, le=256, description="threads for a batch's decoding, crops and result encoding (0 = the host's cores)"
+    )
+    png_level: int = Field(1, ge=0, le=9, description="zlib level of PNG results (1: 4x faster than 6, 15% larger)")
     video_batch: int = Field(8, ge=1, le=64, description="video frames per encoder/generator pass")
     max_batch: int = Field(
         0, ge=0, le=64, description="stylize jobs a worker takes at once (0 = auto: 8 on CUDA, 1 on the CPU)"

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models.inference.stylizer import to_image
+from models.inference.pipeline import RenderRequest, render_latents
+from models.inference.stylizer import Stylizer
 from models.inference.video import VideoConfig, VideoStylizer, crop_centres, fill_gaps, smooth_tracks
 from models.inference.video_run import VideoCanceled, run_video
 from models.networks.encoder import Inverter
@@ -124,7 +125,7 @@ def _stylizer(models_dir: Path, config: VideoConfig, portrait: Image.Image | Non
     inverter = checkpoints.load(models_dir / "base" / "encoder", expected=Inverter)
     g = checkpoints.load(models_dir / "styles" / "demo", expected=Generator)
     aligned = FaceAligner(AlignerConfig()).align(portrait) if portrait is not None else None
-    return VideoStylizer(inverter, lambda w: g(w, space="wplus"), g.n_latent, config, aligned, portrait)
+    return VideoStylizer(Stylizer(inverter, g), RenderRequest(), config, aligned, portrait)
 
 
 def _photo_video(path: Path, frames: list[Image.Image], kind: str = "zip") -> Path:
@@ -157,7 +158,7 @@ def test_retargeting_a_still_driver_renders_the_portrait_on_every_frame(models_d
     stylizer = _stylizer(models_dir, config, portrait)
     limits = VideoLimits(max_frame_pixels=4096 * 4096)  # the photo is 970×2204, over the default 1920×1080
     run_video(source, tmp_path / "out.zip", "zip", stylizer, FaceAligner(AlignerConfig()), tmp_path / "w", limits)
-    own = np.asarray(to_image(stylizer.render_w(stylizer.w_src)[0]))
+    own = np.asarray(render_latents(stylizer.stylizer, stylizer.w_src).images[0])
     frames = list(read_frames(tmp_path / "out.zip"))
     assert len(frames) == 6 and all(np.array_equal(f, own) for f in frames)
 

@@ -86,6 +86,33 @@ def make_settings(redis: Redis, redis_url: str, tiny_data_dir: Path) -> Callable
 
 
 @pytest.fixture
+def runtime(make_settings: Callable[..., Settings], redis: Redis, monkeypatch: pytest.MonkeyPatch):
+    """A worker's runtime in this process (the one job functions find), on the tiny registry."""
+    from workers import runtime as runtime_module
+
+    rt = runtime_module.Runtime(make_settings(), redis)
+    monkeypatch.setattr(runtime_module, "_RUNTIME", rt)
+    yield rt
+    rt.cpu_pool.shutdown()
+
+
+def queue_stylize_job(rt, aligner: FaceAligner, photo: str = "obama.jpg", data: bytes | None = None, **fields):
+    """A stylize job as the API leaves it (its upload stored, its record queued, landmarks found in
+    `photo`), not on any queue: its payload, for `workers.jobs.stylize_job` or the batch pipeline."""
+    import uuid
+
+    from PIL import Image
+
+    from service.core.contract import StylizeJob
+
+    landmarks = aligner.detect(Image.open(FACES / photo).convert("RGB"))[0].landmarks.tolist()
+    job = StylizeJob(job_id=uuid.uuid4().hex, style="demo", landmarks=landmarks, **{"size": 256, **fields})
+    rt.storage.write_input(job.job_id, data if data is not None else (FACES / photo).read_bytes())
+    rt.jobs.create(job.job_id, CLIENT_KEY, "stylize", {})
+    return job
+
+
+@pytest.fixture
 def make_client(make_settings: Callable[..., Settings], aligner: FaceAligner) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 

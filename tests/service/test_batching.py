@@ -154,28 +154,30 @@ def test_an_out_of_memory_batch_is_split_not_failed(make_settings, redis, monkey
     from torch.cuda import OutOfMemoryError
 
     from service.core.contract import StylizeJob
-    from workers import batching
+    from service.core.media.alignment import align_landmarks
+    from workers import stylize_pipeline
     from workers.runtime import Runtime
 
     rt = Runtime(make_settings(), redis)
-    real_render, tried = batching._render, []
+    real_render, tried = stylize_pipeline.stylize_batch, []
 
-    def render(stylizer, crops, job, edits):
+    def render(stylizer, crops, request):
         tried.append(len(crops))
         if len(crops) > 2:
             raise OutOfMemoryError("CUDA out of memory (injected)")
-        return real_render(stylizer, crops, job, edits)
+        return real_render(stylizer, crops, request)
 
-    monkeypatch.setattr(batching, "_render", render)
+    monkeypatch.setattr(stylize_pipeline, "stylize_batch", render)
     photo = Image.open(FACES_DIR / "obama.jpg").convert("RGB")
     landmarks = _landmarks()
-    aligned = batching.align_landmarks(photo, landmarks, 256, 256)
+    aligned = align_landmarks(photo, landmarks, 256, 256)
     members = [
-        (StylizeJob(job_id=f"{i:032x}", style="demo", landmarks=landmarks), photo, aligned, 0.0) for i in range(5)
+        stylize_pipeline._Member(StylizeJob(job_id=f"{i:032x}", style="demo", landmarks=landmarks), photo, aligned, 0.0)
+        for i in range(5)
     ]
-    prepared = batching._run_group(rt, members)
-    assert tried == [5, 2, 3, 1, 2] and sorted(prepared) == [m[0].job_id for m in members]
-    assert sorted(p.batch_size for p in prepared.values()) == [1, 2, 2, 2, 2]
+    prepared = stylize_pipeline._run_group(rt, members)
+    assert tried == [5, 2, 3, 1, 2] and sorted(prepared) == [m.job.job_id for m in members]
+    assert sorted(p[3] for p in prepared.values()) == [1, 2, 2, 2, 2]
 
 
 def _landmarks() -> list[list[float]]:

@@ -124,14 +124,13 @@ def _expected_png(data: Path, photo: str, strength: float, structure: int, size:
     import torch
     from PIL import Image
 
+    from models.inference.pipeline import to_image
     from models.inference.style_strength import interpolate_generators, render
-    from models.inference.stylizer import to_image
     from models.networks.encoder import image_to_tensor
     from service.core.contract import ALIGNED_SIZE
     from service.core.media.alignment import align_landmarks
-    from service.core.media.images import load_image
+    from service.core.media.images import encode_image, load_image
     from tests.service.conftest import FACES
-    from workers.jobs import encode
 
     registry = data / "registry"
     inverter = checkpoints.load(registry / "encoders" / "facestylor-tiny", expected=Inverter)
@@ -143,7 +142,7 @@ def _expected_png(data: Path, photo: str, strength: float, structure: int, size:
     with torch.inference_mode():
         wplus = inverter(image_to_tensor(crop, 64)).wplus
         out = render(interpolate_generators(source, style, strength), wplus, structure, source)
-    return encode(to_image(out[0]).resize((size, size), Image.Resampling.LANCZOS), "png")
+    return encode_image(to_image(out[0]).resize((size, size), Image.Resampling.LANCZOS), "png")
 
 
 def test_an_installed_style_serves_structure_and_strength(

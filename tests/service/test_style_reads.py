@@ -5,25 +5,13 @@ demo registry; every `read_text`/`read_bytes` under the registry is counted."""
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from service.core.contract import StylizeJob
-from service.core.media.alignment import FaceAligner
-from tests.exemplar_data import FACES
-from workers import runtime as runtime_module
+from tests.service.conftest import queue_stylize_job
 from workers.jobs import stylize_job
-from workers.runtime import Runtime
-
-
-@pytest.fixture
-def rt(make_settings, redis, monkeypatch) -> Runtime:
-    runtime = Runtime(make_settings(), redis)
-    monkeypatch.setattr(runtime_module, "_RUNTIME", runtime)
-    return runtime
 
 
 def _reads_during(monkeypatch, registry: Path, action) -> Counter:
@@ -44,22 +32,12 @@ def _reads_during(monkeypatch, registry: Path, action) -> Counter:
     return reads
 
 
-def _job(rt: Runtime, aligner: FaceAligner, **fields) -> dict:
-    from PIL import Image
-
-    data = (FACES / "obama.jpg").read_bytes()
-    landmarks = aligner.detect(Image.open(FACES / "obama.jpg").convert("RGB"))[0].landmarks.tolist()
-    job = StylizeJob(job_id=uuid.uuid4().hex, style="demo", landmarks=landmarks, size=256, **fields)
-    rt.storage.write_input(job.job_id, data)
-    rt.jobs.create(job.job_id, "client", "stylize", {})
-    return job.model_dump()
-
-
 @pytest.mark.parametrize("with_edit", [False, True], ids=["plain", "edited"])
-def test_a_stylize_job_reads_each_style_file_once(rt, aligner, directions, monkeypatch, with_edit) -> None:
+def test_a_stylize_job_reads_each_style_file_once(runtime, aligner, directions, monkeypatch, with_edit) -> None:
+    rt = runtime
     edits = [{"direction": "sefa", "index": 0, "alpha": 2.0}] if with_edit else []
     rt.stylizer("demo")  # the worker's warm-up: the networks are loaded before any job
-    payload = _job(rt, aligner, edits=edits)
+    payload = queue_stylize_job(rt, aligner, edits=edits).model_dump()
     result: dict = {}
     reads = _reads_during(monkeypatch, rt.registry.root, lambda: result.update(stylize_job(payload)))
     assert result.get("width") == 256, result

@@ -1,4 +1,4 @@
-"""Decoding user photos safely into upright 8-bit RGB.
+"""Decoding user photos safely into upright 8-bit RGB, and encoding results.
 
 Torch-free (the API process uses it to validate uploads). The pixel limit is checked from the header,
 before any pixel is decoded, so a decompression bomb costs nothing; truncated files fail with a typed
@@ -150,3 +150,19 @@ def _decode(image: Image.Image) -> None:
             image.load()
     except (OSError, ValueError, SyntaxError) as e:
         raise InvalidImage(f"image data is truncated or corrupt ({e})") from e
+
+
+def encode_image(image: Image.Image, fmt: str, png_level: int = 1) -> bytes:
+    """A result image as `fmt` ("png", "jpeg", "webp") bytes: deterministic and without metadata (no EXIF
+    or GPS from the upload reaches a result). PNG at zlib level `png_level`: level 1 encodes a 1024 px
+    portrait about 4x faster than Pillow's default 6 for about 15 % more bytes (README "Worker CPU")."""
+    buf = io.BytesIO()
+    if fmt == "png":
+        image.save(buf, format="PNG", optimize=False, compress_level=png_level)
+    elif fmt == "jpeg":
+        image.save(buf, format="JPEG", quality=92, subsampling=0)
+    elif fmt == "webp":
+        image.save(buf, format="WEBP", quality=92, method=4)
+    else:
+        raise ValueError(f"unknown result format {fmt!r}")
+    return buf.getvalue()

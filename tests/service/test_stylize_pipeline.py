@@ -1,0 +1,56 @@
+"""The worker side of the batch pipeline (workers/stylize_pipeline.py), in-process on a real Redis and the
+tiny registry: a job whose step fails (a corrupt upload decoded in the CPU pool) fails alone, with its
+own code, while its batch goes on; a canceled job leaves the batch before its crop; each stage is marked
+for the whole batch in one call (one Redis round trip), not once per job; each job's own run stores the
+bytes its batch encoded."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from service.core.errors import InvalidImage
+from service.core.jobstore import JobStore
+from tests.service.conftest import queue_stylize_job
+from workers import stylize_pipeline
+from workers.jobs import stylize_job
+from workers.lifecycle import JobCanceled
+
+
+def test_a_failing_job_fails_alone_and_stages_are_marked_once_per_batch(runtime, aligner, redis, monkeypatch) -> None:
+    rt = runtime
+    good = [queue_stylize_job(rt, aligner, "obama.jpg"), queue_stylize_job(rt, aligner, "biden.jpg", format="jpeg")]
+    corrupt = queue_stylize_job(rt, aligner, "obama.jpg", data=b"\xff\xd8\xff\xe0" + b"not a jpeg" * 50)
+    canceled = queue_stylize_job(rt, aligner, "biden.jpg")
+    redis.set(f"agilegan:cancel:{canceled.job_id}", 1)
+    marks: list[tuple[str, list[str]]] = []
+    real_advance = JobStore.advance
+
+    def advance(self, job_ids, stage, fraction):
+        marks.append((stage, list(job_ids)))
+        return real_advance(self, job_ids, stage, fraction)
+
+    monkeypatch.setattr(JobStore, "advance", advance)
+    batch = [good[0], corrupt, canceled, good[1]]
+    prepared = stylize_pipeline.prepare(rt, batch)
+
+    # 1. The corrupt upload failed in the pool with its own error; the canceled job never reached its crop.
+    assert isinstance(prepared[corrupt.job_id], InvalidImage)
+    assert isinstance(prepared[canceled.job_id], JobCanceled)
+    assert [prepared[j.job_id].batch_size for j in good] == [2, 2]
+    # 2. One mark per stage for the jobs still in the batch.
+    ids = [j.job_id for j in batch]
+    assert marks == [("load", ids), ("align", [j.job_id for j in good]), ("generate", [j.job_id for j in good])]
+    # 3. Each job's own run: the two good ones store what their batch encoded, the corrupt one fails
+    # with its code, the canceled one is canceled; none of them ran the networks again.
+    rt.prepared.update(prepared)
+    monkeypatch.setattr(stylize_pipeline, "stylize_batch", None)  # a second network pass would fail
+    results = {j.job_id: stylize_job(j.model_dump()) for j in batch}
+    assert results[corrupt.job_id] == {"failed": "invalid_image"}
+    assert rt.jobs.get(corrupt.job_id)["error_code"] == "invalid_image"
+    assert results[canceled.job_id] == {"canceled": True}
+    for job, kind in zip(good, ("PNG", "JPEG")):
+        assert results[job.job_id]["batch_size"] == 2 and rt.jobs.get(job.job_id)["status"] == "succeeded"
+        stored = Image.open(io.BytesIO(rt.storage.result_path(job.job_id).read_bytes()))
+        assert (stored.format, stored.size) == (kind, (256, 256))

@@ -1,0 +1,200 @@
+"""The stylize jobs of one batch through their steps: the worker side of `models.inference.pipeline`.
+
+A batch of one is the single job; the dynamic batcher (workers/batching.py) hands in more. Each step runs
+for the whole batch:
+1. What still needs work: each job's record and cancel key, one Redis round trip.
+2. Decode and FFHQ-crop every photo in the runtime's CPU pool (Pillow releases the GIL while it decodes
+   and warps), then the stage mark ("align") of every job, one round trip.
+3. The networks: one `stylize_batch` per group of jobs sharing a style and a `RenderRequest` (the style
+   and its edits read once per group; a CUDA out-of-memory halves the group), then "generate", one round
+   trip.
+4. Resize or paste back, and encode the result, in the CPU pool: each job's bytes are a future that its
+   own run (workers/jobs.py) waits on, so the batch's encodes run side by side.
+
+A job that fails a step gets its exception instead of a `Prepared`; its own run raises it, so it fails
+alone, with its code, while the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.cuda import OutOfMemoryError as TorchOOM
+
+from models.inference.pipeline import BatchResult, RenderRequest, stylize_batch
+from service.core.contract import ALIGNED_SIZE, StylizeJob
+from service.core.media.alignment import AlignedFace, align_landmarks, paste_back
+from service.core.media.images import encode_image, load_image
+from workers.lifecycle import JobCanceled
+from workers.runtime import Runtime, ServedStyle, StyleUnavailable
+
+log = logging.getLogger("agilegan.worker")
+
+
+class JobGone(JobCanceled):
+    """The job finished or was deleted before a step reached it: nothing more is done for it (its record,
+    if any, is not recreated)."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    data: bytes
+    width: int
+    height: int
+    seconds: float  # the post-processing and encoding
+
+
+@dataclass
+class Prepared:
+    """A job's image made in a batch, with what its remaining steps need."""
+
+    served: ServedStyle
+    batch: BatchResult  # the group's networks' output (its row `index` is this job's)
+    index: int
+    encoded: Future[Encoded]  # post-processed and encoded in the CPU pool
+    batch_size: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Member:
+    job: StylizeJob
+    photo: Image.Image
+    aligned: AlignedFace
+    align_s: float
+
+
+Outcome = dict[str, "Prepared | BaseException"]
+
+
+def prepare(rt: Runtime, jobs: list[StylizeJob]) -> Outcome:
+    """The batch's images by job id (see the module docs): a `Prepared`, or the exception of the step
+    that failed for that job."""
+    out: Outcome = {}
+    # 1. What still needs work.
+    live = _advance(rt, jobs, "load", 0.1, out)
+    # 2. Decode and crop, in the pool.
+    crops = {job.job_id: rt.cpu_pool.submit(_decode_and_crop, rt, job) for job in live}
+    members: list[_Member] = []
+    for job in live:
+        try:
+            members.append(crops[job.job_id].result())
+        except Exception as e:
+            out[job.job_id] = e
+    aligned = _ids(_advance(rt, [m.job for m in members], "align", 0.3, out))
+    members = [m for m in members if m.job.job_id in aligned]
+    # 3. The networks, per group.
+    groups: dict[str, list[_Member]] = {}
+    for m in members:
+        groups.setdefault(_group_key(m.job), []).append(m)
+    rendered: dict[str, tuple[ServedStyle, BatchResult, int, int, float]] = {}
+    for group in groups.values():
+        try:
+            rendered.update(_run_group(rt, group))
+        except Exception as e:  # the style or its edits: every job of the group fails with it
+            out.update({m.job.job_id: e for m in group})
+    done = _ids(_advance(rt, [m.job for m in members if m.job.job_id in rendered], "generate", 0.8, out))
+    # 4. Post-process and encode, in the pool.
+    for m in members:
+        if m.job.job_id not in done:
+            continue
+        served, batch, index, size, seconds = rendered[m.job.job_id]
+        encoded = rt.cpu_pool.submit(_finish, rt, m, batch.images[index])
+        share = {name: s / size for name, s in batch.stages.items()}
+        timings = {"align": m.align_s, "generate": seconds / size, **share}
+        out[m.job.job_id] = Prepared(served, batch, index, encoded, size, timings)
+    return out
+
+
+def _advance(rt: Runtime, jobs: list[StylizeJob], stage: str, fraction: float, out: Outcome) -> list[StylizeJob]:
+    """The jobs still to work on after marking `stage` on all (one round trip); the others get JobCanceled
+    or JobGone in `out`."""
+    if not jobs:
+        return []
+    answers = rt.jobs.advance([j.job_id for j in jobs], stage, fraction)
+    for job in jobs:
+        answer = answers[job.job_id]
+        if answer == "canceled":
+            out[job.job_id] = JobCanceled()
+        elif answer != "ok":
+            out[job.job_id] = JobGone(answer)
+    return [j for j in jobs if answers[j.job_id] == "ok"]
+
+
+def _ids(jobs: list[StylizeJob]) -> set[str]:
+    return {j.job_id for j in jobs}
+
+
+def _decode_and_crop(rt: Runtime, job: StylizeJob) -> _Member:
+    started = time.perf_counter()
+    photo = load_image(rt.storage.read_input(job.job_id), rt.settings.max_pixels).image
+    aligned = align_landmarks(photo, job.landmarks, ALIGNED_SIZE, rt.settings.align_transform_size)
+    return _Member(job, photo, aligned, time.perf_counter() - started)
+
+
+def request_of(job: StylizeJob, served: ServedStyle) -> RenderRequest:
+    """What the networks see of a job."""
+    branch = None if job.attribute == "auto" else job.attribute
+    if branch is not None and branch not in served.stylizer.branches:
+        raise StyleUnavailable(f"style {job.style!r} has no attribute branch {branch!r}")
+    return RenderRequest(branch, job.noise, 0, job.structure, job.strength, tuple(served.edits))
+
+
+def _group_key(job: StylizeJob) -> str:
+    edits = [e.model_dump() for e in job.edits]
+    return json.dumps([job.style, job.attribute, job.noise, job.structure, job.strength, edits], sort_keys=True)
+
+
+def _run_group(rt: Runtime, group: list[_Member]) -> dict[str, tuple[ServedStyle, BatchResult, int, int, float]]:
+    """The group's networks: the style and edits read once, one `stylize_batch`; a CUDA out-of-memory
+    splits the group in halves (a group of one fails with it)."""
+    served = rt.serve(group[0].job.style, group[0].job.edits)
+    request = request_of(group[0].job, served)
+    return _render(served, request, group)
+
+
+def _render(
+    served: ServedStyle, request: RenderRequest, group: list[_Member]
+) -> dict[str, tuple[ServedStyle, BatchResult, int, int, float]]:
+    started = time.perf_counter()
+    try:
+        batch = stylize_batch(served.stylizer, [m.aligned.image for m in group], request)
+    except TorchOOM:
+        if len(group) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(group) // 2
+        log.warning("CUDA out of memory in a batch of %d: splitting it", len(group))
+        return {**_render(served, request, group[:half]), **_render(served, request, group[half:])}
+    seconds = time.perf_counter() - started
+    return {m.job.job_id: (served, batch, i, len(group), seconds) for i, m in enumerate(group)}
+
+
+def _finish(rt: Runtime, member: _Member, image: Image.Image) -> Encoded:
+    """Step 4 of one job: resize, or paste back into the photo; then encode."""
+    started = time.perf_counter()
+    job = member.job
+    if job.output == "full":
+        image = paste_back(member.photo, image, member.aligned, rt.aligner_config.feather)
+    elif image.size[0] != job.size:
+        image = image.resize((job.size, job.size), Image.Resampling.LANCZOS)
+    data = encode_image(image, job.format, rt.settings.png_level)
+    return Encoded(data, image.size[0], image.size[1], time.perf_counter() - started)
+
+
+def payload_jobs(payloads: list[dict[str, Any]]) -> list[StylizeJob]:
+    """The valid stylize payloads of a batch (an invalid one fails in its own run)."""
+    jobs = []
+    for payload in payloads:
+        try:
+            jobs.append(StylizeJob.model_validate(payload))
+        except Exception:
+            continue
+    return jobs
