@@ -91,6 +91,7 @@ def _result(job: StylizeJob, prepared: Prepared, encoded: Encoded, timings: dict
         "strength": out.strength,
         "edits": [e.model_dump() for e in job.edits],
         "batch_size": prepared.batch_size,
+        "prepared_ahead": prepared.ahead,
         "compiled": out.compiled,
         "width": encoded.width,
         "height": encoded.height,

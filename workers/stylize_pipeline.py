@@ -60,6 +60,7 @@ class Prepared:
     index: int
     encoded: Future[Encoded]  # post-processed and encoded in the CPU pool
     batch_size: int
+    ahead: bool  # prepared while the previous batch finished (workers/worker.py)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -74,9 +75,9 @@ class _Member:
 Outcome = dict[str, "Prepared | BaseException"]
 
 
-def prepare(rt: Runtime, jobs: list[StylizeJob]) -> Outcome:
+def prepare(rt: Runtime, jobs: list[StylizeJob], ahead: bool = False) -> Outcome:
     """The batch's images by job id (see the module docs): a `Prepared`, or the exception of the step
-    that failed for that job."""
+    that failed for that job. `ahead`: prepared while the worker's previous batch finished."""
     out: Outcome = {}
     # 1. What still needs work.
     live = _advance(rt, jobs, "load", 0.1, out)
@@ -109,7 +110,7 @@ def prepare(rt: Runtime, jobs: list[StylizeJob]) -> Outcome:
         encoded = rt.cpu_pool.submit(_finish, rt, m, batch.images[index])
         share = {name: s / size for name, s in batch.stages.items()}
         timings = {"align": m.align_s, "generate": seconds / size, **share}
-        out[m.job.job_id] = Prepared(served, batch, index, encoded, size, timings)
+        out[m.job.job_id] = Prepared(served, batch, index, encoded, size, ahead, timings)
     return out
 
 

@@ -10,6 +10,9 @@ stays valid. It has two traps that `WarmWorker` fixes (design notes, rq 3.0.0):
   here every `maintenance_interval_s`, with a short worker TTL so idle workers loop often;
 - claimed jobs that never started (a batching worker killed mid-batch) wait a minute in rq's
   intermediate list; here they are requeued within a heartbeat TTL (workers/orphans.py);
+- one job at a time leaves the GPU idle while a batch's results are encoded: here, while a batch's jobs
+  finish, the jobs waiting by then are claimed and prepared (crops, networks) in a thread, up to
+  `MAX_CHAIN` batches back to back (workers/batching.py);
 - its command thread (pub/sub) waits up to 60 s per pass, and redis-py ≥ 8.2 joins that thread on
   stop: a worker told to stop could take a minute to exit (so `up` killed it and tests waited 20 s
   for it). Here the pass is `PUBSUB_PASS_S`.
@@ -37,6 +40,7 @@ log = logging.getLogger("agilegan.worker")
 
 
 PUBSUB_PASS_S = 0.5  # the command thread's longest wait: what its stop can cost
+MAX_CHAIN = 16  # batches run back to back before rq's own loop (maintenance, its checks) gets a turn
 
 
 class WarmWorker(SimpleWorker):
@@ -73,33 +77,60 @@ class WarmWorker(SimpleWorker):
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         # 1. More stylize jobs from the same queue, through rq's dequeue, when batching is on.
+        chaining = self.max_batch > 1 and batching.batchable(job)
         batch = [(job, queue)]
-        if self.max_batch > 1 and batching.batchable(job):
+        if chaining:
             batch += batching.claim_more(self, queue, self.max_batch - 1, self.batch_wait_s)
-        # 2. Every claimed job's execution registered and heartbeating before any work starts.
-        executions = [self.prepare_execution(j) for j, _ in batch]
-        self._claimed = frozenset(j.id for j, _ in batch[1:])
-        pairs = [(j, e) for (j, _), e in zip(batch, executions)]
+        pairs: list = []  # every claimed job's (job, execution): heartbeating until it is done
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat_loop, args=(pairs, stop), daemon=True)
-        beat.start()
         try:
-            # 3. The networks once per group; then each job through rq as usual (it finds its image).
+            # 2. Every claimed job's execution registered and heartbeating before any work starts.
+            executions = self._register(batch, pairs, first_dequeued_by_rq=True)
+            beat.start()
+            # 3. The networks once per group (workers/stylize_pipeline.py).
             if len(batch) > 1:
-                self._prepare([j.args[0] for j, _ in batch if batching.batchable(j)])
-            for (j, q), execution in zip(batch, executions):
-                self.perform_job(j, q, execution)
+                self._prepare(batch)
+            for _ in range(MAX_CHAIN):
+                # 4. While this batch's jobs finish (encodes in the CPU pool, storing, recording), the jobs
+                # waiting by then are claimed and prepared in a thread: their crops and networks overlap
+                # this batch's encodes.
+                ahead = None
+                if chaining and not self._stop_requested:
+                    more = batching.claim_more(self, queue, self.max_batch, 0.0)
+                    if more:
+                        thread = threading.Thread(target=self._prepare, args=(more, True), daemon=True)
+                        ahead = (more, self._register(more, pairs), thread)
+                        thread.start()
+                # 5. Each job through rq as usual: it finds its image (or its error) prepared.
+                for (j, q), execution in zip(batch, executions):
+                    self.perform_job(j, q, execution)
+                if ahead is None:
+                    break
+                batch, executions, thread = ahead
+                thread.join()
         finally:
             stop.set()
-            beat.join(timeout=5)
+            if beat.is_alive():
+                beat.join(timeout=5)
             runtime_module.get_runtime().prepared.clear()
         self.set_state(WorkerStatus.IDLE)
 
-    def _prepare(self, payloads: list) -> None:
-        """The batch's images (workers/stylize_pipeline.py), found by each job's own run."""
+    def _register(self, batch: list, pairs: list, first_dequeued_by_rq: bool = False) -> list:
+        """Register the executions of a batch's jobs with rq (their heartbeats start with the next beat)."""
+        executions = [self.prepare_execution(j) for j, _ in batch]
+        claimed = batch[1:] if first_dequeued_by_rq else batch
+        self._claimed = self._claimed | frozenset(j.id for j, _ in claimed)
+        pairs.extend((j, e) for (j, _), e in zip(batch, executions))
+        return executions
+
+    def _prepare(self, batch: list, ahead: bool = False) -> None:
+        """The batch's images (workers/stylize_pipeline.py), found by each job's own run. `ahead`: prepared
+        while the previous batch finished."""
         rt = runtime_module.get_runtime()
+        payloads = [j.args[0] for j, _ in batch if batching.batchable(j)]
         try:
-            rt.prepared.update(stylize_pipeline.prepare(rt, stylize_pipeline.payload_jobs(payloads)))
+            rt.prepared.update(stylize_pipeline.prepare(rt, stylize_pipeline.payload_jobs(payloads), ahead))
         except Exception:  # Redis, say: each job then runs its own steps (and retries) alone
             log.exception("preparing a batch failed; its jobs run one by one")
 
@@ -111,8 +142,9 @@ class WarmWorker(SimpleWorker):
         and one that never started (its worker died first) is recovered from there."""
         super().prepare_job_execution(job, remove_from_intermediate_queue or job.id in self._claimed)
 
-    def _heartbeat_loop(self, pairs: list, stop: threading.Event) -> None:
+    def _heartbeat_loop(self, claimed: list, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_interval):
+            pairs = list(claimed)  # the worker appends the batches it claims ahead
             try:  # every job's status in one round trip
                 with self.connection.pipeline(transaction=False) as pipe:
                     for job, _ in pairs:

@@ -78,6 +78,20 @@ def test_a_batch_is_byte_identical_grouped_by_style_and_leaves_a_canceled_job_ou
         assert first[i][1] == second[i][1], f"job {i}: the batched image differs"
 
 
+def test_the_next_batch_is_prepared_while_a_batch_finishes(make_client, make_settings, start_worker) -> None:
+    """Six jobs waiting for a worker of batches of 3: the first three are one batch; the other three are
+    claimed and prepared (crops, networks) while the first batch's jobs finish, and give the same bytes
+    for the same photos."""
+    client = make_client()
+    ids = _submit(client, ["demo"] * 6)  # obama, biden, alex, then the same three again
+    start_worker(make_settings(max_batch=3, batch_wait_ms=50), queues="stylize")
+    results = _results(client, ids)
+    assert all(r[0]["status"] == "succeeded" for r in results), [r[0] for r in results]
+    assert [r[0]["result"]["batch_size"] for r in results] == [3] * 6
+    assert [r[0]["result"]["prepared_ahead"] for r in results] == [False] * 3 + [True] * 3
+    assert [r[1] for r in results[:3]] == [r[1] for r in results[3:]]
+
+
 def test_kill_during_a_batch_recovers_every_job(make_client, make_settings, start_worker, redis) -> None:
     client = make_client()
     settings = make_settings(max_batch=16, batch_wait_ms=50)

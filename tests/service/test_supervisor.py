@@ -115,8 +115,8 @@ def test_children_leave_with_the_supervisor_and_ignore_its_terminal_group(tmp_pa
     parent.kill()
     parent.wait()
     deadline = time.time() + 10
-    while time.time() < deadline and not record.exists():
-        time.sleep(0.1)
+    while time.time() < deadline and not (record.exists() and record.read_text().endswith("\n")):
+        time.sleep(0.1)  # the file exists from the child's open(), its line once the child closes it
     assert record.read_text().startswith("child "), "the child got no SIGTERM when its supervisor died"
 
 

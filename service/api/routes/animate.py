@@ -21,7 +21,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BeforeValidator, Field
 
-from service.api.admission import enqueue_capped, enqueue_job
+from service.api.admission import enqueue_capped
 from service.api.deps import ClientDep, JobsDep, RegistryDep, StorageDep, charge_rate_limit
 from service.api.edits import parse_edits
 from service.api.errors import ApiError
@@ -31,6 +31,7 @@ from service.api.schemas import ERROR_RESPONSES, JobStatus, null_is_none
 from service.api.style_policy import SIZES, ready_style, strength_controls
 from service.core.contract import ANIMATE_FUNCTION, JOB_FAILURE_CALLBACK, VIDEO_QUEUE, AnimateJob, JobState
 from service.core.media.video_io import VideoInfo, check_limits, probe
+from service.core.queueing import enqueue_job
 
 router = APIRouter(prefix="/v1", tags=["video"], responses=ERROR_RESPONSES)
 VIDEO_TIMEOUT_S = 6 * 3600

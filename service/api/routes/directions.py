@@ -16,7 +16,6 @@ import anyio.to_thread
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 
-from service.api.admission import enqueue_job
 from service.api.deps import ClientDep, JobsDep, OperatorDep, RegistryDep, StorageDep
 from service.api.errors import ApiError
 from service.api.exemplar_uploads import (
@@ -37,6 +36,7 @@ from service.core.contract import (
     JobState,
     StyleState,
 )
+from service.core.queueing import enqueue_job
 from service.core.registry import Registry
 
 router = APIRouter(prefix="/v1", tags=["directions"], responses=ERROR_RESPONSES)

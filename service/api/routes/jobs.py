@@ -15,7 +15,7 @@ from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BeforeValidator, Field
 
-from service.api.admission import Reservation, enqueue_capped, enqueue_job, idem_key, queue_full
+from service.api.admission import Reservation, enqueue_capped, idem_key, queue_full
 from service.api.deps import (
     ClientDep,
     JobsDep,
@@ -41,6 +41,7 @@ from service.core.contract import (
     cancel_key,
     job_key,
 )
+from service.core.queueing import enqueue_job
 
 router = APIRouter(prefix="/v1", tags=["stylize"], responses=ERROR_RESPONSES)
 

@@ -16,7 +16,6 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BeforeValidator
 from redis import Redis
 
-from service.api.admission import enqueue_job
 from service.api.deps import JobsDep, OperatorDep, RegistryDep, StorageDep
 from service.api.errors import ApiError
 from service.api.exemplar_uploads import (
@@ -44,6 +43,7 @@ from service.core.contract import (
     style_progress_key,
 )
 from service.core.exemplar_files import too_few_exemplars
+from service.core.queueing import enqueue_job
 from service.core.registry import Registry
 from service.core.storage import Storage
 
