@@ -2,7 +2,7 @@
 
 Usage:
     python bench/train.py [--device cpu|cuda] [--sizes 256,1024] [--micro-batch 0] [--repeats 3]
-                          [--mem-cap-gb N]
+                          [--mem-cap-gb N] [--gradients gradfix,native]
 
 Random-weight config-f generator and discriminator (speed does not depend on the values), the default
 `TransferConfig` (batch 4, lazy R1 every 16 steps, path length every 4, FreezeD 5, perceptual term in
@@ -15,7 +15,9 @@ both R1 and path length (every `r1_every` steps, a multiple of `pl_every`). Each
 `--repeats` times after one warm-up step (the median is reported), so the average step of the default
 schedule is their mix, `plain·(1 − 1/pl_every) + pl·(1/pl_every − 1/r1_every) + both·(1/r1_every)`,
 without timing hundreds of steps. "projected" is `max_steps` average steps plus one evaluation every
-`eval_every` steps (early stopping usually ends sooner). `--micro-batch N` runs the generator N
+`eval_every` steps; "ready" is the time to a ready style: the same up to the step where early stopping
+typically ends a run, `--ready-steps` (default 1000: where bench/learning.py's default mode stopped in 2
+of 3 seeds, README "Does it learn"). `--micro-batch N` runs the generator N
 samples at a time (the same update; see `Trainer.train_step`). `--mem-cap-gb` caps the subprocess's
 address space on the CPU so that a size that does not fit fails with an allocation error instead of
 waking the kernel's OOM killer. Each kind's times and the peak so far are printed to stderr as they
@@ -37,9 +39,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def run(size: int, device: str, repeats: int, micro_batch: int | None) -> dict:
+def run(
+    size: int, device: str, repeats: int, micro_batch: int | None, gradients: str = "gradfix", ready_steps: int = 1000
+) -> dict:
+    import contextlib
+
     import torch
 
+    from models.networks import gradfix
     from models.networks.discriminator import Discriminator
     from models.networks.stylegan2 import Generator
     from models.training.exemplars import tensor_exemplars
@@ -59,7 +66,8 @@ def run(size: int, device: str, repeats: int, micro_batch: int | None) -> dict:
         if device == "cuda":
             torch.cuda.synchronize()
 
-    with tempfile.TemporaryDirectory() as tmp:
+    native = gradfix.native_gradients() if gradients == "native" else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory() as tmp, native:
         trainer = Trainer(g, d, exemplars, config, Path(tmp), device=device, micro_batch=micro_batch)
         base = _peak_mib()
         if device == "cuda":
@@ -94,14 +102,18 @@ def run(size: int, device: str, repeats: int, micro_batch: int | None) -> dict:
     }
     step_s = sum(mix[k] * seconds[k] for k in kinds)
     projected = config.max_steps * step_s + (config.max_steps // config.eval_every) * eval_s
+    ready = ready_steps * step_s + (ready_steps // config.eval_every) * eval_s
     return {
         "size": size,
+        "gradients": gradients,
         "micro_batch": micro_batch or config.batch_size,
         "seconds": seconds,
         "step_s": step_s,
         "eval_s": eval_s,
         "peak_mib": peak,
         "projected_min": projected / 60,
+        "ready_min": ready / 60,
+        "ready_steps": ready_steps,
         "max_steps": config.max_steps,
     }
 
@@ -129,10 +141,18 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=0, help="generator samples per pass (0: whole batch)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mem-cap-gb", type=float, help="address-space cap of each size's process (CPU)")
+    parser.add_argument(
+        "--gradients",
+        default="gradfix",
+        help="comma-separated: gradfix (models/networks/gradfix.py), native (PyTorch's own convolution "
+        "gradients, as before issue 25); both run by this one script",
+    )
+    parser.add_argument("--ready-steps", type=int, default=1000, help="where early stopping typically ends a run")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run(args.one, args.device, args.repeats, args.micro_batch or None)))
+        micro = args.micro_batch or None
+        print(json.dumps(run(args.one, args.device, args.repeats, micro, args.gradients, args.ready_steps)))
         return
     import torch
 
@@ -141,24 +161,27 @@ def main() -> None:
         f"micro-batch {args.micro_batch or 'whole'}, median of {args.repeats} per kind of step"
     )
     print(
-        f"{'size':>6}{'plain s':>9}{'pl s':>8}{'R1+pl s':>9}{'avg s':>8}{'steps/s':>9}{'eval s':>8}"
-        f"{'peak MiB':>10}{'projected min':>15}"
+        f"{'size':>6}{'gradients':>10}{'plain s':>9}{'pl s':>8}{'R1+pl s':>9}{'avg s':>8}{'steps/s':>9}{'eval s':>8}"
+        f"{'peak MiB':>10}{'projected min':>15}{'ready min':>11}"
     )
-    for size in (int(s) for s in args.sizes.split(",")):
-        command = [sys.executable, __file__, "--one", str(size), "--device", args.device]
+    runs = [(int(size), grads) for size in args.sizes.split(",") for grads in args.gradients.split(",")]
+    for size, grads in runs:
+        command = [sys.executable, __file__, "--one", str(size), "--device", args.device, "--gradients", grads]
         command += ["--repeats", str(args.repeats), "--micro-batch", str(args.micro_batch)]
+        command += ["--ready-steps", str(args.ready_steps)]
         out = subprocess.run(command, capture_output=True, text=True, preexec_fn=_cap_memory(args.mem_cap_gb))
         if out.returncode != 0:
             lines = out.stderr.strip().splitlines() or [f"exit status {out.returncode}"]
             print("\n".join(line for line in lines if line.startswith("# ")))
-            print(f"{size:>6}  failed: {lines[-1]}")
+            print(f"{size:>6}{grads:>10}  failed: {lines[-1]}")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         s = r["seconds"]
         print(
-            f"{size:>6}{s['plain']:>9.2f}{s['pl']:>8.2f}{s['both']:>9.2f}{r['step_s']:>8.2f}{1 / r['step_s']:>9.3f}"
-            f"{r['eval_s']:>8.1f}{r['peak_mib']:>10.0f}{r['projected_min']:>15.0f}"
-            f"  (default max_steps {r['max_steps']})"
+            f"{size:>6}{grads:>10}{s['plain']:>9.2f}{s['pl']:>8.2f}{s['both']:>9.2f}{r['step_s']:>8.2f}"
+            f"{1 / r['step_s']:>9.3f}"
+            f"{r['eval_s']:>8.1f}{r['peak_mib']:>10.0f}{r['projected_min']:>15.1f}{r['ready_min']:>11.1f}"
+            f"  (max_steps {r['max_steps']}, ready at {r['ready_steps']})"
         )
 
 

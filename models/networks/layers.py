@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.networks import gradfix
 from models.networks.ops import fir_filter, fused_leaky_relu, make_kernel, upfirdn2d
 from service.core.configs import MappingConfig
 
@@ -71,7 +72,7 @@ class EqualConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channel)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.scale, bias=self.bias, stride=self.stride, padding=self.padding)
+        return gradfix.conv2d(x, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding)
 
 
 class FusedLeakyReLU(nn.Module):
@@ -180,11 +181,11 @@ class ModulatedConv2d(nn.Module):
 
     def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.upsample:
-            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+            out = gradfix.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
             return self.blur(out)
         if self.downsample:
-            return F.conv2d(self.blur(x), weight, stride=2)
-        return F.conv2d(x, weight, padding=self.padding)
+            return gradfix.conv2d(self.blur(x), weight, stride=2)
+        return gradfix.conv2d(x, weight, padding=self.padding)
 
 
 class NoiseInjection(nn.Module):

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from models.networks.gradfix import depthwise_conv2d
+
 SQRT2 = math.sqrt(2.0)
 
 
@@ -53,7 +55,7 @@ def fir_filter(x: torch.Tensor, kernel: torch.Tensor, stride: int = 1, padding: 
     c = x.shape[1]
     kh, kw = kernel.shape
     weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
-    return F.conv2d(x, weight, stride=stride, padding=padding, groups=c)
+    return depthwise_conv2d(x, weight, stride=stride, padding=padding)  # single-call gradients (gradfix.py)
 
 
 def fused_leaky_relu(
