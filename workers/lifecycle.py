@@ -29,12 +29,14 @@ from torch.cuda import OutOfMemoryError as TorchOOM
 
 from service.core.contract import FINISHED
 from service.core.jobmetrics import count_failure
+from service.core.objectstore import StoreUnavailable
 from workers.runtime import Runtime, get_runtime
 
 log = logging.getLogger("agilegan.worker")
 
 TRANSIENT_BACKOFF_S = (1.0, 4.0)
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, RedisConnectionError, TorchOOM)
+# a store outage (service/core/objectstore.py) is transient too
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, RedisConnectionError, TorchOOM, StoreUnavailable)
 Outcome = Literal["succeeded", "failed", "canceled", "lost"]  # lost: canceled or deleted during its last step
 
 

@@ -32,6 +32,7 @@ from models.weights import checkpoints
 from service.core.configs import AlignerConfig
 from service.core.contract import StyleState
 from service.core.jobstore import JobStore
+from service.core.objectstore import open_store
 from service.core.registry import BASE_ENCODER, Registry, StyleInfo
 from service.core.settings import Settings
 from service.core.storage import Storage
@@ -60,7 +61,7 @@ class Runtime:
             torch.set_num_threads(settings.torch_threads)
         self.redis = redis or Redis.from_url(settings.redis_url)
         self.jobs = JobStore(self.redis, settings.result_ttl_s)
-        self.storage = Storage(settings.data_dir)
+        self.storage = Storage(settings.data_dir, open_store(settings))
         self.registry = Registry(settings.registry_dir)
         self.aligner_config = AlignerConfig(
             transform_size=settings.align_transform_size,

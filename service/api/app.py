@@ -25,6 +25,7 @@ from service.core.configs import AlignerConfig
 from service.core.contract import QUEUES
 from service.core.jobstore import JobStore
 from service.core.media.alignment import FaceAligner
+from service.core.objectstore import open_store
 from service.core.registry import Registry
 from service.core.settings import Settings, get_settings
 from service.core.storage import Storage
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
     app.state.settings, app.state.redis, app.state.aredis, app.state.keys = settings, redis, aredis, keys
     app.state.queues = {name: Queue(name, connection=redis) for name in QUEUES}
     app.state.jobs = JobStore(redis, settings.result_ttl_s)
-    app.state.storage = Storage(settings.data_dir)
+    app.state.storage = Storage(settings.data_dir, open_store(settings))
     app.state.registry = Registry(settings.registry_dir)
     # 2. Routes, docs, console.
     errors.install(app)

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from service.core.errors import InputError
+from service.core.objectstore import StoreUnavailable
 
 log = logging.getLogger("agilegan.api")
 
@@ -108,6 +109,13 @@ def install(app: FastAPI) -> None:
         log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
         return error_response(
             request, 503, "unavailable", "the job store (Redis) is unavailable; retry shortly", {"Retry-After": "5"}
+        )
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("object store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            request, 503, "unavailable", "the object store is unavailable; retry shortly", {"Retry-After": "5"}
         )
 
     @app.exception_handler(Exception)

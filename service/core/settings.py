@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(3600, ge=60, description="results and inputs are deleted after this")
     idempotency_ttl_s: int = Field(86400, ge=60)
 
+    # --- where job files live (service/core/objectstore.py): the data directory, or an S3-compatible store
+    storage: Literal["local", "s3"] = Field(
+        "local", description="local: the data directory; s3: uploads and results in an S3-compatible bucket"
+    )
+    s3_endpoint_url: str | None = Field(None, description="e.g. http://seaweedfs:8333 (unset: AWS)")
+    s3_bucket: str = Field("agilegan", min_length=3, max_length=63)
+    s3_prefix: str = Field("", description="key prefix inside the bucket (several deployments in one)")
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = Field(None, repr=False)
+    s3_timeout_s: float = Field(10.0, gt=0, le=120, description="connect/read timeout of one store request")
+
     # --- alignment (API: detection and landmarks; worker: the FFHQ crop)
     align_transform_size: int = Field(
         1024,

@@ -1,7 +1,10 @@
-"""The data directory shared by the API and the workers (a volume in compose).
+"""The files jobs share: uploads and results in the object store (service/core/objectstore.py: the data
+directory by default, or an S3-compatible bucket), the rest in the data directory (a volume in compose).
 
-    <data_dir>/inputs/<job_id>/upload     the uploaded bytes, as received
-    <data_dir>/results/<job_id>.<ext>     the finished image
+    inputs/<job_id>/upload                the uploaded bytes, as received (object store)
+    results/<job_id>.<ext>                the finished image or video (object store)
+    <data_dir>/video/<job_id>/            a video job's upload and resumable work files
+    <data_dir>/style-uploads/<style_id>/  a style's exemplars, until its training ends
     <data_dir>/registry/                  models (see service/core/registry.py)
 
 Paths are built only from ids we generate or validate (`contract.JOB_ID`), never from user input.
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from service.core.checkpoint_files import atomic_write_bytes as atomic_write
 from service.core.contract import JOB_ID, STYLE_ID
+from service.core.objectstore import LocalStore, ObjectMissing, ObjectStore
 
 RESULT_EXTENSIONS = ("png", "jpeg", "webp", "mp4", "webm", "gif", "zip")
 
@@ -33,13 +37,12 @@ class InputMissing(Exception):
 
 
 class Storage:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, store: ObjectStore | None = None) -> None:
+        """`store`: where uploads and results go (default: the data directory itself)."""
         self.root = Path(data_dir)
-        self.inputs = self.root / "inputs"
-        self.results = self.root / "results"
+        self.store = store or LocalStore(self.root)
         self.videos = self.root / "video"  # per video job: the upload, a portrait, landmarks, chunks
-        for folder in (self.inputs, self.results, self.videos):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.videos.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
     def _check(job_id: str) -> str:
@@ -47,13 +50,11 @@ class Storage:
             raise ValueError(f"not a job id: {job_id!r}")
         return job_id
 
-    def write_input(self, job_id: str, data: bytes) -> Path:
-        folder = self.inputs / self._check(job_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        return atomic_write(folder / "upload", data)
+    def write_input(self, job_id: str, data: bytes) -> None:
+        self.store.put(f"inputs/{self._check(job_id)}/upload", data)
 
     def delete_input(self, job_id: str) -> None:
-        shutil.rmtree(self.inputs / self._check(job_id), ignore_errors=True)
+        self.store.delete_prefix(f"inputs/{self._check(job_id)}/")
 
     def video_dir(self, job_id: str) -> Path:
         """A video job's folder: `video` (the upload), `portrait`, and its resumable work files."""
@@ -66,26 +67,32 @@ class Storage:
         """A deleted job's upload and result."""
         self.delete_input(job_id)
         self.delete_video_work(job_id)
-        for ext in RESULT_EXTENSIONS:
-            (self.results / f"{self._check(job_id)}.{ext}").unlink(missing_ok=True)
+        self.store.delete_prefix(f"results/{self._check(job_id)}.")
 
     def read_input(self, job_id: str) -> bytes:
-        path = self.inputs / self._check(job_id) / "upload"
         try:
-            return path.read_bytes()
-        except FileNotFoundError:
+            return self.store.get(f"inputs/{self._check(job_id)}/upload")
+        except ObjectMissing:
             raise InputMissing(f"the upload of job {job_id} is not in storage; submit the photo again") from None
 
-    def write_result(self, job_id: str, fmt: str, data: bytes) -> Path:
+    def write_result(self, job_id: str, fmt: str, data: bytes) -> None:
         if fmt not in RESULT_EXTENSIONS:
             raise ValueError(f"unknown result format {fmt!r}")
-        return atomic_write(self.results / f"{self._check(job_id)}.{fmt}", data)
+        self.store.put(f"results/{self._check(job_id)}.{fmt}", data)
 
-    def result_path(self, job_id: str) -> Path | None:
-        for ext in RESULT_EXTENSIONS:
-            path = self.results / f"{self._check(job_id)}.{ext}"
-            if path.is_file():
-                return path
+    def result(self, job_id: str) -> tuple[str, Path | bytes] | None:
+        """The job's result: (format, its file) from a local store, (format, its bytes) from a remote
+        one; None when there is none (expired or deleted)."""
+        for info in self.store.list(f"results/{self._check(job_id)}."):
+            fmt = info.key.rsplit(".", 1)[1]
+            if fmt not in RESULT_EXTENSIONS:
+                continue
+            if self.store.local_root is not None:
+                return fmt, self.store.local_root / info.key
+            try:
+                return fmt, self.store.get(info.key)
+            except ObjectMissing:  # deleted between the listing and the read
+                return None
         return None
 
     # style-training uploads: <data_dir>/style-uploads/<style_id>/{0000.png, …, manifest.json}
@@ -134,11 +141,18 @@ class Storage:
         is queued or running); returns how many entries went."""
         cutoff = (now or time.time()) - max_age_s
         removed = 0
-        for entry in list(self.inputs.iterdir()) + list(self.results.iterdir()) + list(self.videos.iterdir()):
+        for info in [*self.store.list("inputs/"), *self.store.list("results/")]:
+            job_id = info.key.split("/")[1].split(".")[0]
+            if info.modified >= cutoff or (info.key.startswith("inputs/") and job_active(job_id)):
+                continue
+            if info.key.startswith("inputs/"):
+                self.store.delete_prefix(f"inputs/{job_id}/")
+            else:
+                self.store.delete(info.key)
+            removed += 1
+        for entry in list(self.videos.iterdir()):
             try:
-                if entry.stat().st_mtime >= cutoff:
-                    continue
-                if entry.parent in (self.inputs, self.videos) and job_active(entry.name):
+                if entry.stat().st_mtime >= cutoff or job_active(entry.name):
                     continue
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
                 removed += 1

@@ -22,13 +22,13 @@ def test_results_inputs_and_sweep(tmp_path: Path) -> None:
         storage.write_input(job, b"photo")
         storage.write_result(job, "png", b"image")
     assert storage.read_input(new) == b"photo"
-    assert storage.result_path(new) == tmp_path / "results" / f"{new}.png"
+    assert storage.result(new) == ("png", tmp_path / "results" / f"{new}.png")
     assert not list(tmp_path.rglob(".*"))  # no temporary files left behind
     past = time.time() - 7200
-    for path in (tmp_path / "inputs" / old, tmp_path / "results" / f"{old}.png"):
+    for path in (tmp_path / "inputs" / old / "upload", tmp_path / "results" / f"{old}.png"):
         os.utime(path, (past, past))
     assert storage.sweep(3600, job_active=lambda job_id: False) == 2
-    assert storage.result_path(old) is None and storage.result_path(new) is not None
+    assert storage.result(old) is None and storage.result(new) is not None
     assert not (tmp_path / "inputs" / old).exists()
 
 
@@ -49,7 +49,7 @@ def test_the_sweep_keeps_the_uploads_of_queued_and_running_jobs(tmp_path: Path, 
     for job in (queued, running, done, unknown):
         storage.write_input(job, b"photo")
         past = time.time() - 7200
-        os.utime(tmp_path / "inputs" / job, (past, past))
+        os.utime(tmp_path / "inputs" / job / "upload", (past, past))
     for job in (queued, running, done):
         jobs.create(job, "owner", "stylize", {})
     jobs.mark_running(running, "worker-1")
@@ -64,7 +64,7 @@ def test_a_job_whose_upload_is_gone_fails_at_once_with_a_code(make_client, make_
     client = make_client()
     job = post_photo(client).json()
     storage = Storage(make_settings().data_dir)
-    (storage.inputs / job["id"] / "upload").unlink()
+    storage.store.delete(f"inputs/{job['id']}/upload")
     start_worker(make_settings())
     started = time.monotonic()
     done = wait_for(client, job["id"], timeout=30)

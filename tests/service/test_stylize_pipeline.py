@@ -6,8 +6,6 @@ bytes its batch encoded."""
 
 from __future__ import annotations
 
-import io
-
 from PIL import Image
 
 from service.core.errors import InvalidImage
@@ -52,5 +50,5 @@ def test_a_failing_job_fails_alone_and_stages_are_marked_once_per_batch(runtime,
     assert results[canceled.job_id] == {"canceled": True}
     for job, kind in zip(good, ("PNG", "JPEG")):
         assert results[job.job_id]["batch_size"] == 2 and rt.jobs.get(job.job_id)["status"] == "succeeded"
-        stored = Image.open(io.BytesIO(rt.storage.result_path(job.job_id).read_bytes()))
+        stored = Image.open(rt.storage.result(job.job_id)[1])
         assert (stored.format, stored.size) == (kind, (256, 256))

@@ -249,11 +249,14 @@ async def get_result(
         return JSONResponse(body, status_code=202, headers={"Retry-After": "1", "Location": f"/v1/jobs/{job_id}"})
     if status != JobState.SUCCEEDED:
         raise ApiError(409, f"job_{status}", f"the job {status}: no result")
-    path = storage.result_path(job_id)
-    if path is None:
+    found = await anyio.to_thread.run_sync(storage.result, job_id)
+    if found is None:
         raise ApiError(410, "result_expired", "the result has expired")
-    fmt = path.suffix.lstrip(".")
-    return FileResponse(path, media_type=CONTENT_TYPES[fmt], filename=f"{job_id}.{fmt}")
+    fmt, body = found
+    if isinstance(body, bytes):  # from an object store
+        disposition = {"Content-Disposition": f'attachment; filename="{job_id}.{fmt}"'}
+        return Response(body, media_type=CONTENT_TYPES[fmt], headers=disposition)
+    return FileResponse(body, media_type=CONTENT_TYPES[fmt], filename=f"{job_id}.{fmt}")
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobStatus, tags=["jobs"])

@@ -1,0 +1,116 @@
+"""The object store (service/core/objectstore.py, issue 27) against a real S3-compatible server (SeaweedFS,
+started here on 127.0.0.1) and the local directory: the same contract for both; an unreachable store is
+`StoreUnavailable` (the API answers 503 `unavailable`); and a stylize job between an API and a worker that
+share no folder at all, only Redis and the store."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from service.core.objectstore import LocalStore, ObjectMissing, S3Store, StoreUnavailable
+from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, start_s3_server
+from tests.service.conftest import auth, post_photo, wait_for
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = start_s3_server(tmp_path_factory.mktemp("seaweedfs"))
+    deadline = time.monotonic() + 30
+    while True:  # the filer behind the S3 port may need a moment more
+        try:
+            _s3(server.endpoint, "ready").ensure_bucket()
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    yield server
+    server.stop()
+
+
+def _s3(endpoint: str, prefix: str, timeout_s: float = 10.0) -> S3Store:
+    return S3Store("agilegan", endpoint, ACCESS_KEY, SECRET_KEY, prefix=prefix, timeout_s=timeout_s)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "local":
+        return LocalStore(tmp_path)
+    s3 = _s3(request.getfixturevalue("s3_server").endpoint, uuid.uuid4().hex)
+    s3.ensure_bucket()
+    return s3
+
+
+def test_the_store_contract(store) -> None:
+    store.put("inputs/a/upload", b"photo")
+    store.put("results/a.png", b"one")
+    store.put("results/a.png", b"two")  # replaced whole
+    store.put("results/b.jpeg", b"three")
+    assert store.get("inputs/a/upload") == b"photo" and store.get("results/a.png") == b"two"
+    assert store.exists("results/b.jpeg") and not store.exists("results/c.png")
+    with pytest.raises(ObjectMissing):
+        store.get("results/c.png")
+    listed = {info.key: info.size for info in store.list("results/")}
+    assert listed == {"results/a.png": 3, "results/b.jpeg": 5}
+    assert all(abs(info.modified - time.time()) < 300 for info in store.list("results/"))
+    assert [info.key for info in store.list("results/a.")] == ["results/a.png"]
+    assert store.delete_prefix("inputs/a/") == 1 and not store.exists("inputs/a/upload")
+    store.delete("results/a.png")
+    store.delete("results/a.png")  # a missing object: no error
+    assert [info.key for info in store.list("results/")] == ["results/b.jpeg"]
+
+
+def test_an_unreachable_store_is_unavailable_not_missing() -> None:
+    store = _s3("http://127.0.0.1:9", "x", timeout_s=1.0)  # nothing listens on the discard port
+    started = time.monotonic()
+    for call in (lambda: store.get("results/a.png"), lambda: store.put("results/a.png", b"x")):
+        with pytest.raises(StoreUnavailable):
+            call()
+    assert time.monotonic() - started < 20
+
+
+def test_the_api_answers_503_while_the_store_is_down(make_client) -> None:
+    client = make_client(storage="s3", s3_endpoint_url="http://127.0.0.1:9", s3_timeout_s=1.0, **_keys())
+    response = post_photo(client, size=256)
+    assert response.status_code == 503 and response.json()["code"] == "unavailable", response.text
+    assert response.headers["Retry-After"] == "5"
+
+
+def _keys() -> dict[str, str]:
+    return {"s3_access_key": ACCESS_KEY, "s3_secret_key": SECRET_KEY, "s3_bucket": "agilegan"}
+
+
+def test_api_and_worker_share_only_redis_and_the_store(
+    s3_server: S3Server, make_client, make_settings, start_worker, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """Two "machines": separate data directories (each with its own copy of the registry), one Redis, one
+    bucket. The upload goes from the API to the store, the worker reads it there and stores the result,
+    the API serves it from there; nothing is written to either data directory's inputs or results."""
+    s3 = {"storage": "s3", "s3_endpoint_url": s3_server.endpoint, "s3_prefix": uuid.uuid4().hex, **_keys()}
+    api_dir, worker_dir = tmp_path / "api-host", tmp_path / "gpu-host"
+    for folder in (api_dir, worker_dir):
+        shutil.copytree(tiny_data_dir / "registry", folder / "registry")
+    client = make_client(data_dir=api_dir, **s3)
+    start_worker(make_settings(data_dir=worker_dir, **s3), queues="stylize")
+    job = post_photo(client, size=256, format="jpeg").json()
+    done = wait_for(client, job["id"], timeout=90)
+    assert done["status"] == "succeeded", done
+    result = client.get(f"/v1/jobs/{job['id']}/result", headers=auth())
+    assert result.status_code == 200 and result.headers["content-type"] == "image/jpeg"
+    image = Image.open(io.BytesIO(result.content))
+    assert (image.format, image.size) == ("JPEG", (256, 256))
+    bucket = _s3(s3_server.endpoint, s3["s3_prefix"])
+    assert bucket.get(f"results/{job['id']}.jpeg") == result.content
+    for folder in (api_dir, worker_dir):
+        assert not (folder / "inputs").exists() and not (folder / "results").exists(), folder
+    # deleting the job deletes its objects
+    assert client.delete(f"/v1/jobs/{job['id']}", headers=auth()).status_code == 204
+    assert list(bucket.list("inputs/")) == [] and list(bucket.list("results/")) == []
