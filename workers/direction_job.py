@@ -19,6 +19,7 @@ from service.core.contract import ALIGNED_SIZE, FitDirectionJob
 from service.core.errors import InputError
 from service.core.media.alignment import align_landmarks
 from service.core.media.images import load_image
+from service.core.objectstore import ObjectMissing
 from workers.lifecycle import JobKind, Outcome, run_job
 from workers.runtime import Runtime, StyleUnavailable
 
@@ -32,7 +33,7 @@ class FitDirectionKind(JobKind):
 
 FIT_DIRECTION = FitDirectionKind(
     "fit-direction",
-    permanent=(InputError, StyleUnavailable, directions.DirectionError, FileNotFoundError),
+    permanent=(InputError, StyleUnavailable, directions.DirectionError, FileNotFoundError, ObjectMissing),
     default_code="fit_failed",
     canceled=(),
 )

@@ -32,6 +32,7 @@ from service.core.contract import StyleState, TrainJob, style_cancel_key, style_
 from service.core.errors import InputError
 from service.core.media.alignment import align_landmarks
 from service.core.media.images import load_image
+from service.core.objectstore import ObjectMissing
 from workers.lifecycle import JobKind, Outcome, record_crash, run_job
 from workers.runtime import Runtime
 from workers.style_install import InstallError, install_lpips
@@ -85,7 +86,7 @@ class TrainKind(JobKind):
 
 TRAIN = TrainKind(
     "train",
-    permanent=(InputError, ValueError),
+    permanent=(InputError, ValueError, ObjectMissing),
     default_code="invalid_training_input",
     canceled=(TrainingCanceled,),
     crash_code="training_error",

@@ -51,7 +51,7 @@ def animate_job(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
-    folder = rt.storage.video_dir(job.job_id)
+    folder = rt.storage.fetch_video_inputs(job.job_id)  # from a remote store when this machine lacks them
     # 1. The style's models and the edits; the request (structure, strength, edits; constant noise).
     served = rt.serve(job.style, job.edits)
     stylizer = served.stylizer

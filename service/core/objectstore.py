@@ -26,7 +26,9 @@ log = logging.getLogger("agilegan.storage")
 
 
 class ObjectMissing(KeyError):
-    """No object under that key."""
+    """No object under that key (a job's upload deleted, expired or never published): permanent."""
+
+    code = "input_missing"
 
 
 class StoreUnavailable(Exception):

@@ -27,6 +27,7 @@ from service.core.checkpoint_files import atomic_write_bytes as atomic_write
 from service.core.contract import JOB_ID, STYLE_ID
 from service.core.objectstore import LocalStore, ObjectMissing, ObjectStore
 
+VIDEO_INPUTS = ("video", "portrait")  # a video job's uploads, in its folder and (remote stores) under video/<job>/
 RESULT_EXTENSIONS = ("png", "jpeg", "webp", "mp4", "webm", "gif", "zip")
 
 
@@ -60,8 +61,37 @@ class Storage:
         """A video job's folder: `video` (the upload), `portrait`, and its resumable work files."""
         return self.videos / self._check(job_id)
 
+    def publish_video_inputs(self, job_id: str) -> None:
+        """After the API wrote and checked them in the job's folder: the upload and the portrait into a
+        remote store, and the folder gone from this machine (a local store's folder is the data directory
+        itself: nothing to do)."""
+        if self.store.local_root is not None:
+            return
+        folder = self.video_dir(job_id)
+        for name in VIDEO_INPUTS:
+            if (folder / name).is_file():
+                self.store.put(f"video/{self._check(job_id)}/{name}", (folder / name).read_bytes())
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def fetch_video_inputs(self, job_id: str) -> Path:
+        """The job's folder on this machine with its upload and portrait (fetched from a remote store when
+        missing); its work files (landmarks, chunks) are this machine's own."""
+        folder = self.video_dir(job_id)
+        if self.store.local_root is None:
+            for name in VIDEO_INPUTS:
+                if not (folder / name).is_file():
+                    try:
+                        data = self.store.get(f"video/{self._check(job_id)}/{name}")
+                    except ObjectMissing:
+                        continue
+                    folder.mkdir(parents=True, exist_ok=True)
+                    atomic_write(folder / name, data)
+        return folder
+
     def delete_video_work(self, job_id: str) -> None:
         shutil.rmtree(self.video_dir(job_id), ignore_errors=True)
+        if self.store.local_root is None:
+            self.store.delete_prefix(f"video/{self._check(job_id)}/")
 
     def delete_job_files(self, job_id: str) -> None:
         """A deleted job's upload and result."""
@@ -112,29 +142,37 @@ class Storage:
     def stage_file(staging: Path, index: int, data: bytes) -> None:
         atomic_write(staging / f"in-{index:04d}", data)
 
-    def publish_staging(self, staging: Path, style_id: str, indices: list[int], manifest: dict) -> Path:
-        """Staged files `indices` (report positions) become the style's upload 0000, 0001, …"""
+    def publish_staging(self, staging: Path, style_id: str, indices: list[int], manifest: dict) -> None:
+        """Staged files `indices` (report positions) become the style's upload 0000, 0001, … with its
+        manifest: in the data directory one rename publishes the folder; in a remote store every file goes
+        up, then the manifest, which readers start from (an upload cut off mid-publish stays invisible)."""
         for n, index in enumerate(indices):
             os.replace(staging / f"in-{index:04d}", staging / f"{n:04d}")
         for leftover in staging.glob("in-*"):
             leftover.unlink()
         atomic_write(staging / "manifest.json", json.dumps(manifest).encode())
-        folder = self.style_upload_dir(style_id)
-        os.replace(staging, folder)
-        return folder
+        if self.store.local_root is not None:
+            os.replace(staging, self.style_upload_dir(style_id))
+            return
+        prefix = f"style-uploads/{self.style_upload_dir(style_id).name}/"
+        for n in range(len(indices)):
+            self.store.put(f"{prefix}{n:04d}", (staging / f"{n:04d}").read_bytes())
+        self.store.put(f"{prefix}manifest.json", (staging / "manifest.json").read_bytes())
+        self.discard_staging(staging)
 
     def delete_style_upload(self, style_id: str) -> None:
         """The exemplars of a style whose training ended (ready, failed or canceled): no longer needed."""
-        shutil.rmtree(self.style_upload_dir(style_id), ignore_errors=True)
+        self.store.delete_prefix(f"style-uploads/{self.style_upload_dir(style_id).name}/")
 
     @staticmethod
     def discard_staging(staging: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
     def read_style_upload(self, style_id: str) -> tuple[dict, list[bytes]]:
-        folder = self.style_upload_dir(style_id)
-        manifest = json.loads((folder / "manifest.json").read_text())
-        return manifest, [(folder / f"{i:04d}").read_bytes() for i in range(len(manifest["files"]))]
+        """The manifest and the files of a published upload; ObjectMissing if there is none."""
+        prefix = f"style-uploads/{self.style_upload_dir(style_id).name}/"
+        manifest = json.loads(self.store.get(f"{prefix}manifest.json"))
+        return manifest, [self.store.get(f"{prefix}{i:04d}") for i in range(len(manifest["files"]))]
 
     def sweep(self, max_age_s: float, job_active: Callable[[str], bool], now: float | None = None) -> int:
         """Delete results older than max_age_s, and inputs as old unless `job_active(job_id)` (the job
@@ -150,6 +188,11 @@ class Storage:
             else:
                 self.store.delete(info.key)
             removed += 1
+        if self.store.local_root is None:  # video inputs of a remote store
+            for info in self.store.list("video/"):
+                job_id = info.key.split("/")[1]
+                if info.modified < cutoff and not job_active(job_id):
+                    removed += self.store.delete_prefix(f"video/{job_id}/")
         for entry in list(self.videos.iterdir()):
             try:
                 if entry.stat().st_mtime >= cutoff or job_active(entry.name):

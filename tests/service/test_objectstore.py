@@ -114,3 +114,47 @@ def test_api_and_worker_share_only_redis_and_the_store(
     # deleting the job deletes its objects
     assert client.delete(f"/v1/jobs/{job['id']}", headers=auth()).status_code == 204
     assert list(bucket.list("inputs/")) == [] and list(bucket.list("results/")) == []
+
+
+def test_a_style_upload_is_visible_only_once_published(s3_server: S3Server, tmp_path: Path) -> None:
+    """Exemplars go up file by file, the manifest last: an upload cut off before its manifest is
+    invisible to the training worker (ObjectMissing, a permanent `input_missing`)."""
+    from service.core.storage import Storage
+
+    storage = Storage(tmp_path, _s3(s3_server.endpoint, uuid.uuid4().hex))
+    storage.store.put("style-uploads/cut/0000", b"half")  # a publish that died before its manifest
+    with pytest.raises(ObjectMissing):
+        storage.read_style_upload("cut")
+    staging = storage.style_staging_dir()
+    for i, data in enumerate((b"a", b"skipped", b"c")):
+        storage.stage_file(staging, i, data)
+    storage.publish_staging(staging, "mystyle", [0, 2], {"files": [{"name": "a"}, {"name": "c"}]})
+    assert storage.read_style_upload("mystyle") == ({"files": [{"name": "a"}, {"name": "c"}]}, [b"a", b"c"])
+    assert not staging.exists() and not (tmp_path / "style-uploads" / "mystyle").exists()  # nothing kept here
+    storage.delete_style_upload("mystyle")
+    assert list(storage.store.list("style-uploads/mystyle/")) == []
+
+
+def test_a_video_job_between_machines_that_share_only_the_store(
+    s3_server: S3Server, make_client, make_settings, start_worker, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    from tests.service.test_animate import _post, _video
+
+    s3 = {"storage": "s3", "s3_endpoint_url": s3_server.endpoint, "s3_prefix": uuid.uuid4().hex, **_keys()}
+    api_dir, worker_dir = tmp_path / "api-host", tmp_path / "gpu-host"
+    for folder in (api_dir, worker_dir):
+        shutil.copytree(tiny_data_dir / "registry", folder / "registry")
+    client = make_client(data_dir=api_dir, **s3)
+    start_worker(make_settings(data_dir=worker_dir, video_chunk_frames=4, **s3), queues="video")
+    job = _post(client, _video(tmp_path / "in.mp4", 8), format="mp4", output="aligned")
+    assert job.status_code == 202, job.text
+    assert list((api_dir / "video").glob("*")) == []  # the upload went to the store, not this machine
+    done = wait_for(client, job.json()["id"], timeout=120)
+    assert done["status"] == "succeeded" and done["result"]["frames"] == 8, done
+    result = client.get(f"/v1/jobs/{done['id']}/result", headers=auth())
+    assert result.status_code == 200 and result.content[4:8] == b"ftyp"  # an MP4 from the bucket
+    assert list((worker_dir / "video").glob("*")) == []  # its work files went with the job
+    bucket = _s3(s3_server.endpoint, s3["s3_prefix"])
+    assert list(bucket.list("video/")) == [] and [i.key for i in bucket.list("results/")] == [
+        f"results/{done['id']}.mp4"
+    ]

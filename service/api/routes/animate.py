@@ -147,4 +147,5 @@ async def _store_inputs(
         landmarks = await request.app.state.faces.landmarks(data, settings.max_pixels, settings.min_face_size, 0)
         payload.portrait_landmarks = landmarks
         await anyio.to_thread.run_sync((folder / "portrait").write_bytes, data)
+    await anyio.to_thread.run_sync(storage.publish_video_inputs, job_id)  # a remote store: up it goes
     return header
