@@ -86,3 +86,28 @@ def start_s3_server(directory: Path, timeout_s: float = 60) -> S3Server:
         proc.kill()
         raise TimeoutError((directory / "weed.log").read_text()[-3000:])
     return S3Server(endpoint, proc)
+
+
+def s3_store(endpoint: str, prefix: str, timeout_s: float = 10.0):
+    """A store on the test server's bucket, under its own key prefix (one per test)."""
+    from service.core.objectstore import S3Store
+
+    return S3Store("agilegan", endpoint, ACCESS_KEY, SECRET_KEY, prefix=prefix, timeout_s=timeout_s)
+
+
+def s3_settings() -> dict[str, str]:
+    """The settings that point a service at the test server's bucket (with AGILEGAN_S3_ENDPOINT_URL)."""
+    return {"s3_access_key": ACCESS_KEY, "s3_secret_key": SECRET_KEY, "s3_bucket": "agilegan"}
+
+
+def wait_until_serving(server: S3Server, timeout_s: float = 30) -> None:
+    """The filer behind the S3 port may need a moment more than the port itself."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            s3_store(server.endpoint, "ready").ensure_bucket()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)

@@ -34,6 +34,7 @@ from service.core.contract import StyleState
 from service.core.jobstore import JobStore
 from service.core.objectstore import open_store
 from service.core.registry import BASE_ENCODER, Registry, StyleInfo
+from service.core.registry_sync import RegistryMirror
 from service.core.settings import Settings
 from service.core.storage import Storage
 
@@ -63,6 +64,8 @@ class Runtime:
         self.jobs = JobStore(self.redis, settings.result_ttl_s)
         self.storage = Storage(settings.data_dir, open_store(settings))
         self.registry = Registry(settings.registry_dir)
+        remote = self.storage.store if self.storage.store.local_root is None else None
+        self.mirror = RegistryMirror(remote, self.registry.root)  # the registry on a remote store
         self.aligner_config = AlignerConfig(
             transform_size=settings.align_transform_size,
             min_face_size=settings.min_face_size,
@@ -112,6 +115,9 @@ class Runtime:
         """What one job uses of a style, with the registry read once: its record, its stylizer (loaded once
         and reloaded when its files change) and the job's edits. StyleUnavailable / DirectionError if not."""
         info = self.registry.style(style_id)
+        if (info is None or info.status != StyleState.READY) and self.mirror.enabled:
+            self.mirror.pull()  # published on another host since the last pass
+            info = self.registry.style(style_id)
         stylizer = self._stylizer(style_id, info)
         return ServedStyle(info, stylizer, self._edits(info, stylizer, edit_specs or []))
 
@@ -212,6 +218,10 @@ class Runtime:
         request ever compiles; run one pass of each style. Returns seconds."""
         start = time.perf_counter()
         from PIL import Image
+
+        # 0. A remote store: share what this host installed, take what the others published.
+        self.mirror.publish_local()
+        self.mirror.pull()
 
         stylizers = []
         for info in self.registry.styles()[: self.settings.style_cache_size]:

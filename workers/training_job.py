@@ -73,6 +73,7 @@ class TrainKind(JobKind):
     def publish(self, rt: Runtime, job: TrainJob, result: dict[str, Any]) -> None:
         ready_at = datetime.datetime.now(datetime.UTC).isoformat()
         rt.registry.update_style_meta(job.style_id, status=StyleState.READY, training=result, ready_at=ready_at)
+        rt.mirror.publish_style(job.style_id)  # a remote store: every host sees it within a sync pass
 
     def cleanup(self, rt: Runtime, job: TrainJob, outcome: Outcome) -> None:
         rt.storage.delete_style_upload(job.style_id)  # the exemplars served their purpose, or never will

@@ -188,6 +188,8 @@ def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> No
     rt.worker = worker
     sweeper = threading.Thread(target=_sweep_loop, args=(rt, settings), daemon=True)
     sweeper.start()
+    if rt.mirror.enabled:
+        threading.Thread(target=_mirror_loop, args=(rt, settings.registry_sync_s), daemon=True).start()
     worker.work(burst=burst, logging_level="INFO")  # no scheduler: retries are immediate (see workers/lifecycle.py)
 
 
@@ -202,3 +204,10 @@ def _sweep_loop(rt: runtime_module.Runtime, settings: Settings) -> None:
         except Exception:
             log.exception("sweep failed")
         time.sleep(min(300, settings.result_ttl_s / 4))
+
+
+def _mirror_loop(rt: runtime_module.Runtime, every_s: float) -> None:
+    """Pull the registry's bundles published by other hosts (a remote store) every `every_s`."""
+    while True:
+        time.sleep(every_s)
+        rt.mirror.pull()

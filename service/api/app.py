@@ -6,10 +6,12 @@ Never imports torch: jobs are enqueued by dotted path and the registry is read f
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -27,6 +29,7 @@ from service.core.jobstore import JobStore
 from service.core.media.alignment import FaceAligner
 from service.core.objectstore import open_store
 from service.core.registry import Registry
+from service.core.registry_sync import RegistryMirror
 from service.core.settings import Settings, get_settings
 from service.core.storage import Storage
 
@@ -62,7 +65,11 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
             )
         )
         app.state.faces = FaceFinder(app.state.aligner, settings.detect_concurrency or default_concurrency())
+        mirror = app.state.mirror
+        puller = asyncio.create_task(_mirror_loop(mirror, settings.registry_sync_s)) if mirror.enabled else None
         yield
+        if puller is not None:
+            puller.cancel()
         redis.close()
         await aredis.aclose()
 
@@ -80,6 +87,8 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
     app.state.jobs = JobStore(redis, settings.result_ttl_s)
     app.state.storage = Storage(settings.data_dir, open_store(settings))
     app.state.registry = Registry(settings.registry_dir)
+    store = app.state.storage.store
+    app.state.mirror = RegistryMirror(store if store.local_root is None else None, app.state.registry.root)
     # 2. Routes, docs, console.
     errors.install(app)
     for module in (jobs, styles, style_training, directions, animate, health):
@@ -89,6 +98,13 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
     # 3. Middleware.
     _add_middleware(app, settings, keys, redis)
     return app
+
+
+async def _mirror_loop(mirror: RegistryMirror, every_s: float) -> None:
+    """The styles other hosts published or retired (a remote store), pulled every `every_s`."""
+    while True:
+        await anyio.to_thread.run_sync(mirror.pull)
+        await asyncio.sleep(every_s)
 
 
 def _add_middleware(app: FastAPI, settings: Settings, keys: KeyStore, redis: Redis) -> None:

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     s3_access_key: str | None = None
     s3_secret_key: str | None = Field(None, repr=False)
     s3_timeout_s: float = Field(10.0, gt=0, le=120, description="connect/read timeout of one store request")
+    registry_sync_s: float = Field(
+        10.0, gt=0, le=3600, description="storage=s3: how often each host pulls the registry's published bundles"
+    )
 
     # --- alignment (API: detection and landmarks; worker: the FFHQ crop)
     align_transform_size: int = Field(

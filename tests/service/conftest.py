@@ -112,6 +112,17 @@ def queue_stylize_job(rt, aligner: FaceAligner, photo: str = "obama.jpg", data: 
     return job
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3-compatible server (SeaweedFS) for this test process (tests/s3_server.py)."""
+    from tests.s3_server import start_s3_server, wait_until_serving
+
+    server = start_s3_server(tmp_path_factory.mktemp("seaweedfs"))
+    wait_until_serving(server)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def make_client(make_settings: Callable[..., Settings], aligner: FaceAligner) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []

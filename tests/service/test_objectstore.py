@@ -9,42 +9,21 @@ import io
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from service.core.objectstore import LocalStore, ObjectMissing, S3Store, StoreUnavailable
-from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, start_s3_server
+from service.core.objectstore import LocalStore, ObjectMissing, StoreUnavailable
+from tests.s3_server import S3Server, s3_settings, s3_store
 from tests.service.conftest import auth, post_photo, wait_for
-
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = start_s3_server(tmp_path_factory.mktemp("seaweedfs"))
-    deadline = time.monotonic() + 30
-    while True:  # the filer behind the S3 port may need a moment more
-        try:
-            _s3(server.endpoint, "ready").ensure_bucket()
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-    yield server
-    server.stop()
-
-
-def _s3(endpoint: str, prefix: str, timeout_s: float = 10.0) -> S3Store:
-    return S3Store("agilegan", endpoint, ACCESS_KEY, SECRET_KEY, prefix=prefix, timeout_s=timeout_s)
 
 
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path):
     if request.param == "local":
         return LocalStore(tmp_path)
-    s3 = _s3(request.getfixturevalue("s3_server").endpoint, uuid.uuid4().hex)
+    s3 = s3_store(request.getfixturevalue("s3_server").endpoint, uuid.uuid4().hex)
     s3.ensure_bucket()
     return s3
 
@@ -69,7 +48,7 @@ def test_the_store_contract(store) -> None:
 
 
 def test_an_unreachable_store_is_unavailable_not_missing() -> None:
-    store = _s3("http://127.0.0.1:9", "x", timeout_s=1.0)  # nothing listens on the discard port
+    store = s3_store("http://127.0.0.1:9", "x", timeout_s=1.0)  # nothing listens on the discard port
     started = time.monotonic()
     for call in (lambda: store.get("results/a.png"), lambda: store.put("results/a.png", b"x")):
         with pytest.raises(StoreUnavailable):
@@ -78,14 +57,10 @@ def test_an_unreachable_store_is_unavailable_not_missing() -> None:
 
 
 def test_the_api_answers_503_while_the_store_is_down(make_client) -> None:
-    client = make_client(storage="s3", s3_endpoint_url="http://127.0.0.1:9", s3_timeout_s=1.0, **_keys())
+    client = make_client(storage="s3", s3_endpoint_url="http://127.0.0.1:9", s3_timeout_s=1.0, **s3_settings())
     response = post_photo(client, size=256)
     assert response.status_code == 503 and response.json()["code"] == "unavailable", response.text
     assert response.headers["Retry-After"] == "5"
-
-
-def _keys() -> dict[str, str]:
-    return {"s3_access_key": ACCESS_KEY, "s3_secret_key": SECRET_KEY, "s3_bucket": "agilegan"}
 
 
 def test_api_and_worker_share_only_redis_and_the_store(
@@ -94,7 +69,7 @@ def test_api_and_worker_share_only_redis_and_the_store(
     """Two "machines": separate data directories (each with its own copy of the registry), one Redis, one
     bucket. The upload goes from the API to the store, the worker reads it there and stores the result,
     the API serves it from there; nothing is written to either data directory's inputs or results."""
-    s3 = {"storage": "s3", "s3_endpoint_url": s3_server.endpoint, "s3_prefix": uuid.uuid4().hex, **_keys()}
+    s3 = {"storage": "s3", "s3_endpoint_url": s3_server.endpoint, "s3_prefix": uuid.uuid4().hex, **s3_settings()}
     api_dir, worker_dir = tmp_path / "api-host", tmp_path / "gpu-host"
     for folder in (api_dir, worker_dir):
         shutil.copytree(tiny_data_dir / "registry", folder / "registry")
@@ -107,7 +82,7 @@ def test_api_and_worker_share_only_redis_and_the_store(
     assert result.status_code == 200 and result.headers["content-type"] == "image/jpeg"
     image = Image.open(io.BytesIO(result.content))
     assert (image.format, image.size) == ("JPEG", (256, 256))
-    bucket = _s3(s3_server.endpoint, s3["s3_prefix"])
+    bucket = s3_store(s3_server.endpoint, s3["s3_prefix"])
     assert bucket.get(f"results/{job['id']}.jpeg") == result.content
     for folder in (api_dir, worker_dir):
         assert not (folder / "inputs").exists() and not (folder / "results").exists(), folder
@@ -121,7 +96,7 @@ def test_a_style_upload_is_visible_only_once_published(s3_server: S3Server, tmp_
     invisible to the training worker (ObjectMissing, a permanent `input_missing`)."""
     from service.core.storage import Storage
 
-    storage = Storage(tmp_path, _s3(s3_server.endpoint, uuid.uuid4().hex))
+    storage = Storage(tmp_path, s3_store(s3_server.endpoint, uuid.uuid4().hex))
     storage.store.put("style-uploads/cut/0000", b"half")  # a publish that died before its manifest
     with pytest.raises(ObjectMissing):
         storage.read_style_upload("cut")
@@ -140,7 +115,7 @@ def test_a_video_job_between_machines_that_share_only_the_store(
 ) -> None:
     from tests.service.test_animate import _post, _video
 
-    s3 = {"storage": "s3", "s3_endpoint_url": s3_server.endpoint, "s3_prefix": uuid.uuid4().hex, **_keys()}
+    s3 = {"storage": "s3", "s3_endpoint_url": s3_server.endpoint, "s3_prefix": uuid.uuid4().hex, **s3_settings()}
     api_dir, worker_dir = tmp_path / "api-host", tmp_path / "gpu-host"
     for folder in (api_dir, worker_dir):
         shutil.copytree(tiny_data_dir / "registry", folder / "registry")
@@ -154,7 +129,7 @@ def test_a_video_job_between_machines_that_share_only_the_store(
     result = client.get(f"/v1/jobs/{done['id']}/result", headers=auth())
     assert result.status_code == 200 and result.content[4:8] == b"ftyp"  # an MP4 from the bucket
     assert list((worker_dir / "video").glob("*")) == []  # its work files went with the job
-    bucket = _s3(s3_server.endpoint, s3["s3_prefix"])
+    bucket = s3_store(s3_server.endpoint, s3["s3_prefix"])
     assert list(bucket.list("video/")) == [] and [i.key for i in bucket.list("results/")] == [
         f"results/{done['id']}.mp4"
     ]

@@ -244,6 +244,7 @@ def delete_style(
         raise ApiError(404, "unknown_style", f"no style {style_id!r}")
     if info.status == StyleState.READY:
         registry.update_style_meta(style_id, status=StyleState.RETIRED, retired_at=time.time())
+        request.app.state.mirror.publish_style(style_id)  # a remote store: every host sees it retired
         return StyleDeleted(id=style_id, status=StyleState.RETIRED)
     if info.status == StyleState.FAILED:
         registry.remove_style(style_id)
