@@ -23,7 +23,11 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_multi_constructor(
     "!",
     lambda loader, suffix, node: (
-        loader.construct_mapping(node) if isinstance(node, yaml.MappingNode) else loader.construct_scalar(node)
+        loader.construct_mapping(node)
+        if isinstance(node, yaml.MappingNode)
+        else loader.construct_sequence(node)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_scalar(node)
     ),
 )
 
@@ -54,7 +58,7 @@ def test_services_and_their_commands_exist() -> None:
 def test_every_agilegan_variable_is_a_real_setting() -> None:
     known = {f"AGILEGAN_{name.upper()}" for name in Settings.model_fields}
     used = set()
-    for doc in (compose(), compose("docker-compose.cpu.yml")):
+    for doc in (compose(), compose("docker-compose.cpu.yml"), compose("docker-compose.s3.yml")):
         for service in doc["services"].values():
             used |= {k for k in (service.get("environment") or {}) if k.startswith("AGILEGAN_")}
     for name in ("api.Dockerfile", "worker.Dockerfile"):
@@ -127,7 +131,11 @@ def test_images_are_pinned_non_root_and_the_api_has_no_torch() -> None:
 def test_docker_compose_config_validates(tmp_path: Path) -> None:
     secret = tmp_path / "api_keys"
     secret.write_text("0" * 64 + ":operator\n")
-    for files in (["docker-compose.yml"], ["docker-compose.yml", "docker-compose.cpu.yml"]):
+    for files in (
+        ["docker-compose.yml"],
+        ["docker-compose.yml", "docker-compose.cpu.yml"],
+        ["docker-compose.yml", "docker-compose.s3.yml"],
+    ):
         args = [a for f in files for a in ("-f", str(ROOT / f))]
         result = subprocess.run(
             ["docker", "compose", *args, "config", "-q"],
@@ -136,3 +144,19 @@ def test_docker_compose_config_validates(tmp_path: Path) -> None:
             env={"AGILEGAN_API_KEYS_SECRET": str(secret), "PATH": "/usr/bin:/usr/local/bin"},
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_the_s3_profile_shares_nothing_but_redis_and_the_store() -> None:
+    """In docker-compose.s3.yml each of the API and the workers has its own data volume and the S3
+    settings; the store is the SeaweedFS service they wait for."""
+    base, s3 = compose()["services"], compose("docker-compose.s3.yml")
+    users = ("api", "worker-stylize", "worker-train", "worker-video")
+    volumes = [s3["services"][name]["volumes"] for name in users]
+    assert all(len(v) == 1 and v[0].endswith(":/data") for v in volumes)
+    assert len({v[0].split(":")[0] for v in volumes}) == len(users)  # no volume shared
+    for name in users:
+        assert name in base
+        env = s3["services"][name]["environment"]
+        assert env["AGILEGAN_STORAGE"] == "s3" and "seaweedfs:8333" in env["AGILEGAN_S3_ENDPOINT_URL"]
+        assert s3["services"][name]["depends_on"]["seaweedfs"]["condition"] == "service_healthy"
+    assert re.search(r":\d+\.\d+", s3["services"]["seaweedfs"]["image"])  # pinned
