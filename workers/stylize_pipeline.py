@@ -33,7 +33,7 @@ from service.core.contract import ALIGNED_SIZE, StylizeJob
 from service.core.media.alignment import AlignedFace, align_landmarks, paste_back
 from service.core.media.images import encode_image, load_image
 from workers.lifecycle import JobCanceled
-from workers.runtime import Runtime, ServedStyle, StyleUnavailable
+from workers.runtime import Runtime, ServedStyle
 
 log = logging.getLogger("agilegan.worker")
 
@@ -141,10 +141,8 @@ def _decode_and_crop(rt: Runtime, job: StylizeJob) -> _Member:
 
 
 def request_of(job: StylizeJob, served: ServedStyle) -> RenderRequest:
-    """What the networks see of a job."""
+    """What the networks see of a job (a branch the style lacks is refused by `stylize_batch`)."""
     branch = None if job.attribute == "auto" else job.attribute
-    if branch is not None and branch not in served.stylizer.branches:
-        raise StyleUnavailable(f"style {job.style!r} has no attribute branch {branch!r}")
     return RenderRequest(branch, job.noise, 0, job.structure, job.strength, tuple(served.edits))
 
 

@@ -105,19 +105,26 @@ class LocalStore(ObjectStore):
         return len(gone)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        base = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root
+        """Objects whose key starts with `prefix`: only the entries of the prefix's folder whose names match
+        are visited ("results/<job>." looks at that job's files, not at every result)."""
+        folder, _, name = prefix.rpartition("/")
+        base = self._path(folder) if folder else self.root
         if not base.is_dir():
             return
-        for folder, _, files in os.walk(base):
-            for name in files:
-                path = Path(folder) / name
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix) and not name.startswith("."):  # .tmp files of writes in flight
+        with os.scandir(base) as entries:
+            matching = sorted(e.path for e in entries if e.name.startswith(name) and not e.name.startswith("."))
+        for top in matching:
+            walked = os.walk(top) if os.path.isdir(top) else [(os.path.dirname(top), [], [os.path.basename(top)])]
+            for parent, _, files in walked:
+                for file in files:
+                    if file.startswith("."):  # .tmp files of writes in flight
+                        continue
+                    path = Path(parent) / file
                     try:
                         stat = path.stat()
                     except FileNotFoundError:
                         continue
-                    yield ObjectInfo(key, stat.st_size, stat.st_mtime)
+                    yield ObjectInfo(path.relative_to(self.root).as_posix(), stat.st_size, stat.st_mtime)
 
 
 class S3Store(ObjectStore):

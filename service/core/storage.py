@@ -51,8 +51,11 @@ class Storage:
             raise ValueError(f"not a job id: {job_id!r}")
         return job_id
 
+    def _input_key(self, job_id: str) -> str:
+        return f"inputs/{self._check(job_id)}/upload"
+
     def write_input(self, job_id: str, data: bytes) -> None:
-        self.store.put(f"inputs/{self._check(job_id)}/upload", data)
+        self.store.put(self._input_key(job_id), data)
 
     def delete_input(self, job_id: str) -> None:
         self.store.delete_prefix(f"inputs/{self._check(job_id)}/")
@@ -101,7 +104,7 @@ class Storage:
 
     def read_input(self, job_id: str) -> bytes:
         try:
-            return self.store.get(f"inputs/{self._check(job_id)}/upload")
+            return self.store.get(self._input_key(job_id))
         except ObjectMissing:
             raise InputMissing(f"the upload of job {job_id} is not in storage; submit the photo again") from None
 
@@ -113,12 +116,17 @@ class Storage:
     def result(self, job_id: str) -> tuple[str, Path | bytes] | None:
         """The job's result: (format, its file) from a local store, (format, its bytes) from a remote
         one; None when there is none (expired or deleted)."""
-        for info in self.store.list(f"results/{self._check(job_id)}."):
+        job_id = self._check(job_id)
+        if self.store.local_root is not None:  # a file per format to look at: no listing
+            for fmt in RESULT_EXTENSIONS:
+                path = self.store.local_root / "results" / f"{job_id}.{fmt}"
+                if path.is_file():
+                    return fmt, path
+            return None
+        for info in self.store.list(f"results/{job_id}."):
             fmt = info.key.rsplit(".", 1)[1]
             if fmt not in RESULT_EXTENSIONS:
                 continue
-            if self.store.local_root is not None:
-                return fmt, self.store.local_root / info.key
             try:
                 return fmt, self.store.get(info.key)
             except ObjectMissing:  # deleted between the listing and the read
@@ -131,6 +139,10 @@ class Storage:
         if not STYLE_ID.fullmatch(style_id):
             raise ValueError(f"not a style id: {style_id!r}")
         return self.root / "style-uploads" / style_id
+
+    def _style_upload_prefix(self, style_id: str) -> str:
+        """The store's key prefix of a style's upload (its folder in the data directory)."""
+        return f"style-uploads/{self.style_upload_dir(style_id).name}/"
 
     def style_staging_dir(self) -> Path:
         """A fresh folder for the exemplars of an upload being checked (published or discarded)."""
@@ -154,7 +166,7 @@ class Storage:
         if self.store.local_root is not None:
             os.replace(staging, self.style_upload_dir(style_id))
             return
-        prefix = f"style-uploads/{self.style_upload_dir(style_id).name}/"
+        prefix = self._style_upload_prefix(style_id)
         for n in range(len(indices)):
             self.store.put(f"{prefix}{n:04d}", (staging / f"{n:04d}").read_bytes())
         self.store.put(f"{prefix}manifest.json", (staging / "manifest.json").read_bytes())
@@ -162,7 +174,7 @@ class Storage:
 
     def delete_style_upload(self, style_id: str) -> None:
         """The exemplars of a style whose training ended (ready, failed or canceled): no longer needed."""
-        self.store.delete_prefix(f"style-uploads/{self.style_upload_dir(style_id).name}/")
+        self.store.delete_prefix(self._style_upload_prefix(style_id))
 
     @staticmethod
     def discard_staging(staging: Path) -> None:
@@ -170,7 +182,7 @@ class Storage:
 
     def read_style_upload(self, style_id: str) -> tuple[dict, list[bytes]]:
         """The manifest and the files of a published upload; ObjectMissing if there is none."""
-        prefix = f"style-uploads/{self.style_upload_dir(style_id).name}/"
+        prefix = self._style_upload_prefix(style_id)
         manifest = json.loads(self.store.get(f"{prefix}manifest.json"))
         return manifest, [self.store.get(f"{prefix}{i:04d}") for i in range(len(manifest["files"]))]
 
