@@ -37,6 +37,7 @@ from service.core.registry import BASE_ENCODER, Registry, StyleInfo
 from service.core.registry_sync import RegistryMirror
 from service.core.settings import Settings
 from service.core.storage import Storage
+from service.core.style_records import StyleRecords
 
 log = logging.getLogger("agilegan.worker")
 
@@ -63,8 +64,8 @@ class Runtime:
         self.redis = redis or Redis.from_url(settings.redis_url)
         self.jobs = JobStore(self.redis, settings.result_ttl_s)
         self.storage = Storage(settings.data_dir, open_store(settings))
-        self.registry = Registry(settings.registry_dir)
         remote = self.storage.store if self.storage.store.local_root is None else None
+        self.registry = Registry(settings.registry_dir, StyleRecords(self.redis) if remote else None)
         self.mirror = RegistryMirror(remote, self.registry.root)  # the registry on a remote store
         self.aligner_config = AlignerConfig(
             transform_size=settings.align_transform_size,
@@ -115,7 +116,7 @@ class Runtime:
         """What one job uses of a style, with the registry read once: its record, its stylizer (loaded once
         and reloaded when its files change) and the job's edits. StyleUnavailable / DirectionError if not."""
         info = self.registry.style(style_id)
-        if (info is None or info.status != StyleState.READY) and self.mirror.enabled:
+        if (info is None or info.status != StyleState.READY or info.model_class is None) and self.mirror.enabled:
             self.mirror.pull()  # published on another host since the last pass
             info = self.registry.style(style_id)
         stylizer = self._stylizer(style_id, info)
@@ -127,7 +128,7 @@ class Runtime:
 
     def _stylizer(self, style_id: str, info: StyleInfo | None) -> Stylizer:
         """The style's stylizer, loaded once and reloaded when its files change (LRU-bounded)."""
-        if info is None or info.status != StyleState.READY:
+        if info is None or info.status != StyleState.READY or info.model_class is None:
             raise StyleUnavailable(f"style {style_id!r} is not available")
         directory = self.registry.style_dir(style_id)
         classifier, classifier_stamp = self._classifier()

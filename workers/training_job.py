@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,13 @@ class TrainKind(JobKind):
 
     def publish(self, rt: Runtime, job: TrainJob, result: dict[str, Any]) -> None:
         ready_at = datetime.datetime.now(datetime.UTC).isoformat()
-        rt.registry.update_style_meta(job.style_id, status=StyleState.READY, training=result, ready_at=ready_at)
-        rt.mirror.publish_style(job.style_id)  # a remote store: every host sees it within a sync pass
+        meta = {**rt.registry.read_style_meta(job.style_id), "status": StyleState.READY}
+        meta.update(training=result, ready_at=ready_at)
+        # The bundle (weights and style.json) on a remote store first, then the record that makes every
+        # host serve it: a worker that sees "ready" finds the bundle to pull.
+        rt.registry.write_style_meta_in(rt.registry.style_dir(job.style_id), job.style_id, meta)
+        rt.mirror.publish_style(job.style_id)
+        rt.registry.write_style_meta(job.style_id, meta)
 
     def cleanup(self, rt: Runtime, job: TrainJob, outcome: Outcome) -> None:
         rt.storage.delete_style_upload(job.style_id)  # the exemplars served their purpose, or never will
@@ -152,7 +158,10 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
     exemplars = _exemplars(rt, job, source_g.config.size)
     config = TransferConfig().with_overrides({**_perceptual(rt, job), **job.overrides})
     out = rt.registry.style_dir(job.style_id)
-    preview = Preview(source_g, rt.registry.preview_path(job.style_id), rt.device)
+    out.mkdir(parents=True, exist_ok=True)  # on another machine than the API's, the first file of the style here
+    # the preview grid, also on a remote store for APIs on other machines
+    publish = partial(rt.storage.write_preview, job.style_id)
+    preview = Preview(source_g, rt.registry.preview_path(job.style_id), rt.device, publish)
 
     # 3. Train, reporting progress and writing a preview of the generator at each evaluation.
     def should_stop() -> bool:  # canceled by an operator, or the worker got SIGTERM
@@ -235,14 +244,19 @@ class Preview:
     bottom row the same latents through the style being trained (each evaluation's generator during
     training, the published one after)."""
 
-    def __init__(self, source_g: Generator, path: Path, device: torch.device) -> None:
-        self.source_g, self.path = source_g, path
+    def __init__(
+        self, source_g: Generator, path: Path, device: torch.device, publish: Callable[[bytes], None] | None = None
+    ) -> None:
+        """`publish`: called with the PNG's bytes after each write."""
+        self.source_g, self.path, self.publish = source_g, path, publish
         generator = torch.Generator().manual_seed(1234)
         n_latent, style_dim = source_g.config.n_latent, source_g.config.style_dim
         self.latents = torch.randn(4, n_latent, style_dim, generator=generator).to(device)
 
     def write(self, style: nn.Module) -> None:
         _write_preview(style, self.source_g, self.latents, self.path)
+        if self.publish is not None:
+            self.publish(self.path.read_bytes())
 
 
 @torch.no_grad()

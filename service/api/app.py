@@ -32,6 +32,7 @@ from service.core.registry import Registry
 from service.core.registry_sync import RegistryMirror
 from service.core.settings import Settings, get_settings
 from service.core.storage import Storage
+from service.core.style_records import StyleRecords
 
 log = logging.getLogger("agilegan.api")
 
@@ -86,9 +87,9 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
     app.state.queues = {name: Queue(name, connection=redis) for name in QUEUES}
     app.state.jobs = JobStore(redis, settings.result_ttl_s)
     app.state.storage = Storage(settings.data_dir, open_store(settings))
-    app.state.registry = Registry(settings.registry_dir)
-    store = app.state.storage.store
-    app.state.mirror = RegistryMirror(store if store.local_root is None else None, app.state.registry.root)
+    remote = app.state.storage.store if app.state.storage.store.local_root is None else None
+    app.state.registry = Registry(settings.registry_dir, StyleRecords(redis) if remote else None)
+    app.state.mirror = RegistryMirror(remote, app.state.registry.root)
     # 2. Routes, docs, console.
     errors.install(app)
     for module in (jobs, styles, style_training, directions, animate, health):

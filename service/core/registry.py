@@ -12,6 +12,10 @@ optionally "encoder" (an id under encoders/; absent = base/encoder), "source" (r
 of the generator the style was fine-tuned from; absent = base/generator) and "structure" (the default
 layer swap). A style is served only through its own encoder: codes of another encoder's mapping are
 meaningless to it.
+
+With a remote object store (several machines) the record of a style is in Redis
+(service/core/style_records.py), which every host reads; style.json is written beside the weights of the
+host that has them, and travels in the style's bundle.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 
 from service.core.checkpoint_files import CheckpointError, atomic_write_bytes, read_info, w_space_id
 from service.core.contract import STYLE_ID, StyleState
+from service.core.style_records import StyleRecords
 
 STYLE_FILE = "style.json"
 BASE_ENCODER = "base"
@@ -83,9 +88,14 @@ class StyleInfo:
         }
 
 
+SHARED_STATES = (StyleState.READY, StyleState.RETIRED)  # a style bundle's states (it has weights to share)
+
+
 class Registry:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, records: StyleRecords | None = None) -> None:
+        """`records`: the style records in Redis (a deployment on several machines); None: style.json files."""
         self.root = Path(root)
+        self.records = records
         self._w_spaces: dict[Path, tuple[tuple[int, int], str]] = {}
 
     @property
@@ -133,22 +143,36 @@ class Registry:
 
     def styles(self) -> list[StyleInfo]:
         folder = self.root / "styles"
-        if not folder.is_dir():
-            return []
-        found = (self.style(p.name) for p in sorted(folder.iterdir()) if STYLE_ID.fullmatch(p.name))
+        on_disk = sorted(p.name for p in folder.iterdir() if STYLE_ID.fullmatch(p.name)) if folder.is_dir() else []
+        records = self.records.all() if self.records is not None else {}
+        found = (self._info(i, records.get(i) or self._disk_meta(i)) for i in sorted({*on_disk, *records}))
         return [s for s in found if s is not None]
 
     def style(self, style_id: str) -> StyleInfo | None:
         if not STYLE_ID.fullmatch(style_id):
             return None
-        directory = self.root / "styles" / style_id
-        meta_path = directory / STYLE_FILE
-        if not meta_path.is_file():
-            return None
+        return self._info(style_id, self._meta(style_id))
+
+    def _meta(self, style_id: str) -> dict[str, Any] | None:
+        """The style's record: Redis first (several machines), else its style.json."""
+        record = self.records.get(style_id) if self.records is not None else None
+        return record if record is not None else self._disk_meta(style_id)
+
+    def _disk_meta(self, style_id: str) -> dict[str, Any] | None:
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads((self.root / "styles" / style_id / STYLE_FILE).read_text())
         except (OSError, ValueError):
             return None
+        if not isinstance(meta, dict):
+            return None
+        if self.records is not None and meta.get("status", StyleState.READY) not in SHARED_STATES:
+            return None  # with records, an unrecorded style in training is a leftover of a crashed host
+        return meta
+
+    def _info(self, style_id: str, meta: dict[str, Any] | None) -> StyleInfo | None:
+        if meta is None:
+            return None
+        directory = self.root / "styles" / style_id
         resolution, branches, default, cls, provenance = None, [], None, None, {}
         try:
             info = read_info(directory)
@@ -187,6 +211,8 @@ class Registry:
     def remove_style(self, style_id: str) -> None:
         """Delete a style that never became servable (canceled or failed), freeing its name. Renamed
         aside first, so a reader never sees half a directory."""
+        if self.records is not None:
+            self.records.delete(style_id)
         folder = self.style_dir(style_id)
         if folder.exists():
             doomed = folder.with_name(f".removed-{style_id}-{uuid.uuid4().hex[:8]}")
@@ -194,7 +220,11 @@ class Registry:
             shutil.rmtree(doomed, ignore_errors=True)
 
     def read_style_meta(self, style_id: str) -> dict[str, Any]:
-        return json.loads((self.style_dir(style_id) / STYLE_FILE).read_text())
+        """The style's record; FileNotFoundError when it has none."""
+        meta = self._meta(self.style_dir(style_id).name)
+        if meta is None:
+            raise FileNotFoundError(f"no style {style_id!r}")
+        return meta
 
     def update_style_meta(self, style_id: str, **changes: Any) -> None:
         """Change some fields of style.json (status, error, …), keeping the others."""
@@ -203,7 +233,14 @@ class Registry:
         self.write_style_meta(style_id, {**meta, **changes})
 
     def write_style_meta(self, style_id: str, meta: dict[str, Any]) -> None:
-        self.write_style_meta_in(self.style_dir(style_id), style_id, meta)
+        """The record in Redis (several machines), and style.json where this host has the style's folder
+        (or always, on one machine)."""
+        directory = self.style_dir(style_id)
+        if self.records is not None:
+            self.records.put(style_id, {k: v for k, v in meta.items() if k != "id"})
+            if not directory.is_dir():
+                return
+        self.write_style_meta_in(directory, style_id, meta)
 
     @staticmethod
     def write_style_meta_in(directory: Path, style_id: str, meta: dict[str, Any]) -> None:

@@ -182,7 +182,9 @@ class RegistryMirror:
         return self.store is not None
 
     def publish_style(self, style_id: str) -> None:
-        if self.store is not None:
+        """After a change on this host (trained here, retired): a host without the style's folder has
+        nothing to publish (the style's record in Redis already tells every host)."""
+        if self.store is not None and (self.root / "styles" / style_id).is_dir():
             publish(self.store, self.root, f"styles/{style_id}")
 
     def publish_local(self) -> list[str]:

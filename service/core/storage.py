@@ -4,7 +4,8 @@ directory by default, or an S3-compatible bucket), the rest in the data director
     inputs/<job_id>/upload                the uploaded bytes, as received (object store)
     results/<job_id>.<ext>                the finished image or video (object store)
     <data_dir>/video/<job_id>/            a video job's upload and resumable work files
-    <data_dir>/style-uploads/<style_id>/  a style's exemplars, until its training ends
+    <data_dir>/style-uploads/<style_id>/  a style's exemplars, until its training ends (object store)
+    style-previews/<style_id>.png         a training style's preview grid (remote object stores only)
     <data_dir>/registry/                  models (see service/core/registry.py)
 
 Paths are built only from ids we generate or validate (`contract.JOB_ID`), never from user input.
@@ -175,6 +176,29 @@ class Storage:
     def delete_style_upload(self, style_id: str) -> None:
         """The exemplars of a style whose training ended (ready, failed or canceled): no longer needed."""
         self.store.delete_prefix(self._style_upload_prefix(style_id))
+
+    def delete_style_files(self, style_id: str) -> None:
+        """A removed style's upload and its preview on the store."""
+        self.delete_style_upload(style_id)
+        if self.store.local_root is None:
+            self.store.delete(self._preview_key(style_id))
+
+    def _preview_key(self, style_id: str) -> str:
+        return f"style-previews/{self.style_upload_dir(style_id).name}.png"
+
+    def write_preview(self, style_id: str, data: bytes) -> None:
+        """A training style's preview grid, for APIs on other machines (a remote store; on one machine the
+        registry's preview.png is the API's)."""
+        if self.store.local_root is None:
+            self.store.put(self._preview_key(style_id), data)
+
+    def preview(self, style_id: str) -> bytes | None:
+        if self.store.local_root is None:
+            try:
+                return self.store.get(self._preview_key(style_id))
+            except ObjectMissing:
+                return None
+        return None
 
     @staticmethod
     def discard_staging(staging: Path) -> None:

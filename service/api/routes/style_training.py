@@ -12,7 +12,7 @@ from typing import Annotated
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BeforeValidator
 from redis import Redis
 
@@ -71,7 +71,7 @@ def _claim_name(registry: Registry, storage: Storage, redis: Redis, style_id: st
         raise ApiError(409, "duplicate_name", f"a style {style_id!r} already exists ({info.status})")
     if info is not None:
         registry.remove_style(style_id)
-    storage.delete_style_upload(style_id)  # left by a canceled run, or by an upload cut off mid-publish
+    storage.delete_style_files(style_id)  # left by a canceled run, or by an upload cut off mid-publish
     progress = style_progress_key(style_id)
     redis.delete(style_cancel_key(style_id), progress, progress + ":curve")
 
@@ -220,14 +220,19 @@ def _queue_training(
 
 
 @router.get("/styles/{style_id}/preview", response_model=None, summary="A grid: fixed portraits, stylized")
-def style_preview(style_id: str, _: OperatorDep, registry: RegistryDep) -> FileResponse:
+def style_preview(style_id: str, _: OperatorDep, registry: RegistryDep, storage: StorageDep) -> Response:
+    """This host's file (a ready style's bundle, or training here), else the copy that a training host
+    on another machine put on the object store."""
     info = registry.style(style_id)
     if info is None:
         raise ApiError(404, "unknown_style", f"no style {style_id!r}")
     path = registry.preview_path(style_id)
-    if not path.is_file():
+    if path.is_file():
+        return FileResponse(path, media_type="image/png")
+    data = storage.preview(style_id)
+    if data is None:
         raise ApiError(404, "preview_not_ready", "no preview yet: the first evaluation has not finished")
-    return FileResponse(path, media_type="image/png")
+    return Response(data, media_type="image/png")
 
 
 @router.delete(
@@ -248,7 +253,7 @@ def delete_style(
         return StyleDeleted(id=style_id, status=StyleState.RETIRED)
     if info.status == StyleState.FAILED:
         registry.remove_style(style_id)
-        storage.delete_style_upload(style_id)
+        storage.delete_style_files(style_id)
         return StyleDeleted(id=style_id, status="removed")
     redis = request.app.state.redis
     redis.set(style_cancel_key(style_id), "1", ex=7 * 86400)

@@ -62,6 +62,8 @@ def get_style(request: Request, style_id: str, principal: ClientDep, registry: R
                 "preview_step": int(live["preview_step"]) if "preview_step" in live else None,
                 "curve": curve,
             }
+            if "preview_step" in live and principal.is_operator:  # drawn on the training host (on the store)
+                out.preview = f"/v1/styles/{info.id}/preview"
     return out
 
 
