@@ -64,7 +64,8 @@ def test_a_style_trained_on_one_host_is_served_by_another(
     done = wait_for(client, job["id"], timeout=90)
     assert done["status"] == "succeeded", done
     gpu_style = hosts["gpu-host"] / "registry" / "styles" / "remote-poster"
-    assert (gpu_style / "model.safetensors").is_file() and local_version(hosts["gpu-host"] / "registry", "styles/remote-poster")
+    assert (gpu_style / "model.safetensors").is_file()
+    assert local_version(hosts["gpu-host"] / "registry", "styles/remote-poster")
     assert json.loads((gpu_style / "style.json").read_text())["status"] == "ready"
     preview = client.get("/v1/styles/remote-poster/preview", headers=auth(OPERATOR_KEY))
     assert preview.status_code == 200  # the training host's copy, or the API host's pulled bundle
