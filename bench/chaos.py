@@ -2,7 +2,7 @@
 
 Usage:
     python bench/chaos.py [--jobs 24] [--requests 80] [--levels 8,32] [--skip-faults] [--skip-load]
-                          [--skip-abuse]
+                          [--skip-abuse] [--skip-store]
 
 Starts everything itself on temporary data directories: a redis-server with AOF (appendfsync everysec,
 as docker-compose runs it), one API process (`agilegan serve`) and one worker (`agilegan worker`, at
@@ -25,6 +25,11 @@ long enough to be killed in the middle.
    on /v1/animate, the 7 hostile frame zips of tests/reliability/media_cases.py, and exemplar zips
    with corrupt and encrypted entries. Reported: /healthz p99 and max, the API's RSS after each case,
    and the answers (status codes: no 5xx).
+
+4. Store faults (`--skip-store` skips them): storage=s3 on a real SeaweedFS (the dev extra's `weed`)
+   behind a proxy that fails the network: kill -9 of the worker while a result upload is in flight, then
+   a 5 s store outage while clients keep posting. Reported: jobs lost, results downloaded whole, whether
+   the killed upload became visible, and the answers (503 `unavailable` is the documented one).
 
 Targets (issue 11): 0 lost, 0 undocumented 5xx, API RSS under 1 GB throughout, /healthz p99 under
 100 ms during the abuse, POST p99 at 8 clients under 300 ms.
@@ -57,6 +62,8 @@ from PIL import Image  # noqa: E402
 
 from bench.service import faceless_jpeg, free_port, one_megapixel_jpeg, wait_until_ready  # noqa: E402
 from tests.reliability import media_cases  # noqa: E402
+from tests.s3_server import ACCESS_KEY, SECRET_KEY, s3_store, start_s3_server, wait_until_serving  # noqa: E402
+from tests.store_proxy import StoreProxy  # noqa: E402
 from workers.demo import demo_registry  # noqa: E402
 from workers.redis_server import start_redis  # noqa: E402
 
@@ -250,18 +257,7 @@ def faults(procs: Processes, jpeg: bytes, jobs: int) -> dict:
     post_some(jobs - 3 * per_round)
     outage.join()
 
-    # follow every accepted job to its end
-    finished: dict[str, tuple[str, float]] = {}
-    while len(finished) < len(accepted) and time.time() < deadline:
-        procs.supervise()
-        procs.sample_rss()
-        for job_id in accepted:
-            if job_id in finished:
-                continue
-            r = request(client, tally, "GET", f"{procs.base}/v1/jobs/{job_id}", headers=AUTH)
-            if r is not None and r.status_code == 200 and r.json()["status"] in ("succeeded", "failed", "canceled"):
-                finished[job_id] = (r.json()["status"], time.time())
-        time.sleep(0.2)
+    finished = follow(procs, client, tally, accepted, deadline)
     lost = [j for j in accepted if finished.get(j, ("lost",))[0] != "succeeded"]
     recovery = []  # for each job that was in flight at a fault: seconds from the last such fault to its result
     for job_id, (status, at) in finished.items():
@@ -278,6 +274,100 @@ def faults(procs: Processes, jpeg: bytes, jobs: int) -> dict:
         "other_5xx": other,
         "transport_errors": tally.statuses[(0, "transport")],
         "faults": [name for name, _ in fault_log],
+        "statuses": {f"{s} {c}".strip(): n for (s, c), n in sorted(tally.statuses.items())},
+    }
+
+
+def follow(
+    procs: Processes, client: httpx.Client, tally: Tally, accepted: dict[str, float], deadline: float
+) -> dict[str, tuple[str, float]]:
+    """Every accepted job followed to its end: job id → (final status, when it was seen)."""
+    finished: dict[str, tuple[str, float]] = {}
+    while len(finished) < len(accepted) and time.time() < deadline:
+        procs.supervise()
+        procs.sample_rss()
+        for job_id in accepted:
+            if job_id in finished:
+                continue
+            r = request(client, tally, "GET", f"{procs.base}/v1/jobs/{job_id}", headers=AUTH)
+            if r is not None and r.status_code == 200 and r.json()["status"] in ("succeeded", "failed", "canceled"):
+                finished[job_id] = (r.json()["status"], time.time())
+        time.sleep(0.2)
+    return finished
+
+
+def store_faults(tmp: Path, jpeg: bytes, jobs: int) -> dict:
+    """Issue 27's store faults, with storage=s3 on a real SeaweedFS behind a proxy that fails the network
+    (tests/store_proxy.py): kill -9 of the worker while a result upload is in flight (held by the proxy after
+    its headers), then a 5 s outage of the store while clients keep posting. Every accepted job is followed
+    to its end and its result downloaded and decoded."""
+    server = start_s3_server(tmp / "s3")
+    wait_until_serving(server)
+    proxy = StoreProxy(server.endpoint)
+    data = tmp / "store-host"
+    demo_registry(data / "registry", size=64, tiny=True)
+    env = {
+        "AGILEGAN_STORAGE": "s3",
+        "AGILEGAN_S3_ENDPOINT_URL": proxy.endpoint,
+        "AGILEGAN_S3_ACCESS_KEY": ACCESS_KEY,
+        "AGILEGAN_S3_SECRET_KEY": SECRET_KEY,
+        "AGILEGAN_S3_TIMEOUT_S": "2",
+        "AGILEGAN_ALIGN_TRANSFORM_SIZE": "1024",
+    }
+    bucket = s3_store(server.endpoint, "")  # the bucket seen directly, not through the proxy
+    procs = Processes(tmp / "s", data, env)
+    tally, client, deadline = Tally(), httpx.Client(timeout=30), time.time() + 600
+    accepted: dict[str, float] = {}
+    try:
+        # 1. kill -9 of the worker in the middle of a result upload.
+        proxy.stall(b"/results/")
+        for _ in range(max(1, jobs // 2)):
+            accepted[submit(procs, client, tally, jpeg, deadline)] = time.time()
+        if not proxy.stalled.wait(120):
+            raise TimeoutError("no result upload was seen")
+        procs.kill_worker()
+        proxy.release()
+        key = proxy.stalled_line.split(b" ")[1].decode().split("/results/")[1].split("?")[0]
+        time.sleep(1.0)
+        partial_visible = bucket.exists(f"results/{key}")
+        # 2. A 5 s outage of the store while clients post for 8 s.
+        outage = threading.Thread(target=lambda: (time.sleep(1.0), proxy.outage(5.0)))
+        outage.start()
+        started = time.monotonic()
+        while time.monotonic() - started < 8:
+            r = request(
+                client,
+                tally,
+                "POST",
+                f"{procs.base}/v1/stylize",
+                files={"image": ("p.jpg", jpeg, "image/jpeg")},
+                data={"style": "demo", "size": "256"},
+                headers=AUTH,
+            )
+            if r is not None and r.status_code == 202:
+                accepted[r.json()["id"]] = time.time()
+            time.sleep(0.2)
+        outage.join()
+        # 3. Every job to its end, every result downloaded whole.
+        finished = follow(procs, client, tally, accepted, deadline)
+        complete = 0
+        for job_id, (status, _) in finished.items():
+            r = request(client, tally, "GET", f"{procs.base}/v1/jobs/{job_id}/result", headers=AUTH)
+            if status == "succeeded" and r is not None and r.status_code == 200:
+                Image.open(io.BytesIO(r.content)).load()  # a truncated result would raise here
+                complete += 1
+    finally:
+        procs.stop()
+        proxy.close()
+        server.stop()
+    documented, other = tally.five_xx()
+    return {
+        "accepted": len(accepted),
+        "lost": len([j for j in accepted if finished.get(j, ("lost",))[0] != "succeeded"]),
+        "complete_results": complete,
+        "partial_visible": partial_visible,
+        "documented_503": documented,
+        "other_5xx": other,
         "statuses": {f"{s} {c}".strip(): n for (s, c), n in sorted(tally.statuses.items())},
     }
 
@@ -485,6 +575,7 @@ def main() -> None:
     parser.add_argument("--skip-faults", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--skip-abuse", action="store_true")
+    parser.add_argument("--skip-store", action="store_true", help="skip the object-store faults (storage=s3)")
     parser.add_argument("--keep", type=Path, help="keep the data and logs in this folder (default: a temporary one)")
     args = parser.parse_args()
     jpeg = one_megapixel_jpeg()
@@ -512,6 +603,14 @@ def main() -> None:
                 f"transport errors (API restarting) {r['transport_errors']}; API peak RSS {procs.peak_api_rss:.0f} MB"
             )
             print(f"  answers: {r['statuses']}", flush=True)
+        if not args.skip_store:
+            r = store_faults(tmp_path / "store", jpeg, args.jobs)
+            print("store faults (storage=s3, SeaweedFS): kill -9 worker mid result upload, 5 s store outage")
+            print(
+                f"  jobs accepted {r['accepted']}, lost {r['lost']}, results downloaded whole {r['complete_results']}; "
+                f"the killed upload visible: {r['partial_visible']}"
+            )
+            print(f"  5xx: documented 503 {r['documented_503']}, other {r['other_5xx']}; answers: {r['statuses']}")
         data = tmp_path / "tiny"
         demo_registry(data / "registry", size=64, tiny=True)
         sefa = ["directions", "sefa", str(data / "registry/base/generator"), "--k", "4"]

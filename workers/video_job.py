@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,9 @@ def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
             should_stop=should_stop,
             chunk_frames=rt.settings.video_chunk_frames,
             fps=job.fps,
+            saved=partial(rt.storage.checkpoint_video_work, job.job_id),  # resumable on another machine
         )
-        rt.storage.write_result(job.job_id, job.format, out.read_bytes())
+        rt.storage.write_result_file(job.job_id, job.format, out)
     return {
         "mode": job.mode,
         "format": job.format,

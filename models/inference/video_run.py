@@ -57,7 +57,12 @@ class _Reporter:
 
     progress: Progress | None
     should_stop: Callable[[], bool] | None
+    on_saved: Callable[[Path], None] | None = None
     started: float = dataclasses.field(default_factory=time.monotonic)
+
+    def saved(self, path: Path) -> None:
+        if self.on_saved is not None:
+            self.on_saved(path)
 
     def report(self, stage: str, done: int, total: int, **extra: float) -> None:
         if self.progress is not None:
@@ -81,9 +86,11 @@ def run_video(
     should_stop: Callable[[], bool] | None = None,
     chunk_frames: int = CHUNK_FRAMES,
     fps: float | None = None,
+    saved: Callable[[Path], None] | None = None,
 ) -> VideoResult:
-    """`fps`: the frame rate of a zip of frames (default 25); containers carry their own."""
-    run = _Reporter(progress, should_stop)
+    """`fps`: the frame rate of a zip of frames (default 25); containers carry their own. `saved`: called
+    with each work file once it is complete (the landmarks, each chunk), to checkpoint it elsewhere."""
+    run = _Reporter(progress, should_stop, saved)
     info = probe(source, fps, limits)
     workdir.mkdir(parents=True, exist_ok=True)
     # 1. Landmarks of every frame (kept: a resumed run does not detect again).
@@ -140,6 +147,7 @@ def _landmarks(
     tracks = find_tracks(aligner, frames_with_progress())
     np.save(workdir / ".landmarks.tmp.npy", tracks)
     (workdir / ".landmarks.tmp.npy").replace(marks)
+    run.saved(marks)
     return tracks
 
 
@@ -180,5 +188,6 @@ def _stylize_chunks(
         with open(tmp, "wb") as f:
             np.savez(f, frames=np.stack(outputs), **state.to_arrays())
         tmp.replace(path)
+        run.saved(path)
         done_frames += hi - lo
     return resumed

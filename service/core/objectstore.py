@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 from service.core.checkpoint_files import atomic_write_bytes
 
 log = logging.getLogger("agilegan.storage")
+CHUNK_BYTES = 1 << 20  # what a streamed read yields at a time
+MULTIPART_BYTES = 16 << 20  # files above this go up in parts of this size
 
 
 class ObjectMissing(KeyError):
@@ -67,6 +70,29 @@ class ObjectStore:
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         raise NotImplementedError
 
+    def put_file(self, key: str, path: Path) -> None:
+        """A file's content, streamed (S3: a multipart upload above MULTIPART_BYTES, never whole in memory)."""
+        raise NotImplementedError
+
+    def get_file(self, key: str, path: Path) -> None:
+        """The object into `path`, streamed and atomic (a partial download is never left at `path`)."""
+        raise NotImplementedError
+
+    def open(self, key: str) -> ObjectStream:
+        """The object's size and its bytes in chunks; the request is made here, so ObjectMissing and
+        StoreUnavailable are raised before the first chunk is read (an API can still answer 410 or 503)."""
+        raise NotImplementedError
+
+    def presigned_url(self, key: str, ttl_s: int, filename: str) -> str | None:
+        """A URL that reads the object without credentials for `ttl_s` (None: this store has none)."""
+        return None
+
+
+@dataclass(frozen=True)
+class ObjectStream:
+    size: int
+    chunks: Iterator[bytes]
+
 
 class LocalStore(ObjectStore):
     def __init__(self, root: Path) -> None:
@@ -104,6 +130,35 @@ class LocalStore(ObjectStore):
             shutil.rmtree(folder, ignore_errors=True)
         return len(gone)
 
+    def put_file(self, key: str, path: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, target)
+
+    def get_file(self, key: str, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            shutil.copyfile(self._path(key), tmp)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectMissing(key) from None
+        os.replace(tmp, path)
+
+    def open(self, key: str) -> ObjectStream:
+        try:
+            f = self._path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectMissing(key) from None
+        size = os.fstat(f.fileno()).st_size
+
+        def chunks() -> Iterator[bytes]:
+            with f:
+                while block := f.read(CHUNK_BYTES):
+                    yield block
+
+        return ObjectStream(size, chunks())
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Objects whose key starts with `prefix`: only the entries of the prefix's folder whose names match
         are visited ("results/<job>." looks at that job's files, not at every result)."""
@@ -137,38 +192,80 @@ class S3Store(ObjectStore):
         region: str = "us-east-1",
         prefix: str = "",
         timeout_s: float = 10.0,
+        public_endpoint_url: str | None = None,
     ) -> None:
+        """`public_endpoint_url`: the endpoint clients reach, for presigned URLs (default: `endpoint_url`)."""
         import boto3
         from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix.strip("/") + "/" if prefix.strip("/") else ""
         config = Config(
-            connect_timeout=timeout_s, read_timeout=timeout_s, retries={"max_attempts": 2, "mode": "standard"}
+            connect_timeout=timeout_s,
+            read_timeout=timeout_s,
+            retries={"max_attempts": 2, "mode": "standard"},
+            signature_version="s3v4",
         )
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=region,
-            config=config,
-        )
+
+        def client(endpoint: str | None) -> Any:
+            return boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                region_name=region,
+                config=config,
+            )
+
+        self.client = client(endpoint_url)
+        public = public_endpoint_url and public_endpoint_url != endpoint_url
+        self.public_client = client(public_endpoint_url) if public else self.client
 
     def _call(self, method: str, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
+        with _store_errors(kwargs.get("Key", "")):
             return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "NotFound"):
-                raise ObjectMissing(kwargs.get("Key", "")) from None
-            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "RequestTimeout"):
-                raise StoreUnavailable(f"object store: {code or status}") from e
-            raise
-        except BotoCoreError as e:  # connection refused, timeouts, DNS
-            raise StoreUnavailable(f"object store unreachable: {type(e).__name__}") from e
+
+    def _transfer(self, method: str, key: str, *args: Any) -> None:
+        """boto3's managed transfers (multipart, parallel parts), with the errors of `_call`."""
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES)
+        with _store_errors(key):
+            getattr(self.client, method)(*args, Config=config)
+
+    def put_file(self, key: str, path: Path) -> None:
+        self._transfer("upload_file", key, str(path), self.bucket, self.prefix + key)
+
+    def get_file(self, key: str, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            self._transfer("download_file", key, self.bucket, self.prefix + key, str(tmp))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def open(self, key: str) -> ObjectStream:
+        from botocore.exceptions import BotoCoreError
+
+        response = self._call("get_object", Key=self.prefix + key)
+        body = response["Body"]
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from body.iter_chunks(CHUNK_BYTES)
+            except BotoCoreError as e:  # cut off mid-stream: the client sees a short body
+                log.warning("reading %s failed mid-stream: %s", key, e)
+            finally:
+                body.close()
+
+        return ObjectStream(int(response["ContentLength"]), chunks())
+
+    def presigned_url(self, key: str, ttl_s: int, filename: str) -> str | None:
+        params = {
+            "Bucket": self.bucket,
+            "Key": self.prefix + key,
+            "ResponseContentDisposition": f'attachment; filename="{filename}"',
+        }
+        return self.public_client.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl_s)
 
     def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist (a fresh SeaweedFS or MinIO; AWS buckets are made by
@@ -218,6 +315,26 @@ class S3Store(ObjectStore):
             token = page.get("NextContinuationToken")
 
 
+@contextmanager
+def _store_errors(key: str) -> Iterator[None]:
+    """boto3's errors as ours: a missing object is ObjectMissing; connection errors, timeouts, 5xx and
+    throttling are StoreUnavailable (transient); anything else (a 403: wrong credentials) as raised."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            raise ObjectMissing(key) from None
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "RequestTimeout"):
+            raise StoreUnavailable(f"object store: {code or status}") from e
+        raise
+    except BotoCoreError as e:  # connection refused, timeouts, DNS
+        raise StoreUnavailable(f"object store unreachable: {type(e).__name__}") from e
+
+
 def open_store(settings: Any) -> ObjectStore:
     """The store a `service.core.settings.Settings` asks for (`storage`), its bucket made if missing."""
     if settings.storage == "local":
@@ -230,6 +347,7 @@ def open_store(settings: Any) -> ObjectStore:
         settings.s3_region,
         settings.s3_prefix,
         settings.s3_timeout_s,
+        settings.s3_public_endpoint_url,
     )
     try:
         store.ensure_bucket()

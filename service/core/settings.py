@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     s3_access_key: str | None = None
     s3_secret_key: str | None = Field(None, repr=False)
     s3_timeout_s: float = Field(10.0, gt=0, le=120, description="connect/read timeout of one store request")
+    s3_public_endpoint_url: str | None = Field(
+        None, description="the store's endpoint as clients reach it, for presigned result URLs (unset: the endpoint)"
+    )
+    result_delivery: Literal["stream", "presigned"] = Field(
+        "stream",
+        description="storage=s3: GET …/result streams the object through the API, or redirects (307) to a "
+        "presigned URL of the store that expires after presign_ttl_s",
+    )
+    presign_ttl_s: int = Field(300, ge=10, le=86400)
     registry_sync_s: float = Field(
         10.0, gt=0, le=3600, description="storage=s3: how often each host pulls the registry's published bundles"
     )

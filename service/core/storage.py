@@ -22,11 +22,12 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from service.core.checkpoint_files import atomic_write_bytes as atomic_write
 from service.core.contract import JOB_ID, STYLE_ID
-from service.core.objectstore import LocalStore, ObjectMissing, ObjectStore
+from service.core.objectstore import LocalStore, ObjectMissing, ObjectStore, ObjectStream
 
 VIDEO_INPUTS = ("video", "portrait")  # a video job's uploads, in its folder and (remote stores) under video/<job>/
 RESULT_EXTENSIONS = ("png", "jpeg", "webp", "mp4", "webm", "gif", "zip")
@@ -36,6 +37,20 @@ class InputMissing(Exception):
     """A job's upload is not in storage (deleted by hand, or a data directory not shared): permanent."""
 
     code = "input_missing"
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """A job's result: a file of the data directory (`path`), or an object of a remote store (`key`)."""
+
+    job_id: str
+    fmt: str
+    path: Path | None = None
+    key: str | None = None
+
+    @property
+    def filename(self) -> str:
+        return f"{self.job_id}.{self.fmt}"
 
 
 class Storage:
@@ -74,23 +89,35 @@ class Storage:
         folder = self.video_dir(job_id)
         for name in VIDEO_INPUTS:
             if (folder / name).is_file():
-                self.store.put(f"video/{self._check(job_id)}/{name}", (folder / name).read_bytes())
+                self.store.put_file(f"video/{self._check(job_id)}/{name}", folder / name)  # multipart, streamed
         shutil.rmtree(folder, ignore_errors=True)
 
     def fetch_video_inputs(self, job_id: str) -> Path:
-        """The job's folder on this machine with its upload and portrait (fetched from a remote store when
-        missing); its work files (landmarks, chunks) are this machine's own."""
+        """The job's folder on this machine with its upload, its portrait and the work files (landmarks,
+        finished chunks) that an earlier run checkpointed, fetched from a remote store when missing: a job
+        re-run on another machine goes on from its last chunk."""
         folder = self.video_dir(job_id)
-        if self.store.local_root is None:
-            for name in VIDEO_INPUTS:
-                if not (folder / name).is_file():
-                    try:
-                        data = self.store.get(f"video/{self._check(job_id)}/{name}")
-                    except ObjectMissing:
-                        continue
-                    folder.mkdir(parents=True, exist_ok=True)
-                    atomic_write(folder / name, data)
+        if self.store.local_root is not None:
+            return folder
+        prefix = f"video/{self._check(job_id)}/"
+        wanted = [f"{prefix}{name}" for name in VIDEO_INPUTS] + [i.key for i in self.store.list(f"{prefix}work/")]
+        for key in wanted:
+            path = folder / key[len(prefix) :]
+            if path.is_file():
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.store.get_file(key, path)
+            except ObjectMissing:
+                continue
         return folder
+
+    def checkpoint_video_work(self, job_id: str, path: Path) -> None:
+        """A finished work file of the job's folder (`work/landmarks.npy`, `work/chunk-00003.npz`) onto a
+        remote store, so that a re-run on another machine resumes from it."""
+        if self.store.local_root is None:
+            name = path.relative_to(self.video_dir(job_id)).as_posix()
+            self.store.put_file(f"video/{self._check(job_id)}/{name}", path)
 
     def delete_video_work(self, job_id: str) -> None:
         shutil.rmtree(self.video_dir(job_id), ignore_errors=True)
@@ -109,30 +136,43 @@ class Storage:
         except ObjectMissing:
             raise InputMissing(f"the upload of job {job_id} is not in storage; submit the photo again") from None
 
-    def write_result(self, job_id: str, fmt: str, data: bytes) -> None:
+    def _result_key(self, job_id: str, fmt: str) -> str:
         if fmt not in RESULT_EXTENSIONS:
             raise ValueError(f"unknown result format {fmt!r}")
-        self.store.put(f"results/{self._check(job_id)}.{fmt}", data)
+        return f"results/{self._check(job_id)}.{fmt}"
 
-    def result(self, job_id: str) -> tuple[str, Path | bytes] | None:
-        """The job's result: (format, its file) from a local store, (format, its bytes) from a remote
-        one; None when there is none (expired or deleted)."""
+    def write_result(self, job_id: str, fmt: str, data: bytes) -> None:
+        self.store.put(self._result_key(job_id, fmt), data)
+
+    def write_result_file(self, job_id: str, fmt: str, path: Path) -> None:
+        """A large result (a video) from its file, streamed (multipart on S3)."""
+        self.store.put_file(self._result_key(job_id, fmt), path)
+
+    def result(self, job_id: str) -> StoredResult | None:
+        """The job's result (its file on a local store, its key on a remote one); None when there is none
+        (expired or deleted)."""
         job_id = self._check(job_id)
         if self.store.local_root is not None:  # a file per format to look at: no listing
             for fmt in RESULT_EXTENSIONS:
                 path = self.store.local_root / "results" / f"{job_id}.{fmt}"
                 if path.is_file():
-                    return fmt, path
+                    return StoredResult(job_id, fmt, path=path)
             return None
         for info in self.store.list(f"results/{job_id}."):
             fmt = info.key.rsplit(".", 1)[1]
-            if fmt not in RESULT_EXTENSIONS:
-                continue
-            try:
-                return fmt, self.store.get(info.key)
-            except ObjectMissing:  # deleted between the listing and the read
-                return None
+            if fmt in RESULT_EXTENSIONS:
+                return StoredResult(job_id, fmt, key=info.key)
         return None
+
+    def open_result(self, result: StoredResult) -> ObjectStream:
+        """A remote result's size and chunks (ObjectMissing: deleted since `result` found it)."""
+        return self.store.open(result.key or self._result_key(result.job_id, result.fmt))
+
+    def result_url(self, result: StoredResult, ttl_s: int) -> str | None:
+        """A presigned URL of a remote result, valid for `ttl_s` (None: the store has none)."""
+        if result.key is None:
+            return None
+        return self.store.presigned_url(result.key, ttl_s, result.filename)
 
     # style-training uploads: <data_dir>/style-uploads/<style_id>/{0000.png, …, manifest.json}
 

@@ -6,10 +6,14 @@ share no folder at all, only Redis and the store."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import signal
 import time
 import uuid
+import zipfile
 from pathlib import Path
+from urllib.request import urlopen
 
 import pytest
 from PIL import Image
@@ -47,6 +51,30 @@ def test_the_store_contract(store) -> None:
     assert [info.key for info in store.list("results/")] == ["results/b.jpeg"]
 
 
+def test_files_and_streams_through_the_store(store, tmp_path: Path) -> None:
+    """put_file / get_file / open of both stores; on S3 a file above MULTIPART_BYTES goes up in parts
+    (its ETag says so) and comes back byte for byte."""
+    from service.core.objectstore import MULTIPART_BYTES
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(MULTIPART_BYTES + 12345))
+    store.put_file("results/v.mp4", big)
+    back = tmp_path / "back" / "v.mp4"
+    back.parent.mkdir()
+    store.get_file("results/v.mp4", back)
+    assert back.read_bytes() == big.read_bytes() and [p.name for p in back.parent.iterdir()] == ["v.mp4"]
+    stream = store.open("results/v.mp4")
+    chunks = list(stream.chunks)
+    assert stream.size == big.stat().st_size and b"".join(chunks) == big.read_bytes() and len(chunks) > 1
+    if not isinstance(store, LocalStore):
+        etag = store.client.head_object(Bucket=store.bucket, Key=store.prefix + "results/v.mp4")["ETag"]
+        assert etag.strip('"').endswith("-2"), etag  # a multipart upload of two parts
+    for call in (lambda: store.open("results/none.mp4"), lambda: store.get_file("results/none", tmp_path / "x")):
+        with pytest.raises(ObjectMissing):
+            call()
+    assert not (tmp_path / "x").exists()
+
+
 def test_an_unreachable_store_is_unavailable_not_missing() -> None:
     store = s3_store("http://127.0.0.1:9", "x", timeout_s=1.0)  # nothing listens on the discard port
     started = time.monotonic()
@@ -80,6 +108,7 @@ def test_api_and_worker_share_only_redis_and_the_store(
     assert done["status"] == "succeeded", done
     result = client.get(f"/v1/jobs/{job['id']}/result", headers=auth())
     assert result.status_code == 200 and result.headers["content-type"] == "image/jpeg"
+    assert int(result.headers["content-length"]) == len(result.content)  # streamed from the bucket
     image = Image.open(io.BytesIO(result.content))
     assert (image.format, image.size) == ("JPEG", (256, 256))
     bucket = s3_store(s3_server.endpoint, s3["s3_prefix"])
@@ -133,3 +162,38 @@ def test_a_video_job_between_machines_that_share_only_the_store(
     assert list(bucket.list("video/")) == [] and [i.key for i in bucket.list("results/")] == [
         f"results/{done['id']}.mp4"
     ]
+
+
+def test_a_video_resumes_on_another_machine_and_its_result_is_a_presigned_url(
+    s3_server: S3Server, make_client, make_settings, start_worker, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """A video worker killed mid-video on one host; the job goes on, on another host (its own data directory),
+    from the chunks the first one checkpointed on the store. The API hands out a presigned URL of the result."""
+    from tests.service.test_animate import _post, _video
+
+    s3 = {"storage": "s3", "s3_endpoint_url": s3_server.endpoint, "s3_prefix": uuid.uuid4().hex, **s3_settings()}
+    hosts = [tmp_path / name for name in ("api-host", "gpu-1", "gpu-2")]
+    for folder in hosts:
+        shutil.copytree(tiny_data_dir / "registry", folder / "registry")
+    client = make_client(data_dir=hosts[0], result_delivery="presigned", presign_ttl_s=60, **s3)
+    job_id = _post(client, _video(tmp_path / "in.mp4", 64, audio=False), format="zip", output="aligned").json()["id"]
+    bucket = s3_store(s3_server.endpoint, s3["s3_prefix"])
+    doomed = start_worker(make_settings(data_dir=hosts[1], video_chunk_frames=4, **s3), queues="video")
+    deadline = time.time() + 120
+    while not bucket.exists(f"video/{job_id}/work/chunk-00001.npz"):
+        assert time.time() < deadline and doomed.proc.poll() is None
+        time.sleep(0.05)
+    os.kill(doomed.proc.pid, signal.SIGKILL)
+    doomed.proc.wait()
+    checkpointed = len([i for i in bucket.list(f"video/{job_id}/work/") if "chunk-" in i.key])
+    assert 2 <= checkpointed < 16, checkpointed  # killed mid-video
+    start_worker(make_settings(data_dir=hosts[2], video_chunk_frames=4, **s3), queues="video")
+    done = wait_for(client, job_id, timeout=180)
+    assert done["status"] == "succeeded" and done["result"]["chunks_resumed"] >= checkpointed, done
+    redirect = client.get(f"/v1/jobs/{job_id}/result", headers=auth(), follow_redirects=False)
+    assert redirect.status_code == 307 and redirect.headers["location"].startswith(s3_server.endpoint)
+    with urlopen(redirect.headers["location"], timeout=10) as response:  # noqa: S310 - the test's store
+        archive = response.read()
+        assert f'filename="{job_id}.zip"' in response.headers["Content-Disposition"]
+    assert len(zipfile.ZipFile(io.BytesIO(archive)).namelist()) == 64
+    assert list(bucket.list("video/")) == [] and not (hosts[2] / "video" / job_id).exists()

@@ -22,7 +22,8 @@ def test_results_inputs_and_sweep(tmp_path: Path) -> None:
         storage.write_input(job, b"photo")
         storage.write_result(job, "png", b"image")
     assert storage.read_input(new) == b"photo"
-    assert storage.result(new) == ("png", tmp_path / "results" / f"{new}.png")
+    found = storage.result(new)
+    assert (found.fmt, found.path, found.key) == ("png", tmp_path / "results" / f"{new}.png", None)
     assert not list(tmp_path.rglob(".*"))  # no temporary files left behind
     past = time.time() - 7200
     for path in (tmp_path / "inputs" / old / "upload", tmp_path / "results" / f"{old}.png"):

@@ -50,5 +50,5 @@ def test_a_failing_job_fails_alone_and_stages_are_marked_once_per_batch(runtime,
     assert results[canceled.job_id] == {"canceled": True}
     for job, kind in zip(good, ("PNG", "JPEG")):
         assert results[job.job_id]["batch_size"] == 2 and rt.jobs.get(job.job_id)["status"] == "succeeded"
-        stored = Image.open(rt.storage.result(job.job_id)[1])
+        stored = Image.open(rt.storage.result(job.job_id).path)
         assert (stored.format, stored.size) == (kind, (256, 256))

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BeforeValidator, Field
 
 from service.api.admission import Reservation, enqueue_capped, idem_key, queue_full
@@ -41,7 +41,10 @@ from service.core.contract import (
     cancel_key,
     job_key,
 )
+from service.core.objectstore import ObjectMissing
 from service.core.queueing import enqueue_job
+from service.core.settings import Settings
+from service.core.storage import Storage, StoredResult
 
 router = APIRouter(prefix="/v1", tags=["stylize"], responses=ERROR_RESPONSES)
 
@@ -252,11 +255,28 @@ async def get_result(
     found = await anyio.to_thread.run_sync(storage.result, job_id)
     if found is None:
         raise ApiError(410, "result_expired", "the result has expired")
-    fmt, body = found
-    if isinstance(body, bytes):  # from an object store
-        disposition = {"Content-Disposition": f'attachment; filename="{job_id}.{fmt}"'}
-        return Response(body, media_type=CONTENT_TYPES[fmt], headers=disposition)
-    return FileResponse(body, media_type=CONTENT_TYPES[fmt], filename=f"{job_id}.{fmt}")
+    return await anyio.to_thread.run_sync(_result_response, request.app.state.settings, storage, found)
+
+
+def _result_response(settings: Settings, storage: Storage, found: StoredResult) -> Response:
+    """A local file as a file; a remote object streamed through the API (never whole in memory), or a
+    307 to a presigned URL of the store (`AGILEGAN_RESULT_DELIVERY=presigned`: the bytes skip the API)."""
+    media_type = CONTENT_TYPES[found.fmt]
+    if found.path is not None:
+        return FileResponse(found.path, media_type=media_type, filename=found.filename)
+    if settings.result_delivery == "presigned":
+        url = storage.result_url(found, settings.presign_ttl_s)
+        if url is not None:
+            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+    try:
+        stream = storage.open_result(found)
+    except ObjectMissing:  # deleted since it was found
+        raise ApiError(410, "result_expired", "the result has expired") from None
+    headers = {
+        "Content-Disposition": f'attachment; filename="{found.filename}"',
+        "Content-Length": str(stream.size),
+    }
+    return StreamingResponse(stream.chunks, media_type=media_type, headers=headers)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobStatus, tags=["jobs"])
