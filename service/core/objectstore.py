@@ -51,6 +51,7 @@ class ObjectStore:
     """put / get / delete / list of whole objects by key ("a/b/c")."""
 
     local_root: Path | None = None  # where a key is a file (local stores), for streaming it as one
+    identity: str = ""  # which store this is (its endpoint, bucket and prefix; its folder)
 
     def put(self, key: str, data: bytes) -> None:
         raise NotImplementedError
@@ -97,6 +98,7 @@ class ObjectStream:
 class LocalStore(ObjectStore):
     def __init__(self, root: Path) -> None:
         self.root = self.local_root = Path(root)
+        self.identity = f"file://{self.root.resolve()}"
 
     def _path(self, key: str) -> Path:
         if key.startswith("/") or ".." in key.split("/"):
@@ -199,6 +201,7 @@ class S3Store(ObjectStore):
         from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.identity = f"s3://{bucket}/{self.prefix}@{endpoint_url or 'aws:' + region}"
         config = Config(
             connect_timeout=timeout_s,
             read_timeout=timeout_s,

@@ -12,7 +12,9 @@ manifest is up. Retiring deletes the manifest first.
 from the local one is downloaded into a scratch folder beside it, every file checked against its size
 and SHA-256, then swapped in by rename; a file that does not match is refused and the local copy stays.
 A local bundle whose manifest has gone (retired on another machine) is removed. The version each local
-bundle came from is kept in `<registry>/.bundles/`, outside the bundle folders.
+bundle came from, and which store it came from, is kept in `<registry>/.bundles/`, outside the bundle
+folders: a registry pointed at another store (bucket, prefix) treats its bundles as its own, publishes
+them there and never deletes them for being absent from it.
 """
 
 from __future__ import annotations
@@ -61,11 +63,16 @@ def _marker(root: Path, folder: str) -> Path:
     return root / ".bundles" / (folder.replace("/", "__") + ".json")
 
 
-def local_version(root: Path, folder: str) -> str | None:
+def local_version(root: Path, folder: str, store: ObjectStore | None = None) -> str | None:
+    """The version of the store's bundle that the local folder holds; None when it did not come from the
+    store (installed here, or from another store: `store` given, its identity must match)."""
     try:
-        return json.loads(_marker(root, folder).read_text())["version"]
-    except (OSError, ValueError, KeyError):
+        marker = json.loads(_marker(root, folder).read_text())
+    except (OSError, ValueError):
         return None
+    if store is not None and marker.get("store") != store.identity:
+        return None
+    return marker.get("version")
 
 
 def publish(store: ObjectStore, root: Path, folder: str) -> str:
@@ -83,7 +90,7 @@ def publish(store: ObjectStore, root: Path, folder: str) -> str:
     # 2. The manifest, last: from now on readers see this version.
     old = _remote_manifest(store, folder)
     store.put(f"{PREFIX}{folder}.json", json.dumps({"version": version, "files": files}).encode())
-    _write_marker(root, folder, version)
+    _write_marker(store, root, folder, version)
     # 3. The previous version's files.
     if old is not None:
         store.delete_prefix(f"{PREFIX}{folder}/{old['version']}/")
@@ -104,10 +111,10 @@ def _remote_manifest(store: ObjectStore, folder: str) -> dict | None:
         return None
 
 
-def _write_marker(root: Path, folder: str, version: str) -> None:
+def _write_marker(store: ObjectStore, root: Path, folder: str, version: str) -> None:
     marker = _marker(Path(root), folder)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(marker, json.dumps({"version": version}).encode())
+    atomic_write_bytes(marker, json.dumps({"version": version, "store": store.identity}).encode())
 
 
 def pull(store: ObjectStore, root: Path, prefix: str = "styles/") -> PullReport:
@@ -121,7 +128,7 @@ def pull(store: ObjectStore, root: Path, prefix: str = "styles/") -> PullReport:
     # 1. New or changed bundles.
     for folder in sorted(remote):
         manifest = _remote_manifest(store, folder)
-        if manifest is None or manifest["version"] == local_version(root, folder):
+        if manifest is None or manifest["version"] == local_version(root, folder, store):
             continue
         try:
             _install(store, root, folder, manifest)
@@ -129,11 +136,11 @@ def pull(store: ObjectStore, root: Path, prefix: str = "styles/") -> PullReport:
         except (BundleRefused, ObjectMissing) as e:  # a re-publish raced us, or a corrupt object
             log.warning("bundle %s not installed: %s", folder, e)
             report.refused.append(folder)
-    # 2. Bundles retired elsewhere (only those that came from the store: a marker says so).
+    # 2. Bundles retired elsewhere (only those that came from this store: a marker says so).
     markers = root / ".bundles"
     for marker in sorted(markers.glob("*.json")) if markers.is_dir() else []:
         folder = marker.stem.replace("__", "/")
-        if folder.startswith(prefix) and folder not in remote:
+        if folder.startswith(prefix) and folder not in remote and local_version(root, folder, store):
             shutil.rmtree(root / folder, ignore_errors=True)
             marker.unlink(missing_ok=True)
             report.removed.append(folder)
@@ -162,7 +169,7 @@ def _install(store: ObjectStore, root: Path, folder: str, manifest: dict) -> Non
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(incoming, target)
-        _write_marker(root, folder, manifest["version"])
+        _write_marker(store, root, folder, manifest["version"])
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
 
@@ -198,7 +205,7 @@ class RegistryMirror:
             base = self.root / prefix
             for folder in sorted(base.iterdir()) if base.is_dir() else []:
                 name = f"{prefix}{folder.name}"
-                if not folder.is_dir() or folder.name.startswith(".") or local_version(self.root, name):
+                if not folder.is_dir() or folder.name.startswith(".") or local_version(self.root, name, self.store):
                     continue
                 if prefix == "styles/" and getattr(registry.style(folder.name), "status", None) != StyleState.READY:
                     continue  # training, failed, or not servable here: not a bundle to share

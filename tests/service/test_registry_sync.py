@@ -134,3 +134,15 @@ def test_a_fresh_host_gets_the_models_another_host_installed(
     assert fresh.serve("demo").info.status == "ready"
     installed, pulled = (tmp_path / host / "registry" / "styles" / "demo" for host in ("a", "new-host"))
     assert _same(installed, pulled)
+
+
+def test_a_registry_pointed_at_another_store_keeps_its_bundles(s3_server, tiny_data_dir: Path, tmp_path: Path) -> None:
+    """Bundles pulled from one store (bucket, prefix) are this host's own as far as another store goes:
+    that store's pull never deletes them for being absent, and the host publishes them there."""
+    first, second = (s3_store(s3_server.endpoint, uuid.uuid4().hex) for _ in range(2))
+    a, _ = _hosts(tiny_data_dir, tmp_path)
+    registry_sync.publish(first, a, "styles/demo")
+    assert registry_sync.pull(second, a).removed == [] and Registry(a).style("demo") is not None
+    assert "styles/demo" in registry_sync.RegistryMirror(second, a).publish_local()
+    assert registry_sync.local_version(a, "styles/demo", second) is not None
+    assert registry_sync.local_version(a, "styles/demo", first) is None  # now second's bundle

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import threading
 import time
@@ -29,10 +30,18 @@ def proxy(s3_server: S3Server) -> Iterator[StoreProxy]:
     p.close()
 
 
+@pytest.fixture
+def host(tiny_data_dir: Path, tmp_path: Path) -> Path:
+    """A data directory of its own (the registry a copy): the session's tiny one stays as it was."""
+    shutil.copytree(tiny_data_dir / "registry", tmp_path / "host" / "registry")
+    return tmp_path / "host"
+
+
 def test_a_worker_killed_mid_upload_leaves_no_object_and_loses_no_job(
-    proxy: StoreProxy, s3_server: S3Server, make_client, make_settings, start_worker, tmp_path: Path
+    proxy: StoreProxy, s3_server: S3Server, host: Path, make_client, make_settings, start_worker
 ) -> None:
     s3 = {"storage": "s3", "s3_endpoint_url": proxy.endpoint, "s3_prefix": uuid.uuid4().hex, **s3_settings()}
+    s3["data_dir"] = host
     client = make_client(**s3)
     bucket = s3_store(s3_server.endpoint, s3["s3_prefix"])  # the store seen directly, not through the proxy
     proxy.stall(b"/results/")
@@ -53,10 +62,10 @@ def test_a_worker_killed_mid_upload_leaves_no_object_and_loses_no_job(
 
 
 def test_a_store_outage_answers_503_and_loses_nothing(
-    proxy: StoreProxy, make_client, make_settings, start_worker
+    proxy: StoreProxy, host: Path, make_client, make_settings, start_worker
 ) -> None:
     s3 = {"storage": "s3", "s3_endpoint_url": proxy.endpoint, "s3_prefix": uuid.uuid4().hex, **s3_settings()}
-    s3["s3_timeout_s"] = 2.0
+    s3.update(data_dir=host, s3_timeout_s=2.0)
     client = make_client(**s3)
     start_worker(make_settings(**s3), queues="stylize")
     accepted, answers = [], []
