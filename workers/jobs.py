@@ -97,4 +97,5 @@ def _result(job: StylizeJob, prepared: Prepared, encoded: Encoded, timings: dict
         "height": encoded.height,
         "format": job.format,
         "timings": {k: round(v, 4) for k, v in timings.items()},
+        **({"faces": prepared.faces} if prepared.faces else {}),
     }

@@ -8,8 +8,9 @@ for the whole batch:
 3. The networks: one `stylize_batch` per group of jobs sharing a style and a `RenderRequest` (the style
    and its edits read once per group; a CUDA out-of-memory halves the group), then "generate", one round
    trip.
-4. Resize or paste back, and encode the result, in the CPU pool: each job's bytes are a future that its
-   own run (workers/jobs.py) waits on, so the batch's encodes run side by side.
+4. Resize or paste back (a group photo's faces, each in place), and encode the result, in the CPU pool:
+   each job's bytes are a future that its own run (workers/jobs.py) waits on, so the batch's encodes run
+   side by side.
 
 A job that fails a step gets its exception instead of a `Prepared`; its own run raises it, so it fails
 alone, with its code, while the rest of the batch goes on.
@@ -30,7 +31,7 @@ from torch.cuda import OutOfMemoryError as TorchOOM
 
 from models.inference.pipeline import BatchResult, RenderRequest, stylize_batch
 from service.core.contract import ALIGNED_SIZE, StylizeJob
-from service.core.media.alignment import AlignedFace, align_landmarks, paste_back
+from service.core.media.alignment import AlignedFace, align_landmarks, paste_faces
 from service.core.media.images import encode_image, load_image
 from workers.lifecycle import JobCanceled
 from workers.runtime import Runtime, ServedStyle
@@ -56,20 +57,31 @@ class Prepared:
     """A job's image made in a batch, with what its remaining steps need."""
 
     served: ServedStyle
-    batch: BatchResult  # the group's networks' output (its row `index` is this job's)
+    batch: BatchResult  # the group's networks' output (its row `index` is this job's first face)
     index: int
     encoded: Future[Encoded]  # post-processed and encoded in the CPU pool
     batch_size: int
     ahead: bool  # prepared while the previous batch finished (workers/worker.py)
     timings: dict[str, float] = field(default_factory=dict)
+    faces: list[dict[str, Any]] = field(default_factory=list)  # faces=all: each face as the result lists it
 
 
 @dataclass
 class _Member:
+    """One face of a job in the batch (a group photo has several, sharing the decoded photo)."""
+
     job: StylizeJob
     photo: Image.Image
     aligned: AlignedFace
     align_s: float
+    face: int = 0  # its position among the job's faces to stylize
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.job.job_id, self.face
+
+
+_Rendered = tuple[ServedStyle, BatchResult, int, int, float]  # style, batch, row, batch size, seconds
 
 
 Outcome = dict[str, "Prepared | BaseException"]
@@ -83,34 +95,37 @@ def prepare(rt: Runtime, jobs: list[StylizeJob], ahead: bool = False) -> Outcome
     live = _advance(rt, jobs, "load", 0.1, out)
     # 2. Decode and crop, in the pool.
     crops = {job.job_id: rt.cpu_pool.submit(_decode_and_crop, rt, job) for job in live}
-    members: list[_Member] = []
+    by_job: dict[str, list[_Member]] = {}
     for job in live:
         try:
-            members.append(crops[job.job_id].result())
+            by_job[job.job_id] = crops[job.job_id].result()
         except Exception as e:
             out[job.job_id] = e
-    aligned = _ids(_advance(rt, [m.job for m in members], "align", 0.3, out))
-    members = [m for m in members if m.job.job_id in aligned]
-    # 3. The networks, per group.
+    marked = _ids(_advance(rt, [faces[0].job for faces in by_job.values()], "align", 0.3, out))
+    aligned = [job_id for job_id in by_job if job_id in marked]  # in the batch's order
+    members = [m for job_id in aligned for m in by_job[job_id]]
+    # 3. The networks, per group of jobs (a group photo's faces are rows of the same batch).
     groups: dict[str, list[_Member]] = {}
     for m in members:
         groups.setdefault(_group_key(m.job), []).append(m)
-    rendered: dict[str, tuple[ServedStyle, BatchResult, int, int, float]] = {}
+    rendered: dict[tuple[str, int], _Rendered] = {}
     for group in groups.values():
         try:
             rendered.update(_run_group(rt, group))
         except Exception as e:  # the style or its edits: every job of the group fails with it
             out.update({m.job.job_id: e for m in group})
-    done = _ids(_advance(rt, [m.job for m in members if m.job.job_id in rendered], "generate", 0.8, out))
-    # 4. Post-process and encode, in the pool.
-    for m in members:
-        if m.job.job_id not in done:
-            continue
-        served, batch, index, size, seconds = rendered[m.job.job_id]
-        encoded = rt.cpu_pool.submit(_finish, rt, m, batch.images[index])
+    finished = [by_job[i][0].job for i in aligned if i not in out]
+    done = _ids(_advance(rt, finished, "generate", 0.8, out))
+    # 4. Post-process (paste back every face) and encode, in the pool.
+    for job_id in (i for i in aligned if i in done):
+        faces = by_job[job_id]
+        served, batch, index, size, seconds = rendered[faces[0].key]
+        images = [rendered[m.key][1].images[rendered[m.key][2]] for m in faces]
+        encoded = rt.cpu_pool.submit(_finish, rt, faces, images)
         share = {name: s / size for name, s in batch.stages.items()}
-        timings = {"align": m.align_s, "generate": seconds / size, **share}
-        out[m.job.job_id] = Prepared(served, batch, index, encoded, size, ahead, timings)
+        timings = {"align": sum(m.align_s for m in faces), "generate": seconds * len(faces) / size, **share}
+        listing = _face_listing(faces[0].job, [rendered[m.key] for m in faces])
+        out[job_id] = Prepared(served, batch, index, encoded, size, ahead, timings, listing)
     return out
 
 
@@ -133,11 +148,32 @@ def _ids(jobs: list[StylizeJob]) -> set[str]:
     return {j.job_id for j in jobs}
 
 
-def _decode_and_crop(rt: Runtime, job: StylizeJob) -> _Member:
+def _decode_and_crop(rt: Runtime, job: StylizeJob) -> list[_Member]:
+    """The photo decoded once, and the crop of each of its faces to stylize (one, or a group's)."""
     started = time.perf_counter()
     photo = load_image(rt.storage.read_input(job.job_id), rt.settings.max_pixels).image
-    aligned = align_landmarks(photo, job.landmarks, ALIGNED_SIZE, rt.settings.align_transform_size)
-    return _Member(job, photo, aligned, time.perf_counter() - started)
+    members = [
+        _Member(job, photo, align_landmarks(photo, marks, ALIGNED_SIZE, rt.settings.align_transform_size), 0.0, i)
+        for i, marks in enumerate(job.face_landmarks)
+    ]
+    members[0].align_s = time.perf_counter() - started  # the decode and every crop of the job
+    return members
+
+
+def _face_listing(job: StylizeJob, rendered: list[_Rendered]) -> list[dict[str, Any]]:
+    """faces=all: every face found, in the API's order (largest first), with what became of it."""
+    if not job.faces:
+        return []
+    rows = iter(rendered)
+    listing = []
+    for face in job.faces:
+        if face.landmarks is None:
+            listing.append({"box": face.box, "status": "skipped", "reason": face.skipped})
+            continue
+        _, batch, index, _, _ = next(rows)
+        branch = {"branch": batch.branches[index], "branch_source": batch.branch_sources[index]}
+        listing.append({"box": face.box, "status": "stylized", **branch})
+    return listing
 
 
 def request_of(job: StylizeJob, served: ServedStyle) -> RenderRequest:
@@ -151,7 +187,7 @@ def _group_key(job: StylizeJob) -> str:
     return json.dumps([job.style, job.attribute, job.noise, job.structure, job.strength, edits], sort_keys=True)
 
 
-def _run_group(rt: Runtime, group: list[_Member]) -> dict[str, tuple[ServedStyle, BatchResult, int, int, float]]:
+def _run_group(rt: Runtime, group: list[_Member]) -> dict[tuple[str, int], _Rendered]:
     """The group's networks: the style and edits read once, one `stylize_batch`; a CUDA out-of-memory
     splits the group in halves (a group of one fails with it)."""
     served = rt.serve(group[0].job.style, group[0].job.edits)
@@ -159,9 +195,7 @@ def _run_group(rt: Runtime, group: list[_Member]) -> dict[str, tuple[ServedStyle
     return _render(served, request, group)
 
 
-def _render(
-    served: ServedStyle, request: RenderRequest, group: list[_Member]
-) -> dict[str, tuple[ServedStyle, BatchResult, int, int, float]]:
+def _render(served: ServedStyle, request: RenderRequest, group: list[_Member]) -> dict[tuple[str, int], _Rendered]:
     started = time.perf_counter()
     try:
         batch = stylize_batch(served.stylizer, [m.aligned.image for m in group], request)
@@ -173,15 +207,16 @@ def _render(
         log.warning("CUDA out of memory in a batch of %d: splitting it", len(group))
         return {**_render(served, request, group[:half]), **_render(served, request, group[half:])}
     seconds = time.perf_counter() - started
-    return {m.job.job_id: (served, batch, i, len(group), seconds) for i, m in enumerate(group)}
+    return {m.key: (served, batch, i, len(group), seconds) for i, m in enumerate(group)}
 
 
-def _finish(rt: Runtime, member: _Member, image: Image.Image) -> Encoded:
-    """Step 4 of one job: resize, or paste back into the photo; then encode."""
+def _finish(rt: Runtime, faces: list[_Member], images: list[Image.Image]) -> Encoded:
+    """Step 4 of one job: resize, or paste its faces back into the photo; then encode."""
     started = time.perf_counter()
-    job = member.job
+    job, image = faces[0].job, images[0]
     if job.output == "full":
-        image = paste_back(member.photo, image, member.aligned, rt.aligner_config.feather)
+        pairs = [(stylized, m.aligned) for stylized, m in zip(images, faces, strict=True)]
+        image = paste_faces(faces[0].photo, pairs, rt.aligner_config.feather)
     elif image.size[0] != job.size:
         image = image.resize((job.size, job.size), Image.Resampling.LANCZOS)
     data = encode_image(image, job.format, rt.settings.png_level)

@@ -24,6 +24,7 @@ INPUT_ERROR_STATUS = {
     "no_face": 422,
     "face_too_small": 422,
     "face_index_out_of_range": 422,
+    "too_many_faces": 422,
     "unsupported_video": 415,
     "invalid_video": 422,
     "video_too_long": 413,

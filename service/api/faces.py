@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 import anyio
 import anyio.to_thread
 
-from service.core.errors import FaceIndexOutOfRange, FaceTooSmall, NoFaceFound
+from service.core.errors import FaceIndexOutOfRange, FaceTooSmall, NoFaceFound, TooManyFaces
 from service.core.media.alignment import FaceAligner
 from service.core.media.images import load_for_analysis
 
@@ -50,6 +50,37 @@ def face_landmarks(
     if size < min_face_size:
         raise FaceTooSmall(f"the face is {size:.0f} px across; at least {min_face_size} px is needed")
     return analysis.to_full(face.landmarks).tolist()
+
+
+def group_faces(
+    aligner: FaceAligner,
+    data: bytes,
+    max_pixels: int,
+    min_face_size: int,
+    max_faces: int,
+    max_side: int = ANALYSIS_MAX_SIDE,
+    full_decode_gate: AbstractContextManager[object] | None = None,
+) -> list[dict]:
+    """`faces=all`: every face of the photo, largest first, as `contract.GroupFace` fields: a face of at
+    least `min_face_size` gets its landmarks, a smaller one is listed as skipped. Raises NoFaceFound (none
+    at all), FaceTooSmall (none large enough) and TooManyFaces (more than `max_faces` to stylize)."""
+    analysis = load_for_analysis(data, max_pixels, max_side, full_decode_gate)
+    faces = aligner.detect(analysis.image, exhaustive=True)  # the fast pass may miss small faces
+    if not faces:
+        raise NoFaceFound("no human face was found in the image")
+    listed = []
+    for face in faces:
+        box = [round(v * analysis.scale, 1) for v in face.box]
+        if face.size * analysis.scale < min_face_size:
+            listed.append({"box": box, "landmarks": None, "skipped": "too_small"})
+        else:
+            listed.append({"box": box, "landmarks": analysis.to_full(face.landmarks).tolist(), "skipped": None})
+    stylized = sum(f["landmarks"] is not None for f in listed)
+    if stylized == 0:
+        raise FaceTooSmall(f"no face is at least {min_face_size} px across ({len(listed)} smaller found)")
+    if stylized > max_faces:
+        raise TooManyFaces(f"{stylized} faces to stylize; at most {max_faces} per photo")
+    return listed
 
 
 MAX_DEFAULT_CONCURRENCY = 8
@@ -91,6 +122,20 @@ class FaceFinder:
             max_pixels,
             min_face_size,
             face_index,
+            ANALYSIS_MAX_SIDE,
+            self.full_decodes,
+            limiter=self.limiter,
+        )
+
+    async def group(self, data: bytes, max_pixels: int, min_face_size: int, max_faces: int) -> list[dict]:
+        """`group_faces`, off the event loop like `landmarks`."""
+        return await anyio.to_thread.run_sync(
+            group_faces,
+            self.aligner,
+            data,
+            max_pixels,
+            min_face_size,
+            max_faces,
             ANALYSIS_MAX_SIDE,
             self.full_decodes,
             limiter=self.limiter,

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import Form
 from pydantic import BeforeValidator, Field
 
+from service.api.errors import ApiError
 from service.api.schemas import null_is_none
 from service.api.style_policy import SIZES
 
@@ -40,3 +41,17 @@ EditsField = Annotated[
     ),
 ]
 OutputField = Annotated[Literal["aligned", "full"], Form(description="the aligned crop, or pasted back")]
+FacesField = Annotated[
+    Literal["one", "all"],
+    Form(description="one: the face_index-th face; all: every face of the photo (with output=full)"),
+]
+
+
+def group_option(faces: str, output: str) -> dict[str, str]:
+    """The job option of `faces=all` ({} for one face). A group is pasted back into the photo: with
+    output=aligned there is no single image to return, so the pair is refused (422)."""
+    if faces == "one":
+        return {}
+    if output != "full":
+        raise ApiError(422, "faces_need_full_output", "faces=all returns the whole photo: use output=full")
+    return {"faces": "all"}

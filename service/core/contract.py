@@ -51,6 +51,15 @@ class EditSpec(BaseModel):
     layers: list[int] | None = None
 
 
+class GroupFace(BaseModel):
+    """One face of a group photo (`faces=all`), found by the API: its box, and its landmarks when it is
+    stylized (None: skipped, with the reason)."""
+
+    box: list[float] = Field(min_length=4, max_length=4)  # left, top, right, bottom (photo pixels)
+    landmarks: list[list[float]] | None = Field(None, min_length=68, max_length=68)
+    skipped: Literal["too_small"] | None = None
+
+
 class StylizeJob(BaseModel):
     """The payload of one stylize job (small: the image itself is in storage)."""
 
@@ -65,6 +74,14 @@ class StylizeJob(BaseModel):
     structure: int = Field(0, ge=0, le=8)
     strength: float = Field(1.0, ge=0.0, le=1.0)
     edits: list[EditSpec] = Field(default_factory=list, max_length=8)
+    faces: list[GroupFace] = Field(default_factory=list, max_length=64)  # faces=all (output=full); else []
+
+    @property
+    def face_landmarks(self) -> list[list[list[float]]]:
+        """The landmarks of every face to stylize: the group's, or the one face's."""
+        if not self.faces:
+            return [self.landmarks]
+        return [f.landmarks for f in self.faces if f.landmarks is not None]
 
 
 class FitDirectionJob(BaseModel):

@@ -50,3 +50,9 @@ class FaceIndexOutOfRange(InputError):
     """`face_index` asks for a face the photo does not have."""
 
     code = "face_index_out_of_range"
+
+
+class TooManyFaces(InputError):
+    """`faces=all` on a photo with more faces to stylize than `AGILEGAN_MAX_FACES`."""
+
+    code = "too_many_faces"

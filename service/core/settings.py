@@ -106,6 +106,7 @@ class Settings(BaseSettings):
         "is 20x slower and 54-59 dB PSNR from 1024 on portraits: README 'Worker CPU')",
     )
     min_face_size: int = Field(128, ge=16)
+    max_faces: int = Field(8, ge=1, le=32, description="faces=all: at most this many faces stylized in one photo")
     landmarks_path: str | None = None
     detect_concurrency: int = Field(
         0, ge=0, le=256, description="face detections the API process runs at once; 0 = two per CPU core, at most 8"

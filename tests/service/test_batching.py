@@ -190,7 +190,7 @@ def test_an_out_of_memory_batch_is_split_not_failed(make_settings, redis, monkey
         for i in range(5)
     ]
     prepared = stylize_pipeline._run_group(rt, members)
-    assert tried == [5, 2, 3, 1, 2] and sorted(prepared) == [m.job.job_id for m in members]
+    assert tried == [5, 2, 3, 1, 2] and sorted(prepared) == [m.key for m in members]
     assert sorted(p[3] for p in prepared.values()) == [1, 2, 2, 2, 2]
 
 

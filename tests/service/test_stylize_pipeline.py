@@ -6,11 +6,13 @@ bytes its batch encoded."""
 
 from __future__ import annotations
 
+import io
+
 from PIL import Image
 
 from service.core.errors import InvalidImage
 from service.core.jobstore import JobStore
-from tests.service.conftest import queue_stylize_job
+from tests.service.conftest import FACES, queue_stylize_job
 from workers import stylize_pipeline
 from workers.jobs import stylize_job
 from workers.lifecycle import JobCanceled
@@ -52,3 +54,23 @@ def test_a_failing_job_fails_alone_and_stages_are_marked_once_per_batch(runtime,
         assert results[job.job_id]["batch_size"] == 2 and rt.jobs.get(job.job_id)["status"] == "succeeded"
         stored = Image.open(rt.storage.result(job.job_id).path)
         assert (stored.format, stored.size) == (kind, (256, 256))
+
+
+def test_a_group_photo_shares_a_batch_with_single_faces(runtime, aligner) -> None:
+    """faces=all: the group's faces are rows of the same network batch as the other jobs' faces; each job
+    gets its own image back (the group's pasted into its whole photo) and the group its face listing."""
+    from service.core.contract import GroupFace
+
+    rt = runtime
+    faces = aligner.detect(Image.open(FACES / "two_people.jpg").convert("RGB"), exhaustive=True)
+    group = [GroupFace(box=list(f.box), landmarks=f.landmarks.tolist()) for f in faces]
+    group.append(GroupFace(box=[1, 1, 20, 20], skipped="too_small"))
+    single = queue_stylize_job(rt, aligner, "obama.jpg")
+    together = queue_stylize_job(rt, aligner, "two_people.jpg", output="full", faces=group)
+    prepared = stylize_pipeline.prepare(rt, [single, together])
+    assert [prepared[j.job_id].batch_size for j in (single, together)] == [3, 3]
+    listing = prepared[together.job_id].faces
+    assert [f["status"] for f in listing] == ["stylized", "stylized", "skipped"] and listing[2]["reason"] == "too_small"
+    assert prepared[single.job_id].faces == []
+    image = Image.open(io.BytesIO(prepared[together.job_id].encoded.result().data))
+    assert image.size == Image.open(FACES / "two_people.jpg").size

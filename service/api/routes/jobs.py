@@ -26,7 +26,16 @@ from service.api.deps import (
 )
 from service.api.edits import parse_edits
 from service.api.errors import ApiError
-from service.api.forms import EditsField, OutputField, SizeField, StrengthField, StructureField, StyleField
+from service.api.forms import (
+    EditsField,
+    FacesField,
+    OutputField,
+    SizeField,
+    StrengthField,
+    StructureField,
+    StyleField,
+    group_option,
+)
 from service.api.job_views import accepted, job_status
 from service.api.schemas import ERROR_RESPONSES, JobStatus, NotReady, null_is_none
 from service.api.style_policy import SIZES, ready_style, strength_controls
@@ -71,6 +80,7 @@ async def stylize(
     size: SizeField = 1024,
     attribute: Annotated[str, Form(description="'auto' or one of the style's branches")] = "auto",
     face_index: Annotated[int, Form(ge=0, le=63, description="which face, by size (0 = largest)")] = 0,
+    faces: FacesField = "one",
     structure: StructureField = None,
     strength: StrengthField = 1.0,
     edits: EditsField = None,
@@ -81,7 +91,7 @@ async def stylize(
 ) -> JSONResponse:
     # 1. The style must exist and be ready, the attribute one of its branches; controls and edits checked.
     options = _stylize_options(registry, style, size, attribute, structure, strength, edits)
-    options.update(output=output, format=format, face_index=face_index)
+    options.update(output=output, format=format, face_index=face_index, **group_option(faces, output))
     # 2. Read the upload (already size-capped by the BodyLimit middleware).
     data = await image.read()
     # 3. A retried request with the same Idempotency-Key gets the job of the first.
@@ -139,14 +149,22 @@ async def _admit_stylize(request: Request, principal: Principal, queue, jobs, st
     # 1. The key's rate budget, then back-pressure, before any work (the cap is checked again,
     #    atomically, at the enqueue).
     await anyio.to_thread.run_sync(_check_budgets, request, principal, queue)
-    # 2. Decode and find the face now, so a bad photo is refused at once (the worker renders the crop).
-    landmarks = await request.app.state.faces.landmarks(
-        data, settings.max_pixels, settings.min_face_size, options["face_index"]
-    )
+    # 2. Decode and find the face (faces=all: every face) now, so a bad photo is refused at once (the
+    #    worker renders the crops).
+    group = []
+    if options.get("faces") == "all":
+        group = await request.app.state.faces.group(
+            data, settings.max_pixels, settings.min_face_size, settings.max_faces
+        )
+        landmarks = next(f["landmarks"] for f in group if f["landmarks"] is not None)
+    else:
+        landmarks = await request.app.state.faces.landmarks(
+            data, settings.max_pixels, settings.min_face_size, options["face_index"]
+        )
     # 3. Store the upload, record the job, enqueue it (the queue cap and the enqueue under one lock).
     job_id = uuid.uuid4().hex
-    fields = {k: v for k, v in options.items() if k != "face_index"}
-    payload = StylizeJob(job_id=job_id, landmarks=landmarks, **fields)
+    fields = {k: v for k, v in options.items() if k not in ("face_index", "faces")}
+    payload = StylizeJob(job_id=job_id, landmarks=landmarks, faces=group, **fields)
 
     def enqueue() -> None:
         jobs.create(job_id, principal.key_id, "stylize", options)

@@ -14,7 +14,7 @@ import importlib.util
 import math
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +106,11 @@ class AlignedFace:
     @property
     def size(self) -> int:
         return self.image.size[0]
+
+    @property
+    def quad_side(self) -> float:
+        """The crop square's side in photo pixels (how large the face is in the photo)."""
+        return float(np.linalg.norm(self.quad[3] - self.quad[0]))
 
     def _frame(self, size: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         """(origin, [ex ey] columns, size): photo = origin + M · (crop + 0.5) / size."""
@@ -373,13 +378,41 @@ def paste_back(photo: Image.Image, crop: Image.Image, aligned: AlignedFace, feat
     """Put `crop` (e.g. the stylized face, any square size) back into `photo` through the inverse of
     the alignment transform, blended with a mask that fades to 0 over `feather`·size at the crop's
     edges. Only pixels under the quad change; the photo keeps its resolution and orientation."""
+    return paste_faces(photo, [(crop, aligned)], feather)
+
+
+def paste_faces(
+    photo: Image.Image, faces: Sequence[tuple[Image.Image, AlignedFace]], feather: float = 0.08
+) -> Image.Image:
+    """Several faces pasted back into one photo (a group photo), each with its own feathered mask.
+
+    The faces are composited one over the other, smallest first, so where two masks overlap the larger
+    face is on top, and under its feathered edge the face below shows, not the photo: no seam of
+    original pixels between two faces, and no pixel gets a face twice (each paste is an "over" of one
+    face onto what is there). Pixels outside every mask are the photo's, untouched."""
+    out = photo.convert("RGB").copy()
+    for crop, aligned in sorted(faces, key=lambda f: f[1].quad_side):
+        placed = face_layer(out.size, crop, aligned, feather)
+        if placed is None:
+            continue
+        (x0, y0), warped, mask = placed
+        region = out.crop((x0, y0, x0 + warped.size[0], y0 + warped.size[1]))
+        out.paste(Image.composite(warped, region, mask), (x0, y0))
+    return out
+
+
+def face_layer(
+    photo_size: tuple[int, int], crop: Image.Image, aligned: AlignedFace, feather: float = 0.08
+) -> tuple[tuple[int, int], Image.Image, Image.Image] | None:
+    """`crop` warped back onto the photo's pixel grid, with its feathered mask: ((x0, y0), warped RGB,
+    mask L), both the size of the quad's bounding box clipped to the photo (None when outside it)."""
     s = crop.size[0]
     corners = aligned.quad
     x0, y0 = (max(0, int(math.floor(v))) for v in corners.min(0))
-    x1 = min(photo.size[0], int(math.ceil(corners[:, 0].max())) + 1)
-    y1 = min(photo.size[1], int(math.ceil(corners[:, 1].max())) + 1)
+    x1 = min(photo_size[0], int(math.ceil(corners[:, 0].max())) + 1)
+    y1 = min(photo_size[1], int(math.ceil(corners[:, 1].max())) + 1)
     if x1 <= x0 or y1 <= y0:
-        return photo.copy()
+        return None
     # photo continuous (x + x0, y + y0) → crop continuous (u, v): solve photo = TL + 0.5 + M · (u, v) / s
     origin, m, _ = aligned._frame(s)
     inv = np.linalg.inv(m) * s
@@ -393,7 +426,4 @@ def paste_back(photo: Image.Image, crop: Image.Image, aligned: AlignedFace, feat
     profile = np.clip(edge / width, 0.0, 1.0)
     mask = Image.fromarray(np.uint8(np.rint(np.minimum.outer(profile, profile) * 255)), "L")
     mask = mask.transform(size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)
-    out = photo.convert("RGB").copy()
-    region = out.crop((x0, y0, x1, y1))
-    out.paste(Image.composite(warped, region, mask), (x0, y0))
-    return out
+    return (x0, y0), warped, mask
