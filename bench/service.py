@@ -114,12 +114,14 @@ class Stack:
             p.wait(timeout=30)
 
 
-def post(client: httpx.Client, base: str, jpeg: bytes, size: int = 256, expect: int = 202) -> tuple[float, str]:
+def post(
+    client: httpx.Client, base: str, jpeg: bytes, size: int = 256, expect: int = 202, fields: dict | None = None
+) -> tuple[float, str]:
     start = time.perf_counter()
     r = client.post(
         f"{base}/v1/stylize",
         files={"image": ("p.jpg", jpeg, "image/jpeg")},
-        data={"style": "demo", "size": str(size)},
+        data={"style": "demo", "size": str(size), **(fields or {})},
         headers={"Authorization": f"Bearer {KEY}"},
     )
     elapsed = time.perf_counter() - start
@@ -158,12 +160,22 @@ def post_load(stack: Stack, jpeg: bytes, concurrency: int, requests: int, expect
     }
 
 
-def end_to_end(stack: Stack, jpeg: bytes, jobs: int) -> list[float]:
+def group_jpeg() -> bytes:
+    """The made group photo of the tests (tests/group_photos.py: 1280x720, four faces to stylize and one
+    too small), as a JPEG."""
+    from tests.group_photos import group_photo
+
+    buf = io.BytesIO()
+    group_photo().save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def end_to_end(stack: Stack, jpeg: bytes, jobs: int, fields: dict | None = None) -> list[float]:
     times = []
     with httpx.Client(timeout=300) as client:
         for _ in range(jobs + 1):
             start = time.perf_counter()
-            _, job_id = post(client, stack.base, jpeg, size=1024)
+            _, job_id = post(client, stack.base, jpeg, size=1024, fields=fields)
             r = client.get(
                 f"{stack.base}/v1/jobs/{job_id}/result", params={"wait": 60}, headers={"Authorization": f"Bearer {KEY}"}
             )
@@ -183,6 +195,9 @@ def main() -> None:
     parser.add_argument("--worker-nice", default="0", help="AGILEGAN_WORKER_NICE values to compare")
     parser.add_argument("--faceless", action="store_true", help="post a photo without a face (full detection pass)")
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument(
+        "--group", action="store_true", help="end to end also with output=full: one face, and 4 faces (faces=all)"
+    )
     args = parser.parse_args()
     jpeg = faceless_jpeg() if args.faceless else one_megapixel_jpeg()
     expect = 422 if args.faceless else 202
@@ -228,11 +243,17 @@ def main() -> None:
                 data = tmp_path / f"demo{size}"
                 demo_registry(data / "registry", size=size)
                 stack = Stack(redis_url.rsplit("/", 1)[0] + f"/{1 + size // 1024}", data, {})
+                rows = [("", jpeg, None)]
+                if args.group:
+                    rows += [("1 face, full", jpeg, {"output": "full"})]
+                    rows += [("4 faces, all", group_jpeg(), {"output": "full", "faces": "all"})]
                 try:
-                    times = end_to_end(stack, jpeg, args.jobs)
+                    for name, photo, fields in rows:
+                        times = end_to_end(stack, photo, args.jobs, fields)
+                        median = statistics.median(times)
+                        print(f"{name:<20}{size:>8}{median:>9.2f}  {[round(t, 2) for t in times]}", flush=True)
                 finally:
                     stack.stop()
-                print(f"{'':<20}{size:>8}{statistics.median(times):>9.2f}  {[round(t, 2) for t in times]}")
         finally:
             redis.terminate()
             redis.wait(timeout=10)

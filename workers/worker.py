@@ -35,6 +35,7 @@ from service.core.settings import Settings
 from workers import batching, stylize_pipeline
 from workers import runtime as runtime_module
 from workers.orphans import requeue_orphaned_claims
+from workers.webhook_sender import WebhookSender
 
 log = logging.getLogger("agilegan.worker")
 
@@ -190,6 +191,7 @@ def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> No
     sweeper.start()
     if rt.mirror.enabled:
         threading.Thread(target=_mirror_loop, args=(rt, settings.registry_sync_s), daemon=True).start()
+    WebhookSender(redis, settings).start(settings.webhook_threads)  # callbacks, off the jobs' thread
     worker.work(burst=burst, logging_level="INFO")  # no scheduler: retries are immediate (see workers/lifecycle.py)
 
 

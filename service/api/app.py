@@ -22,6 +22,7 @@ from service.api.faces import FaceFinder, default_concurrency
 from service.api.memory import return_large_allocations
 from service.api.middleware import AuthGate, BodyLimit, RequestContext, RequestMetrics, SecurityHeaders
 from service.api.routes import animate, directions, health, jobs, style_training, styles
+from service.api.routes import keys as key_routes
 from service.core.auth import KeyStore
 from service.core.configs import AlignerConfig
 from service.core.contract import QUEUES
@@ -92,7 +93,7 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
     app.state.mirror = RegistryMirror(remote, app.state.registry.root)
     # 2. Routes, docs, console.
     errors.install(app)
-    for module in (jobs, styles, style_training, directions, animate, health):
+    for module in (jobs, key_routes, styles, style_training, directions, animate, health):
         app.include_router(module.router)
     docs.install(app)
     console.install(app)

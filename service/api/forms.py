@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
 from fastapi import Form
@@ -10,6 +11,9 @@ from pydantic import BeforeValidator, Field
 from service.api.errors import ApiError
 from service.api.schemas import null_is_none
 from service.api.style_policy import SIZES
+from service.core.outbound import OutboundPolicy, UrlInvalid, allowed, check_url
+from service.core.settings import Settings
+from service.core.webhooks import WebhookSpec, parse_events
 
 StyleField = Annotated[
     str, Form(min_length=1, max_length=64, description="style id (GET /v1/styles)", examples=["demo"])
@@ -55,3 +59,34 @@ def group_option(faces: str, output: str) -> dict[str, str]:
     if output != "full":
         raise ApiError(422, "faces_need_full_output", "faces=all returns the whole photo: use output=full")
     return {"faces": "all"}
+
+
+WebhookField = Annotated[
+    Annotated[str, Field(max_length=2048)] | None,
+    BeforeValidator(null_is_none),
+    Form(description="a URL to POST the job's record to on its events (signed: X-AgileGAN-Signature)"),
+]
+WebhookEventsField = Annotated[
+    str, Form(max_length=200, description="comma-separated: completed, failed, canceled, progress")
+]
+
+
+def webhook_spec(settings: Settings, url: str | None, events: str) -> WebhookSpec | None:
+    """The job's callback, checked (422 `invalid_webhook`, `webhook_refused` for an address given as a
+    non-public IP, `invalid_webhook_events`); host names are checked when each delivery resolves them."""
+    if not url:
+        return None
+    try:
+        _, host, _, _ = check_url(url)
+    except UrlInvalid as e:
+        raise ApiError(422, "invalid_webhook", f"webhook: {e}") from None
+    try:
+        literal = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        literal = None
+    if literal is not None and not allowed(literal, OutboundPolicy.from_cidrs(settings.webhook_allow)):
+        raise ApiError(422, "webhook_refused", f"webhook: {literal} is not a public address")
+    try:
+        return WebhookSpec(url, parse_events(events))
+    except ValueError as e:
+        raise ApiError(422, "invalid_webhook_events", str(e)) from None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from service.api.schemas import ErrorBody, JobStatus
+from service.api.schemas import JobStatus
 from service.core.contract import JobState
+from service.core.job_view import public_job
+from service.core.webhooks import WebhookSpec
 
 
 def accepted(request: Request, job_id: str, record: dict | None = None) -> JSONResponse:
@@ -21,31 +25,19 @@ def accepted(request: Request, job_id: str, record: dict | None = None) -> JSONR
 
 def job_status(request: Request, job_id: str, record: dict, lookup_position: bool = True) -> JobStatus:
     """The public view of a job record (with its queue position while queued, when looked up)."""
+    redis = request.app.state.redis
     position = None
     if lookup_position and record.get("status") == JobState.QUEUED:
         try:
-            position = Job.fetch(job_id, connection=request.app.state.redis).get_position()
+            position = Job.fetch(job_id, connection=redis).get_position()
         except NoSuchJobError:
             position = None
-    error = None
-    if record.get("error_code"):
-        error = ErrorBody(
-            code=record["error_code"], message=record.get("error_message", ""), request_id=request.state.request_id
-        )
-    return JobStatus(
-        id=job_id,
-        kind=record.get("kind", "stylize"),
-        status=record.get("status", JobState.QUEUED),
-        attempts=record.get("attempts", 0),
-        position=position,
-        stage=record.get("stage"),
-        progress=record.get("progress", 0.0),
-        detail=record.get("detail"),
-        created_at=record.get("created_at", 0.0),
-        started_at=record.get("started_at"),
-        finished_at=record.get("finished_at"),
-        options=record.get("options", {}),
-        result=record.get("result"),
-        error=error,
-        links={"self": f"/v1/jobs/{job_id}", "result": f"/v1/jobs/{job_id}/result"},
-    )
+    return JobStatus(**public_job(job_id, record, redis, position, request.state.request_id))
+
+
+def queued_record(kind: str, options: dict, callback: WebhookSpec | None = None) -> dict:
+    """The record of a job just queued, as `JobStore.create` wrote it (the 202 costs no Redis read)."""
+    record = {"status": JobState.QUEUED, "kind": kind, "created_at": time.time(), "options": options}
+    if callback is not None:
+        record.update(webhook_url=callback.url, webhook_events=",".join(callback.events))
+    return record

@@ -42,6 +42,22 @@ class JobLinks(BaseModel):
     result: str
 
 
+class WebhookDelivery(BaseModel):
+    event: str
+    attempt: int = Field(description="1 for the first try")
+    at: float
+    status: int | None = Field(None, description="the receiver's HTTP status (None: no answer)")
+    error: str | None = None
+    seconds: float
+    outcome: str = Field(examples=["delivered", "retrying", "gave_up", "refused"])
+
+
+class WebhookState(BaseModel):
+    url: str
+    events: list[str]
+    deliveries: list[WebhookDelivery] = []
+
+
 class JobStatus(BaseModel):
     id: str
     kind: str = "stylize"
@@ -59,6 +75,7 @@ class JobStatus(BaseModel):
     options: dict[str, Any] = {}
     result: dict[str, Any] | None = Field(None, description="branch used, image size, timings, once succeeded")
     error: ErrorBody | None = None
+    webhook: WebhookState | None = Field(None, description="the job's callback and its delivery log, when it has one")
     links: JobLinks
 
 

@@ -16,15 +16,33 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from service.core.contract import FINISHED, TERMINAL, JobState, cancel_key, job_key
+from service.core.webhooks import DUE_KEY, WebhookSpec
 
-_FAIL_UNLESS_DONE = """
+PROGRESS_EVERY_S = 2.0  # at most one `progress` webhook per job this often
+
+# A transition's webhook delivery (service/core/webhooks.py), in the transition's own call: when the job's
+# `webhook_events` has the event, "job|event|at|0" is due now in the deliveries' sorted set (KEYS[2]).
+_NOTIFY = """
+local function notify(job_key, due_key, job_id, event, at)
+  local events = redis.call('HGET', job_key, 'webhook_events')
+  if events and string.find(',' .. events .. ',', ',' .. event .. ',', 1, true) then
+    redis.call('ZADD', due_key, at, job_id .. '|' .. event .. '|' .. at .. '|0')
+  end
+end
+"""
+
+_FAIL_UNLESS_DONE = (
+    _NOTIFY
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or status == 'succeeded' or status == 'canceled' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error_code', ARGV[2], 'error_message', ARGV[3],
            'finished_at', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+notify(KEYS[1], KEYS[2], ARGV[6], ARGV[1] == 'canceled' and 'canceled' or 'failed', ARGV[4])
 return 1
 """
+)
 
 
 _REQUEUE_IF_RUNNING = """
@@ -55,14 +73,32 @@ redis.call('HSET', KEYS[1], 'stage', ARGV[1], 'progress', ARGV[2])
 return 'ok'
 """
 
-_SUCCEED_IF_RUNNING = """
+_SUCCEED_IF_RUNNING = (
+    _NOTIFY
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'running' and status ~= 'queued' then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'finished_at', ARGV[2], 'progress', 1, 'stage', 'done',
            'result', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+notify(KEYS[1], KEYS[2], ARGV[5], 'completed', ARGV[2])
 return 1
 """
+)
+
+# Progress, and a `progress` webhook when the job wants one, at most once per ARGV[3] ms (KEYS[3]: the
+# job's throttle key).
+_PROGRESS = (
+    _NOTIFY
+    + """
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+local events = redis.call('HGET', KEYS[1], 'webhook_events')
+if events and string.find(events, 'progress', 1, true) and redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[3]) then
+  notify(KEYS[1], KEYS[2], ARGV[1], 'progress', ARGV[2])
+end
+return 1
+"""
+)
 
 
 class JobStore:
@@ -75,8 +111,12 @@ class JobStore:
         self._succeed = redis.register_script(_SUCCEED_IF_RUNNING)
         self._run = redis.register_script(_RUN_IF_EXISTS)
         self._advance = redis.register_script(_ADVANCE)
+        self._progress = redis.register_script(_PROGRESS)
 
-    def create(self, job_id: str, owner: str, kind: str, fields: dict[str, Any]) -> None:
+    def create(
+        self, job_id: str, owner: str, kind: str, fields: dict[str, Any], webhook: WebhookSpec | None = None
+    ) -> None:
+        """A queued job's record; `webhook`: where and for which events to call the client back."""
         record = {
             "status": JobState.QUEUED,
             "owner": owner,
@@ -84,6 +124,8 @@ class JobStore:
             "created_at": time.time(),
             "options": json.dumps(fields),
         }
+        if webhook is not None:
+            record.update(webhook_url=webhook.url, webhook_events=",".join(webhook.events))
         with self.redis.pipeline() as p:
             p.hset(job_key(job_id), mapping=record)
             p.expire(job_key(job_id), self.pending_ttl_s)
@@ -120,7 +162,9 @@ class JobStore:
         mapping: dict[str, Any] = {"stage": stage, "progress": round(fraction, 3)}
         if detail is not None:
             mapping["detail"] = json.dumps(detail)
-        self.redis.hset(job_key(job_id), mapping=mapping)
+        pairs = [v for item in mapping.items() for v in item]
+        keys = [job_key(job_id), DUE_KEY, f"{job_key(job_id)}:progress-sent"]
+        self._progress(keys=keys, args=[job_id, time.time(), int(PROGRESS_EVERY_S * 1000), *pairs])
 
     def advance(self, job_ids: list[str], stage: str, fraction: float) -> dict[str, str]:
         """A stage reached by several jobs, in one round trip: each job's progress is written unless it was
@@ -135,20 +179,16 @@ class JobStore:
     def mark_succeeded(self, job_id: str, result: dict[str, Any]) -> bool:
         """Record the success of a job that is still running; a job canceled or deleted meanwhile
         stays so (its record is not recreated). True when recorded."""
-        return bool(
-            self._succeed(
-                keys=[job_key(job_id)], args=[JobState.SUCCEEDED, time.time(), json.dumps(result), self.result_ttl_s]
-            )
-        )
+        args = [JobState.SUCCEEDED, time.time(), json.dumps(result), self.result_ttl_s, job_id]
+        return bool(self._succeed(keys=[job_key(job_id), DUE_KEY], args=args))
 
     def delete(self, job_id: str) -> None:
         self.redis.delete(job_key(job_id))
 
     def mark_failed(self, job_id: str, code: str, message: str, status: str = JobState.FAILED) -> bool:
         """Record a failure (or cancel) unless the job already succeeded; True when recorded."""
-        return bool(
-            self._fail(keys=[job_key(job_id)], args=[status, code, message[:500], time.time(), self.result_ttl_s])
-        )
+        args = [status, code, message[:500], time.time(), self.result_ttl_s, job_id]
+        return bool(self._fail(keys=[job_key(job_id), DUE_KEY], args=args))
 
     def mark_canceled(self, job_id: str, message: str = "canceled by the client") -> bool:
         return self.mark_failed(job_id, "canceled", message, status=JobState.CANCELED)

@@ -98,6 +98,15 @@ class Settings(BaseSettings):
         10.0, gt=0, le=3600, description="storage=s3: how often each host pulls the registry's published bundles"
     )
 
+    # --- webhooks (service/core/webhooks.py, workers/webhook_sender.py)
+    webhook_allow: str = Field(
+        "", description="comma-separated CIDRs webhooks may call although not public (e.g. 10.0.0.0/8); default none"
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0, le=60, description="time cap of one delivery (connect to answer)")
+    webhook_backoff_s: float = Field(1.0, gt=0, le=600, description="wait before the first retry; doubles")
+    webhook_retry_window_s: float = Field(3600.0, gt=0, le=7 * 86400, description="retries stop this long after")
+    webhook_threads: int = Field(2, ge=0, le=32, description="delivery threads per worker process (0: none)")
+
     # --- alignment (API: detection and landmarks; worker: the FFHQ crop)
     align_transform_size: int = Field(
         1024,
@@ -185,6 +194,18 @@ class Settings(BaseSettings):
     def compile_bucket_sizes(self) -> tuple[int, ...]:
         """The compile buckets asked for, ascending; () = the default for the device."""
         return tuple(int(v) for v in self.compile_buckets.split(",") if v)
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _check_allow(cls, value: str) -> str:
+        import ipaddress
+
+        for cidr in filter(None, (c.strip() for c in value.split(","))):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"AGILEGAN_WEBHOOK_ALLOW: not a CIDR: {cidr!r}") from None
+        return value
 
     @field_validator("api_keys")
     @classmethod

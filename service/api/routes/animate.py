@@ -10,7 +10,6 @@ frames after a worker dies.
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,13 +24,24 @@ from service.api.admission import enqueue_capped
 from service.api.deps import ClientDep, JobsDep, RegistryDep, StorageDep, charge_rate_limit
 from service.api.edits import parse_edits
 from service.api.errors import ApiError
-from service.api.forms import EditsField, OutputField, SizeField, StrengthField, StructureField, StyleField
-from service.api.job_views import accepted
+from service.api.forms import (
+    EditsField,
+    OutputField,
+    SizeField,
+    StrengthField,
+    StructureField,
+    StyleField,
+    WebhookEventsField,
+    WebhookField,
+    webhook_spec,
+)
+from service.api.job_views import accepted, queued_record
 from service.api.schemas import ERROR_RESPONSES, JobStatus, null_is_none
 from service.api.style_policy import SIZES, ready_style, strength_controls
-from service.core.contract import ANIMATE_FUNCTION, JOB_FAILURE_CALLBACK, VIDEO_QUEUE, AnimateJob, JobState
+from service.core.contract import ANIMATE_FUNCTION, JOB_FAILURE_CALLBACK, VIDEO_QUEUE, AnimateJob
 from service.core.media.video_io import VideoInfo, check_limits, probe
 from service.core.queueing import enqueue_job
+from service.core.webhooks import WebhookSpec
 
 router = APIRouter(prefix="/v1", tags=["video"], responses=ERROR_RESPONSES)
 VIDEO_TIMEOUT_S = 6 * 3600
@@ -68,9 +78,12 @@ async def animate(
     structure: StructureField = None,
     strength: StrengthField = 1.0,
     edits: EditsField = None,
+    webhook: WebhookField = None,
+    webhook_events: WebhookEventsField = "completed,failed,canceled",
 ) -> JSONResponse:
     if size not in SIZES:
         raise ApiError(422, "invalid_request", "size: must be 256, 512 or 1024")
+    callback = webhook_spec(request.app.state.settings, webhook, webhook_events)
     # 1. The style, its controls and edits; a portrait when retargeting.
     info = ready_style(registry, style)
     structure, strength = strength_controls(info, structure, strength)
@@ -92,16 +105,22 @@ async def animate(
         fps=fps,
     )
     try:
-        options = await _admit_animate(request, principal, jobs, storage, video, portrait, payload)
+        options = await _admit_animate(request, principal, jobs, storage, video, portrait, payload, callback)
     except BaseException:
         storage.delete_video_work(job_id)
         raise
-    record = {"status": JobState.QUEUED, "kind": "animate", "created_at": time.time(), "options": options}
-    return accepted(request, job_id, record)
+    return accepted(request, job_id, queued_record("animate", options, callback))
 
 
 async def _admit_animate(
-    request: Request, principal, jobs, storage, video: UploadFile, portrait: UploadFile | None, payload: AnimateJob
+    request: Request,
+    principal,
+    jobs,
+    storage,
+    video: UploadFile,
+    portrait: UploadFile | None,
+    payload: AnimateJob,
+    callback: WebhookSpec | None,
 ) -> dict:
     """The inputs stored and checked, the job recorded and queued on the video queue (under the queue
     cap); the job's options as its record shows them."""
@@ -114,7 +133,7 @@ async def _admit_animate(
     queue = request.app.state.queues[VIDEO_QUEUE]
 
     def enqueue() -> None:
-        jobs.create(payload.job_id, principal.key_id, "animate", options)
+        jobs.create(payload.job_id, principal.key_id, "animate", options, callback)
         enqueue_job(
             queue,
             ANIMATE_FUNCTION,

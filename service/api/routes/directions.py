@@ -26,6 +26,7 @@ from service.api.exemplar_uploads import (
     too_few,
     upload_limits,
 )
+from service.api.forms import WebhookEventsField, WebhookField, webhook_spec
 from service.api.schemas import ERROR_RESPONSES
 from service.core.contract import (
     FIT_DIRECTION_FUNCTION,
@@ -86,8 +87,11 @@ async def fit_direction(
     positive: Annotated[UploadFile, File(description="a zip of photos with the attribute")],
     negative: Annotated[UploadFile, File(description="a zip of photos without it")],
     encoder: Annotated[str, Form(pattern=STYLE_ID.pattern, description="the encoder whose w space to fit in")] = "base",
+    webhook: WebhookField = None,
+    webhook_events: WebhookEventsField = "completed,failed,canceled",
 ) -> JSONResponse:
     settings = request.app.state.settings
+    callback = webhook_spec(settings, webhook, webhook_events)
     # 1. The name is free, the encoder exists.
     if registry.direction(name) is not None:
         raise ApiError(409, "duplicate_name", f"a direction {name!r} exists; DELETE it first")
@@ -116,7 +120,7 @@ async def fit_direction(
     job_id = uuid.uuid4().hex
     upload_id = f"direction-{job_id[:12]}"
     storage.publish_staging(staging, upload_id, accepted, manifest_of(report, accepted))
-    jobs.create(job_id, principal.key_id, "fit_direction", {"direction": name, "encoder": encoder})
+    jobs.create(job_id, principal.key_id, "fit_direction", {"direction": name, "encoder": encoder}, callback)
     enqueue_job(
         request.app.state.queues[TRAIN_QUEUE],
         FIT_DIRECTION_FUNCTION,

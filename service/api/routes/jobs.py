@@ -34,9 +34,12 @@ from service.api.forms import (
     StrengthField,
     StructureField,
     StyleField,
+    WebhookEventsField,
+    WebhookField,
     group_option,
+    webhook_spec,
 )
-from service.api.job_views import accepted, job_status
+from service.api.job_views import accepted, job_status, queued_record
 from service.api.schemas import ERROR_RESPONSES, JobStatus, NotReady, null_is_none
 from service.api.style_policy import SIZES, ready_style, strength_controls
 from service.core.auth import Principal
@@ -54,6 +57,7 @@ from service.core.objectstore import ObjectMissing
 from service.core.queueing import enqueue_job
 from service.core.settings import Settings
 from service.core.storage import Storage, StoredResult
+from service.core.webhooks import WebhookSpec
 
 router = APIRouter(prefix="/v1", tags=["stylize"], responses=ERROR_RESPONSES)
 
@@ -88,10 +92,14 @@ async def stylize(
         Annotated[str, Field(max_length=128)] | None, BeforeValidator(null_is_none), Form()
     ] = None,
     idempotency_header: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
+    webhook: WebhookField = None,
+    webhook_events: WebhookEventsField = "completed,failed,canceled",
 ) -> JSONResponse:
-    # 1. The style must exist and be ready, the attribute one of its branches; controls and edits checked.
+    # 1. The style must exist and be ready, the attribute one of its branches; controls, edits and the
+    #    webhook checked.
     options = _stylize_options(registry, style, size, attribute, structure, strength, edits)
     options.update(output=output, format=format, face_index=face_index, **group_option(faces, output))
+    callback = webhook_spec(request.app.state.settings, webhook, webhook_events)
     # 2. Read the upload (already size-capped by the BodyLimit middleware).
     data = await image.read()
     # 3. A retried request with the same Idempotency-Key gets the job of the first.
@@ -102,15 +110,14 @@ async def stylize(
         if replay is not None:
             return accepted(request, replay)
     try:
-        job_id = await _admit_stylize(request, principal, queue, jobs, storage, data, options)
+        job_id = await _admit_stylize(request, principal, queue, jobs, storage, data, options, callback)
     except BaseException:
         if reservation is not None:
             reservation.release()
         raise
     if reservation is not None:
         reservation.complete(job_id)
-    record = {"status": JobState.QUEUED, "kind": "stylize", "created_at": time.time(), "options": options}
-    return accepted(request, job_id, record)  # built here: no Redis round trip for a job just queued
+    return accepted(request, job_id, queued_record("stylize", options, callback))  # no Redis round trip
 
 
 def _stylize_options(
@@ -143,7 +150,9 @@ def _reservation(request: Request, principal: Principal, idem: str, data: bytes,
     return Reservation(request.app.state.redis, idem_key(principal.key_id, idem), fingerprint, ttl_s)
 
 
-async def _admit_stylize(request: Request, principal: Principal, queue, jobs, storage, data: bytes, options) -> str:
+async def _admit_stylize(
+    request: Request, principal: Principal, queue, jobs, storage, data: bytes, options, callback: WebhookSpec | None
+) -> str:
     """Budgets, the face, then the upload stored, the job recorded and queued; the new job's id."""
     settings = request.app.state.settings
     # 1. The key's rate budget, then back-pressure, before any work (the cap is checked again,
@@ -167,7 +176,7 @@ async def _admit_stylize(request: Request, principal: Principal, queue, jobs, st
     payload = StylizeJob(job_id=job_id, landmarks=landmarks, faces=group, **fields)
 
     def enqueue() -> None:
-        jobs.create(job_id, principal.key_id, "stylize", options)
+        jobs.create(job_id, principal.key_id, "stylize", options, callback)
         enqueue_job(
             queue,
             STYLIZE_FUNCTION,
@@ -216,11 +225,6 @@ def list_jobs(
     records = [r for r in records if r[1] and (principal.is_operator or r[1].get("owner") == principal.key_id)]
     records = sorted(records, key=lambda r: r[1]["created_at"], reverse=True)
     return [job_status(request, job_id, record) for job_id, record in records[:limit]]
-
-
-@router.get("/whoami", tags=["jobs"], summary="The caller's key id and role (what the console shows)")
-def whoami(principal: ClientDep) -> dict[str, str]:
-    return {"key_id": principal.key_id, "role": principal.role}
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, tags=["jobs"])

@@ -28,6 +28,7 @@ from service.api.exemplar_uploads import (
     too_few,
     upload_limits,
 )
+from service.api.forms import WebhookEventsField, WebhookField, webhook_spec
 from service.api.schemas import ERROR_RESPONSES, StyleDeleted, null_is_none
 from service.api.style_policy import DELETED
 from service.core.configs import ConfigError, TransferConfig
@@ -46,6 +47,7 @@ from service.core.exemplar_files import too_few_exemplars
 from service.core.queueing import enqueue_job
 from service.core.registry import Registry
 from service.core.storage import Storage
+from service.core.webhooks import WebhookSpec
 
 router = APIRouter(prefix="/v1", tags=["styles"], responses=ERROR_RESPONSES)
 TRAIN_RETRIES = 10  # each worker crash or redeploy (SIGTERM: checkpoint, re-queue) uses one
@@ -107,8 +109,11 @@ async def create_style(
     description: Annotated[str, Form(max_length=2000)] = "",
     config: Annotated[str, Form(description="JSON object of TransferConfig overrides")] = "{}",
     labels: Annotated[str, Form(description='JSON {"file name": "attribute label"}; overrides zip folders')] = "{}",
+    webhook: WebhookField = None,
+    webhook_events: WebhookEventsField = "completed,failed,canceled",
 ) -> JSONResponse:
     settings = request.app.state.settings
+    callback = webhook_spec(settings, webhook, webhook_events)
     # 1. Name, id, config overrides.
     style_id = style_id_for(name)
     _claim_name(registry, storage, request.app.state.redis, style_id)
@@ -125,7 +130,7 @@ async def create_style(
         return too_few(request, "too_few_exemplars", refusal, public_report(report))
     # 3. Store, register as pending, enqueue on the train queue (timeout above the time budget).
     storage.publish_staging(staging, style_id, accepted, manifest_of(report, accepted))
-    job_id = _queue_training(request, principal, registry, jobs, style_id, name, description, overrides)
+    job_id = _queue_training(request, principal, registry, jobs, style_id, name, description, overrides, callback)
     body = {
         "id": style_id,
         "status": StyleState.PENDING,
@@ -189,7 +194,15 @@ def _apply_labels(report: list[dict], given: dict) -> None:
 
 
 def _queue_training(
-    request: Request, principal, registry: Registry, jobs, style_id: str, name: str, description: str, overrides: dict
+    request: Request,
+    principal,
+    registry: Registry,
+    jobs,
+    style_id: str,
+    name: str,
+    description: str,
+    overrides: dict,
+    callback: WebhookSpec | None = None,
 ) -> str:
     """The style registered as pending, its training job recorded and queued; the job's id."""
     settings = request.app.state.settings
@@ -206,7 +219,7 @@ def _queue_training(
             "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         },
     )
-    jobs.create(job_id, principal.key_id, "train", {"style": style_id, "name": name})
+    jobs.create(job_id, principal.key_id, "train", {"style": style_id, "name": name}, callback)
     enqueue_job(
         request.app.state.queues[TRAIN_QUEUE],
         TRAIN_FUNCTION,
