@@ -85,6 +85,7 @@ def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
             chunk_frames=rt.settings.video_chunk_frames,
             fps=job.fps,
             saved=partial(rt.storage.checkpoint_video_work, job.job_id),  # resumable on another machine
+            max_faces=rt.settings.max_faces if job.faces == "all" else 0,
         )
         rt.storage.write_result_file(job.job_id, job.format, out)
     return {
@@ -98,6 +99,7 @@ def _animate(rt: Runtime, job: AnimateJob) -> dict[str, Any]:
         "chunks_resumed": result.chunks_resumed,
         "seconds": result.seconds,
         "edits": [e.model_dump() for e in job.edits],
+        **({"tracks": result.tracks} if job.faces == "all" else {}),
     }
 
 

@@ -25,6 +25,10 @@ def add_video_command(sub: argparse._SubParsersAction) -> None:
     an.add_argument("--mode", choices=("stylize", "retarget"), help="default: retarget with --portrait, else stylize")
     an.add_argument("--output", choices=("full", "aligned"), default="full", help="pasted back, or the crops")
     an.add_argument("--size", type=int, default=256, help="aligned side in px")
+    an.add_argument(
+        "--faces", choices=("one", "all"), default="one", help="all: every face, tracked (stylize, --output full)"
+    )
+    an.add_argument("--max-faces", type=int, default=8, help="--faces all: at most this many tracked faces")
     an.add_argument("--encoder", type=Path, default=Path("data/registry/base/encoder"))
     an.add_argument("--retarget-layers", default="0-7", help="w+ indices the driver moves (retarget)")
     an.add_argument("--fps", type=float, help="the frame rate of a zip of frames (default 25)")
@@ -58,6 +62,8 @@ def cmd_animate(args: argparse.Namespace) -> None:
     mode = args.mode or ("retarget" if args.portrait else "stylize")
     if mode == "retarget" and args.portrait is None:
         raise CommandError("--mode retarget needs --portrait")
+    if args.faces == "all" and (mode != "stylize" or args.output != "full"):
+        raise CommandError("--faces all stylizes every face in place: --mode stylize --output full")
     device = command_device(args.device)
     limits = VideoLimits(max_duration_s=args.max_seconds, max_frames=10**7, max_frame_pixels=8192 * 8192)
     check_limits(probe(args.video, args.fps, limits), limits)
@@ -80,10 +86,14 @@ def cmd_animate(args: argparse.Namespace) -> None:
         sys.stderr.flush()
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = run_video(args.video, args.out, kind, video, aligner, workdir, limits, progress=bar, fps=args.fps)
+    group = args.max_faces if args.faces == "all" else 0
+    result = run_video(
+        args.video, args.out, kind, video, aligner, workdir, limits, progress=bar, fps=args.fps, max_faces=group
+    )
     sys.stderr.write("\n")
     shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"wrote {args.out}: {result.frames} frames at {result.fps:g} fps, {result.stylized} stylized "
         f"({result.bridged} bridged), {result.passed_through} passed through, {result.seconds:.1f} s"
+        + (f"; {len(result.tracks)} face tracks" if group else "")
     )

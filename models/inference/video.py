@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from scipy.signal import savgol_filter
 from models.inference.directions import parse_layers
 from models.inference.pipeline import RenderRequest, check_request, encode_crops, render_latents, stylize_batch
 from models.inference.stylizer import Stylizer
-from service.core.media.alignment import AlignedFace, align_landmarks, paste_back
+from service.core.media.alignment import AlignedFace, align_landmarks, paste_back, paste_faces
 
 MODES = ("stylize", "retarget")
 FILTERS = ("savgol", "one_euro", "none")
@@ -69,11 +70,12 @@ class VideoConfig:
 # ----------------------------------------------------------------------------------- landmarks
 
 
-def fill_gaps(tracks: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+def fill_gaps(tracks: np.ndarray, max_gap: int, hold_ends: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """tracks [T, 68, 2] with NaN where no face was found → (filled tracks, usable [T] bool).
 
     A gap of at most `max_gap` frames between two found faces is bridged linearly; at the start and
-    end of the video it is held from the nearest face. Longer gaps stay unusable (passed through)."""
+    end of the video it is held from the nearest face (`hold_ends`; a face of a group video that enters
+    late or leaves early is not held). Longer gaps stay unusable (passed through)."""
     found = ~np.isnan(tracks).any(axis=(1, 2))
     out, usable = tracks.copy(), found.copy()
     t = np.flatnonzero(found)
@@ -87,8 +89,8 @@ def fill_gaps(tracks: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]
         j = i
         while j < len(tracks) and not found[j]:
             j += 1
-        if j - i <= max_gap:
-            before, after = (i - 1 if i > 0 else None), (j if j < len(tracks) else None)
+        before, after = (i - 1 if i > 0 else None), (j if j < len(tracks) else None)
+        if j - i <= max_gap and (hold_ends or (before is not None and after is not None)):
             for k in range(i, j):
                 if before is not None and after is not None:
                     a = (k - before) / (after - before)
@@ -160,16 +162,22 @@ def crop_centres(tracks: np.ndarray) -> np.ndarray:
 class VideoState:
     """What carries over from one chunk of frames to the next (saved with each chunk, for resume)."""
 
-    smoothed: torch.Tensor | None = None  # w̃ of the last usable frame [1, L, D]
+    smoothed: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)  # per track: w̃ of its last frame
     first: torch.Tensor | None = None  # w̃_0 (retarget)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {k: v.cpu().numpy() for k, v in (("smoothed", self.smoothed), ("first", self.first)) if v is not None}
+        """Track 0's code as "smoothed" (as chunks saved before group videos have it), others "smoothed_<k>"."""
+        out = {("smoothed" if k == 0 else f"smoothed_{k}"): v.cpu().numpy() for k, v in self.smoothed.items()}
+        return {**out, **({"first": self.first.cpu().numpy()} if self.first is not None else {})}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> VideoState:
-        get = arrays.get
-        return cls(*(torch.from_numpy(get(k)) if get(k) is not None else None for k in ("smoothed", "first")))
+        smoothed = {}
+        for name, value in arrays.items():
+            if name == "smoothed" or name.startswith("smoothed_"):
+                smoothed[int(name.partition("_")[2] or 0)] = torch.from_numpy(value)
+        first = arrays.get("first")
+        return cls(smoothed, torch.from_numpy(first) if first is not None else None)
 
 
 def retarget(w_src: torch.Tensor, w: torch.Tensor, w_first: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
@@ -215,35 +223,46 @@ class VideoStylizer:
         state: VideoState,
         on_batch: Callable[[int], None] | None = None,
     ) -> tuple[list[np.ndarray], VideoState]:
-        """Frames [H, W, 3] uint8 with their smoothed landmarks [n, 68, 2] and usable flags → output frames.
-        `on_batch(frames done in this chunk)` after each batch (per-frame progress)."""
+        """Frames [H, W, 3] uint8 with their smoothed landmarks and usable flags → output frames: one face
+        track ([n, 68, 2], [n]) or several ([K, n, 68, 2], [K, n]: every face of a group video, each
+        track with its own moving average, every face of a frame pasted back into it). `on_batch(frames
+        done in this chunk)` after each batch (per-frame progress)."""
+        if landmarks.ndim == 3:
+            landmarks, usable = landmarks[None], usable[None]
         cfg = self.config
         out: list[np.ndarray] = []
         for start in range(0, len(frames), cfg.batch):
             rows = range(start, min(start + cfg.batch, len(frames)))
             photos = [Image.fromarray(frames[i]) for i in rows]
-            good = [i for i in rows if usable[i]]
-            aligned = {i: align_landmarks(photos[i - start], landmarks[i], cfg.size, cfg.transform_size) for i in good}
-            rendered: dict[int, Image.Image] = {}
-            if good:
-                crops = [aligned[i].image for i in good]
-                batch = stylize_batch(self.stylizer, crops, self.request, lambda w: self._latent_step(w, state))
-                rendered = {i: _resized(image, cfg.size) for i, image in zip(good, batch.images)}
+            faces = [(i, k) for i in rows for k in range(len(landmarks)) if usable[k, i]]  # frame by frame
+            aligned = {
+                (i, k): align_landmarks(photos[i - start], landmarks[k, i], cfg.size, cfg.transform_size)
+                for i, k in faces
+            }
+            rendered: dict[tuple[int, int], Image.Image] = {}
+            if faces:
+                crops = [aligned[f].image for f in faces]
+                step = partial(self._latent_step, state=state, tracks=[k for _, k in faces])
+                batch = stylize_batch(self.stylizer, crops, self.request, step)
+                rendered = {f: _resized(image, cfg.size) for f, image in zip(faces, batch.images)}
             for i in rows:
-                out.append(self._compose(i in rendered and rendered[i], photos[i - start], aligned.get(i)))
+                mine = [(rendered[(i, k)], aligned[(i, k)]) for k in range(len(landmarks)) if (i, k) in rendered]
+                out.append(self._compose(mine, photos[i - start]))
             if on_batch is not None:
                 on_batch(len(out))
         return out, state
 
-    def _latent_step(self, w: torch.Tensor, state: VideoState) -> torch.Tensor:
-        """Frame codes w [B, L, D] → the codes to render: the moving average frame by frame (it carries over
-        in `state`), then, retargeting, the portrait's codes moved by the frames' motion."""
+    def _latent_step(self, w: torch.Tensor, state: VideoState, tracks: list[int]) -> torch.Tensor:
+        """Codes w [B, L, D] of faces in frame order, row j of track `tracks[j]` → the codes to render: each
+        track's moving average (it carries over in `state`), then, retargeting, the portrait's codes moved by
+        the frames' motion."""
         cfg, smoothed = self.config, []
-        for row in w:
+        for row, track in zip(w, tracks, strict=True):
             row = row[None]
-            if state.smoothed is not None and cfg.latent_smoothing:
-                row = cfg.latent_smoothing * state.smoothed.to(row) + (1 - cfg.latent_smoothing) * row
-            state.smoothed = row
+            past = state.smoothed.get(track)
+            if past is not None and cfg.latent_smoothing:
+                row = cfg.latent_smoothing * past.to(row) + (1 - cfg.latent_smoothing) * row
+            state.smoothed[track] = row
             if state.first is None:
                 state.first = row
             smoothed.append(row)
@@ -256,19 +275,19 @@ class VideoStylizer:
         """The portrait's own render (retarget, when no driver frame is usable)."""
         return _resized(render_latents(self.stylizer, self.w_src, self.request).images[0], self.config.size)
 
-    def _compose(self, face: Image.Image | bool, photo: Image.Image, aligned: AlignedFace | None) -> np.ndarray:
+    def _compose(self, faces: list[tuple[Image.Image, AlignedFace]], photo: Image.Image) -> np.ndarray:
+        """One output frame from its rendered faces (none: no usable face in it)."""
         cfg = self.config
         if cfg.mode == "retarget":
-            if not face:  # no usable driver frame: the portrait's own render, unmoved
-                face = self._portrait_render()
+            face = faces[0][0] if faces else self._portrait_render()  # no usable driver frame: unmoved
             if cfg.output == "full" and self.portrait_photo is not None:
                 return np.asarray(paste_back(self.portrait_photo, face, self.portrait))
             return np.asarray(face)
-        if not face:  # passed through unstylized
+        if not faces:  # passed through unstylized
             return np.asarray(photo if cfg.output == "full" else photo.resize((cfg.size, cfg.size)))
         if cfg.output == "full":
-            return np.asarray(paste_back(photo, face, aligned))
-        return np.asarray(face)
+            return np.asarray(paste_faces(photo, faces))
+        return np.asarray(faces[0][0])
 
 
 def _resized(image: Image.Image, size: int) -> Image.Image:

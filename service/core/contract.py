@@ -166,3 +166,4 @@ class AnimateJob(BaseModel):
     edits: list[EditSpec] = Field(default_factory=list, max_length=8)
     portrait_landmarks: list[list[float]] | None = None
     fps: float | None = Field(None, gt=0, le=120)  # a zip of frames: its frame rate
+    faces: Literal["one", "all"] = "one"  # all: every face of every frame, tracked (stylize, output=full)

@@ -239,3 +239,52 @@ def test_every_decoded_frame_is_checked_not_only_the_header(tmp_path: Path) -> N
     with pytest.raises(InputError) as caught:
         list(read_frames(changing))
     assert caught.value.code == "invalid_video" and "the first is 64×64" in str(caught.value)
+
+
+def _two_people_video(path: Path) -> tuple[Path, list[Image.Image]]:
+    """Ten frames of tests/data/faces/two_people.jpg panning 3 px a frame; in frames 5 and 6 a grey card hides
+    the left person (a gap the left track bridges, keeping its id)."""
+    photo = Image.open(FACES / "two_people.jpg").convert("RGB")
+    frames = []
+    for i in range(10):
+        frame = photo.transform(photo.size, Image.AFFINE, (1, 0, -3 * i, 0, 1, 0), Image.BILINEAR)
+        if i in (5, 6):
+            frame.paste((128, 128, 128), (150, 0, 500, 400))
+        frames.append(frame)
+    return _photo_video(path, frames), frames
+
+
+def test_every_face_of_a_group_video_is_tracked_and_stylized(models_dir: Path, tmp_path: Path) -> None:
+    source, frames = _two_people_video(tmp_path / "in.zip")
+    config = VideoConfig(output="full", size=64, max_gap=3, batch=4)
+    aligner = FaceAligner(AlignerConfig())
+    run = lambda out, work, **kw: run_video(  # noqa: E731
+        source, out, "zip", _stylizer(models_dir, config), aligner, work, VideoLimits(), max_faces=8, chunk_frames=4,
+        **kw,
+    )  # fmt: skip
+    result = run(tmp_path / "out.zip", tmp_path / "w")
+    # 1. Two tracks, ids kept across the pan and the left person's gap (bridged, not a new track).
+    assert result.tracks == [
+        {"id": 0, "first_frame": 0, "last_frame": 9, "stylized": 10},
+        {"id": 1, "first_frame": 0, "last_frame": 9, "stylized": 10},
+    ]
+    assert result.stylized == 10 and result.passed_through == 0
+    marks = np.load(tmp_path / "w" / "landmarks.npy")
+    hidden = np.isnan(marks).any(axis=(2, 3))  # [track, frame]: no face found
+    assert marks.shape == (2, 10, 68, 2) and hidden.sum() == 2 and hidden[:, 5:7].sum() == 2
+    left = int(hidden[1].any())  # the track of the hidden (left) person
+    assert marks[left, 0, :, 0].mean() < 500 < marks[1 - left, 0, :, 0].mean()
+    # 2. Both faces stylized in every frame; far from both, the frame as it was.
+    out = list(read_frames(tmp_path / "out.zip"))
+    for frame, original in zip(out, frames, strict=True):
+        before = np.asarray(original, dtype=np.int16)
+        for box in ((240, 52, 410, 222), (788, 70, 959, 241)):  # each person's face in the first frame
+            inner = (slice(box[1] + 40, box[3] - 40), slice(box[0] + 60, box[2] - 40))
+            assert np.abs(frame[inner].astype(np.int16) - before[inner]).mean() > 10
+        assert np.array_equal(frame[600:, :], np.asarray(original)[600:, :])  # below every face
+    # 3. A run stopped after a chunk resumes with each track's moving average: the same frames.
+    with pytest.raises(VideoCanceled):
+        run(tmp_path / "part.zip", tmp_path / "b", should_stop=lambda: any((tmp_path / "b").glob("chunk-*.npz")))
+    resumed = run(tmp_path / "part.zip", tmp_path / "b")
+    assert resumed.chunks_resumed == 1
+    assert all(np.array_equal(a, b) for a, b in zip(out, read_frames(tmp_path / "part.zip"), strict=True))

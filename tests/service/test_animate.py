@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import time
+import zipfile
 from pathlib import Path
 
 import av
@@ -119,7 +120,6 @@ def test_a_killed_worker_resumes_from_finished_chunks_and_cancel_stops(
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2 and done["result"]["chunks_resumed"] >= finished
     archive = client.get(f"/v1/jobs/{job_id}/result", headers=auth()).content
-    import zipfile
 
     assert len(zipfile.ZipFile(io.BytesIO(archive)).namelist()) == 80
     assert not (tiny_data_dir / "video" / job_id).exists()  # the work files went with the success
@@ -136,3 +136,28 @@ def test_a_killed_worker_resumes_from_finished_chunks_and_cancel_stops(
     assert (
         stopped["status"] == "canceled" and client.get(f"/v1/jobs/{job_id}/result", headers=auth()).status_code == 409
     )
+
+
+def test_every_face_of_a_group_video_through_the_service(make_client, make_settings, start_worker, tmp_path) -> None:
+    """faces=all on /v1/animate: the two people of the clip tracked and stylized, their tracks listed."""
+    from tests.models.test_video import _two_people_video
+
+    source, frames = _two_people_video(tmp_path / "group.zip")
+    client = make_client()
+    refused = _post(client, source.read_bytes(), faces="all", output="aligned", format="zip")
+    assert refused.status_code == 422 and refused.json()["code"] == "faces_need_full_output"
+    retarget = _post(
+        client, source.read_bytes(), faces="all", mode="retarget", portrait=(FACES / "obama.jpg").read_bytes()
+    )
+    assert retarget.status_code == 422 and retarget.json()["code"] == "faces_need_stylize_mode"
+    start_worker(make_settings(), queues="video")
+    job = _post(client, source.read_bytes(), faces="all", format="zip")
+    assert job.status_code == 202, job.text
+    done = wait_for(client, job.json()["id"], timeout=120)
+    assert done["status"] == "succeeded", done
+    assert [(t["first_frame"], t["last_frame"], t["stylized"]) for t in done["result"]["tracks"]] == [(0, 9, 10)] * 2
+    archive = client.get(f"/v1/jobs/{done['id']}/result", headers=auth()).content
+    names = sorted(zipfile.ZipFile(io.BytesIO(archive)).namelist())
+    assert len(names) == 10
+    first = np.asarray(Image.open(io.BytesIO(zipfile.ZipFile(io.BytesIO(archive)).read(names[0]))).convert("RGB"))
+    assert first.shape == np.asarray(frames[0]).shape and not np.array_equal(first, np.asarray(frames[0]))

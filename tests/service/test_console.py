@@ -244,3 +244,50 @@ def test_the_docs_render_under_their_content_security_policy(make_settings, star
     assert "AgileGAN" in title[0].text
     wait(lambda: browser.find_elements("css selector", ".opblock"), 30, "operations")
     _no_failed_requests(browser)
+
+
+def test_a_group_photo_shows_its_faces_and_a_job_its_webhook_deliveries(
+    make_settings, start_api, start_worker, browser
+) -> None:
+    """Issue 28's console: every face of a group result listed and outlined on the image; a job's webhook
+    deliveries (a real receiver on 127.0.0.1, allowed by the setting) in the jobs tab."""
+    from tests.webhook_receiver import Receiver
+
+    receiver = Receiver()
+    try:
+        settings = make_settings(webhook_allow="127.0.0.1/32")
+        base = start_api(settings)
+        start_worker(settings, queues="stylize")
+        sign_in(browser, base, CLIENT_KEY, "client")
+        wait(lambda: "demo" in by(browser, "style-select").text, 30, "styles")
+        browser.find_element("id", "faces").send_keys("every face")
+        assert browser.find_element("id", "output").get_attribute("value") == "full"
+        browser.find_element("id", "webhook").send_keys(receiver.url("/hook"))
+        by(browser, "photo-input").send_keys(str(FACES / "two_people.jpg"))
+        browser.find_element("id", "size").send_keys("256")
+        by(browser, "stylize-button").click()
+        rows = wait(lambda: by(browser, "faces-table").find_elements("css selector", "tbody tr"), 90, "faces table")
+        assert len(rows) == 2 and all("stylized" in r.text for r in rows)
+        boxes = by(browser, "faces-overlay").find_elements("css selector", "rect.stylized")
+        assert len(boxes) == 2 and by(browser, "faces-overlay").is_displayed()
+        image = by(browser, "result-image")
+        assert browser.execute_script("return arguments[0].naturalWidth", image) == 1126  # the whole photo
+        _fits(browser, 375, "try, a group photo")
+        shoot(browser, "group")
+
+        receiver.wait("/hook", 1, timeout=30)
+        browser.find_element("id", "jobs-tab").click()
+
+        def delivered() -> bool:
+            browser.find_element("css selector", "#jobs-body tr button").click()
+            return "delivered" in by(browser, "deliveries-table").text
+
+        wait(delivered, 30, "a delivered webhook in the job's details")
+        assert receiver.url("/hook") in browser.find_element("id", "job-detail-webhook").text
+        assert len(by(browser, "job-faces-table").find_elements("css selector", "tbody tr")) == 2
+        _fits(browser, 375, "jobs, a job's details")
+        shoot(browser, "job-detail")
+        _only_same_origin(browser, base)
+        _no_failed_requests(browser)
+    finally:
+        receiver.close()

@@ -134,6 +134,8 @@ async function stylize(event) {
   showError($("error-message"), null);
   $("result-image").hidden = true;
   $("download").hidden = true;
+  $("faces-table").hidden = true;
+  $("faces-overlay").hidden = true;
   const file = $("photo-input").files[0];
   if (!file) return showError($("error-message"), new Error("choose a photo first"));
   $("input-image").src = URL.createObjectURL(file);
@@ -141,7 +143,8 @@ async function stylize(event) {
   const form = new FormData();
   form.append("image", file);
   form.append("style", $("style-select").value);
-  for (const name of ["output", "size", "format"]) form.append(name, $(name).value);
+  for (const name of ["output", "size", "format", "faces"]) form.append(name, $(name).value);
+  if ($("webhook").value.trim()) form.append("webhook", $("webhook").value.trim());
   if (!document.querySelector(".controls").hidden) {
     form.append("strength", $("strength").value);
     if ($("structure").value !== "") form.append("structure", $("structure").value);
@@ -162,6 +165,10 @@ async function stylize(event) {
     $("download").href = url;
     $("download").download = `${job.id}.${$("format").value}`;
     $("download").hidden = false;
+    if (done.result?.faces) {
+      renderFaces($("faces-table"), done.result.faces);
+      await drawFaceBoxes($("faces-overlay"), $("result-image"), done.result.faces);
+    }
     const t = done.result?.timings || {};
     $("job-status").textContent = `succeeded · ${Object.entries(t).map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(", ")}`;
   } catch (error) {
@@ -170,6 +177,52 @@ async function stylize(event) {
   } finally {
     $("stylize-button").disabled = false;
   }
+}
+
+function renderFaces(table, faces) {
+  table.querySelector("tbody").replaceChildren(...faces.map((face, i) => {
+    const row = document.createElement("tr");
+    const box = face.box.map((v) => Math.round(v)).join(", ");
+    for (const text of [String(i + 1), box, face.status, face.branch || face.reason || ""]) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.append(cell);
+    }
+    return row;
+  }));
+  table.hidden = faces.length === 0;
+}
+
+async function drawFaceBoxes(svg, image, faces) {
+  if (!image.complete) await new Promise((resolve) => { image.onload = resolve; });
+  svg.setAttribute("viewBox", `0 0 ${image.naturalWidth} ${image.naturalHeight}`);
+  svg.replaceChildren(...faces.map((face) => {
+    const rect = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+    const [left, top, right, bottom] = face.box;
+    Object.entries({ x: left, y: top, width: right - left, height: bottom - top }).forEach(([k, v]) => rect.setAttribute(k, v));
+    rect.setAttribute("class", face.status);
+    return rect;
+  }));
+  svg.hidden = false;
+}
+
+async function showJob(jobId) {
+  const job = await api(`/v1/jobs/${jobId}`);
+  $("job-detail-title").textContent = `job ${job.id.slice(0, 12)} · ${job.kind} · ${job.status}`;
+  const hook = job.webhook;
+  $("job-detail-webhook").textContent = hook ? `webhook ${hook.url} (${hook.events.join(", ")})` : "no webhook";
+  $("deliveries-table").querySelector("tbody").replaceChildren(...(hook?.deliveries || []).map((d) => {
+    const row = document.createElement("tr");
+    for (const text of [d.event, String(d.attempt), d.status ?? "", d.outcome, d.seconds.toFixed(2), d.error || ""]) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.append(cell);
+    }
+    return row;
+  }));
+  $("deliveries-table").hidden = !hook;
+  renderFaces($("job-faces-table"), job.result?.faces || []);
+  $("job-detail").hidden = false;
 }
 
 async function poll(jobId, onUpdate) {
@@ -200,6 +253,13 @@ async function loadJobs() {
       row.append(cell);
     }
     const action = document.createElement("td");
+    const details = document.createElement("button");
+    details.type = "button";
+    details.className = "secondary";
+    details.textContent = "Details";
+    details.setAttribute("aria-label", `details of job ${job.id}`);
+    details.onclick = () => showJob(job.id);
+    action.append(details);
     if (["queued", "running"].includes(job.status) && job.kind !== "train") {
       const cancel = document.createElement("button");
       cancel.type = "button";
@@ -358,6 +418,10 @@ function wire() {
   $("stylize-form").addEventListener("submit", stylize);
   $("style-select").addEventListener("change", () => { describeStyle(); loadStyles(); });
   $("strength").addEventListener("input", () => { $("strength-value").textContent = $("strength").value; });
+  $("faces").addEventListener("change", () => {  // a group photo comes back whole: the faces pasted back
+    if ($("faces").value === "all") $("output").value = "full";
+    $("output").disabled = $("faces").value === "all";
+  });
   $("jobs-refresh").addEventListener("click", loadJobs);
   $("train-form").addEventListener("submit", train);
   $("cancel-style").addEventListener("click", async () => { await api(`/v1/styles/${state.training.id}`, { method: "DELETE" }); });

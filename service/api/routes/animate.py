@@ -26,6 +26,7 @@ from service.api.edits import parse_edits
 from service.api.errors import ApiError
 from service.api.forms import (
     EditsField,
+    FacesField,
     OutputField,
     SizeField,
     StrengthField,
@@ -33,6 +34,7 @@ from service.api.forms import (
     StyleField,
     WebhookEventsField,
     WebhookField,
+    group_option,
     webhook_spec,
 )
 from service.api.job_views import accepted, queued_record
@@ -78,6 +80,7 @@ async def animate(
     structure: StructureField = None,
     strength: StrengthField = 1.0,
     edits: EditsField = None,
+    faces: FacesField = "one",
     webhook: WebhookField = None,
     webhook_events: WebhookEventsField = "completed,failed,canceled",
 ) -> JSONResponse:
@@ -90,6 +93,9 @@ async def animate(
     edit_specs = parse_edits(edits, registry, info)
     if mode == "retarget" and portrait is None:
         raise ApiError(422, "portrait_required", "mode retarget animates a portrait: send it as `portrait`")
+    if faces == "all" and mode == "retarget":
+        raise ApiError(422, "faces_need_stylize_mode", "faces=all stylizes every face of the video: mode=stylize")
+    group_option(faces, output)  # faces=all needs output=full
     await anyio.to_thread.run_sync(charge_rate_limit, request, principal)
     job_id = uuid.uuid4().hex
     payload = AnimateJob(
@@ -103,6 +109,7 @@ async def animate(
         strength=strength,
         edits=edit_specs,
         fps=fps,
+        faces=faces,
     )
     try:
         options = await _admit_animate(request, principal, jobs, storage, video, portrait, payload, callback)
