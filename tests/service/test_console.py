@@ -260,7 +260,7 @@ def test_a_group_photo_shows_its_faces_and_a_job_its_webhook_deliveries(
         start_worker(settings, queues="stylize")
         sign_in(browser, base, CLIENT_KEY, "client")
         wait(lambda: "demo" in by(browser, "style-select").text, 30, "styles")
-        browser.find_element("id", "faces").send_keys("every face")
+        browser.find_element("id", "faces").send_keys("every face (group)")
         assert browser.find_element("id", "output").get_attribute("value") == "full"
         browser.find_element("id", "webhook").send_keys(receiver.url("/hook"))
         by(browser, "photo-input").send_keys(str(FACES / "two_people.jpg"))

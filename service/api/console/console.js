@@ -183,7 +183,7 @@ function renderFaces(table, faces) {
   table.querySelector("tbody").replaceChildren(...faces.map((face, i) => {
     const row = document.createElement("tr");
     const box = face.box.map((v) => Math.round(v)).join(", ");
-    for (const text of [String(i + 1), box, face.status, face.branch || face.reason || ""]) {
+    for (const text of [String(i + 1), box, face.status, face.branch || face.reason || "—"]) {
       const cell = document.createElement("td");
       cell.textContent = text;
       row.append(cell);
