@@ -21,6 +21,7 @@ import numpy as np
 
 from models.cli.common import IMAGE_SUFFIXES, CommandError, check_out_suffix, command_device
 from models.cli.directions import add_direction_commands, add_edit_arguments, edits_for
+from models.cli.stylize import add_stylize_command
 from models.cli.video import add_video_command
 from models.networks.synthesis import NOISE_MODES
 from service.core.exemplar_files import MIN_EXEMPLARS, too_few_exemplars
@@ -87,6 +88,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_align_command(sub)
     add_direction_commands(sub)
     add_video_command(sub)
+    add_stylize_command(sub)
 
     fit = sub.add_parser(
         "fit-attribute-classifier", help="fit the attribute=auto classifier from labelled photos (label subfolders)"
