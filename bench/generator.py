@@ -1,7 +1,7 @@
 """Inference speed and peak memory of the generator (256, 1024) and the HVAE encoder (256 input).
 
 Usage:
-    python bench/generator.py [--device cpu|cuda] [--runs 3] [--threads 2] [--quick]
+    python bench/generator.py [--device cpu|cuda] [--runs 3] [--threads 2] [--quick] [--tf32]
 
 Each row runs in its own subprocess so that peak memory is that row's alone: peak RSS growth over
 the process's footprint after the model is built (CPU), or torch.cuda.max_memory_allocated (CUDA).
@@ -9,6 +9,8 @@ Times are the median of --runs timed forward passes after one warm-up, in ms per
 random (speed does not depend on their values); latents are w+, as in the stylize pipeline. For bf16
 rows, "bf16 drift" is the relative L2 distance of the bf16-autocast output (the encoder: its w+) from
 the fp32 output on the same input: with random weights it bounds the numeric effect, not image quality.
+On CUDA, "vs CPU" is the relative L2 of each row's output from the same network in fp32 on the CPU (the
+device's parity); fp32 rows run without TF32 (`configure_fp32`) unless `--tf32`.
 
 The "no-opt" row renders the 1024 generator with this project's speed choices switched off
 (contiguous NCHW features, out-of-place noise/activation, whole-batch activation modulation on the CPU):
@@ -81,10 +83,15 @@ def _build(model: str, size: int, device: str):
     return net
 
 
-def run_row(model: str, size: int, batch: int, dtype: str, device: str, runs: int, threads: int) -> dict:
+def run_row(
+    model: str, size: int, batch: int, dtype: str, device: str, runs: int, threads: int, tf32: bool = False
+) -> dict:
     import torch
 
+    from models.inference.stylizer import configure_fp32
+
     torch.set_num_threads(threads)
+    configure_fp32(dtype, torch.device(device), allow_tf32=tf32)  # fp32 rows on CUDA: no TF32 unless --tf32
     net = _build(model, size, device)
     if model == "encoder":
         x = torch.rand(batch, 3, 256, 256, device=device) * 2 - 1
@@ -123,6 +130,7 @@ def run_row(model: str, size: int, batch: int, dtype: str, device: str, runs: in
         low, high = (low.wplus, high.wplus) if model == "encoder" else (low, high)
         drift = float((low.float() - high).norm() / high.norm())
     result = {
+        "rel_l2_vs_cpu": _cpu_drift(net, x, model, autocast) if device != "cpu" else None,
         "model": model,
         "size": size,
         "batch": batch,
@@ -138,24 +146,43 @@ def run_row(model: str, size: int, batch: int, dtype: str, device: str, runs: in
     return result
 
 
+def _cpu_drift(net, x, model: str, autocast) -> float:
+    """Relative L2 of this device's output (the row's precision) from the same network's fp32 output on
+    the CPU: the parity of a device, which TF32 alone moves to ~1e-3."""
+    import copy
+
+    import torch
+
+    with torch.inference_mode():
+        with autocast:
+            out = net(x) if model == "encoder" else net(x, space="wplus")
+        cpu_net = copy.deepcopy(net).to("cpu").float()
+        ref = cpu_net(x.cpu()) if model == "encoder" else cpu_net(x.cpu(), space="wplus")
+    out, ref = (out.wplus, ref.wplus) if model == "encoder" else (out, ref)
+    return float((out.float().cpu() - ref).norm() / ref.norm())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="batch-1 rows only")
+    parser.add_argument("--tf32", action="store_true", help="CUDA fp32 rows: allow TF32 (PyTorch's default)")
     parser.add_argument("--row", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
         model, size, batch, dtype = args.row.split(",")
-        print(json.dumps(run_row(model, int(size), int(batch), dtype, args.device, args.runs, args.threads)))
+        row = run_row(model, int(size), int(batch), dtype, args.device, args.runs, args.threads, args.tf32)
+        print(json.dumps(row))
         return
     import torch
 
     rows = [r for r in ROWS if not args.quick or r[2] == 1]
     print(f"# torch {torch.__version__}, device {args.device}, threads {args.threads}, median of {args.runs} runs")
     header = (
-        f"{'model':<18}{'size':>6}{'batch':>7}{'dtype':>7}{'ms/image':>11}{'peak MiB':>11}{'bf16 drift':>12}  runs (ms)"
+        f"{'model':<18}{'size':>6}{'batch':>7}{'dtype':>7}{'ms/image':>11}{'peak MiB':>11}{'bf16 drift':>12}"
+        f"{'vs CPU':>10}  runs (ms)"
     )
     print(header)
     print("-" * len(header))
@@ -171,6 +198,7 @@ def main() -> None:
             str(args.runs),
             "--threads",
             str(args.threads),
+            *(["--tf32"] if args.tf32 else []),
         ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
@@ -178,9 +206,10 @@ def main() -> None:
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         drift = f"{r['rel_l2_vs_fp32']:.1e}" if r["rel_l2_vs_fp32"] is not None else "-"
+        vs_cpu = f"{r['rel_l2_vs_cpu']:.1e}" if r["rel_l2_vs_cpu"] is not None else "-"
         print(
             f"{model:<18}{size:>6}{batch:>7}{dtype:>7}{r['ms_per_image']:>11.0f}{r['peak_mib']:>11.0f}{drift:>12}"
-            f"  {r['runs_ms']}"
+            f"{vs_cpu:>10}  {r['runs_ms']}"
         )
 
 

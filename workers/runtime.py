@@ -23,7 +23,7 @@ from models.inference import directions
 from models.inference.compiled import CompileConfig, Programs, default_buckets
 from models.inference.device import pick_device
 from models.inference.memory_format import MemoryFormatChoice, measure, set_channels_last
-from models.inference.stylizer import Stylizer, resolve_precision
+from models.inference.stylizer import Stylizer, configure_fp32, resolve_precision
 from models.networks.attribute_classifier import AttributeClassifier
 from models.networks.attribute_generator import AttributeAwareGenerator
 from models.networks.encoder import Inverter
@@ -75,6 +75,7 @@ class Runtime:
         # Dynamic batching (workers/batching.py): 0 = auto, 8 on CUDA, 1 on the CPU.
         self.max_batch = settings.max_batch or (8 if self.device.type == "cuda" else 1)
         self.precision = resolve_precision(settings.inference_precision, self.device)
+        configure_fp32(self.precision, self.device, settings.allow_tf32)  # fp32 means fp32 on CUDA
         buckets = settings.compile_bucket_sizes or default_buckets(self.max_batch, self.device.type == "cpu")
         self.programs = Programs(CompileConfig(settings.compile, buckets))
         # NHWC or NCHW feature maps: fixed by the setting, or measured in `warm_up` (models/inference/memory_format.py).

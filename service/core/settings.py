@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     inference_precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="stylize networks: auto = bf16 autocast on CUDA, fp32 elsewhere; fp32 turns it off"
     )
+    allow_tf32: bool = Field(
+        False, description="inference_precision=fp32 on CUDA: allow TF32 convolutions and matmuls (faster, ~1e-3)"
+    )
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
         "off",
         description="torch.compile the encoder and generator when the worker starts (never per request): "

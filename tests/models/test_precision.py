@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.inference.stylizer import Stylizer, resolve_precision
+from models.inference.stylizer import Stylizer, configure_fp32, resolve_precision
 from models.networks.encoder import Inverter
 from models.networks.stylegan2 import Generator
 from models.weights import checkpoints
@@ -21,6 +21,24 @@ def test_auto_is_bf16_on_cuda_only() -> None:
     assert resolve_precision("fp32", torch.device("cuda")) == "fp32"  # the setting that turns it off
     with pytest.raises(ValueError):
         resolve_precision("fp8", torch.device("cpu"))
+
+
+def test_fp32_means_fp32_on_cuda() -> None:
+    """Issue 26 item 3: TF32 (PyTorch's default for cuDNN convolutions) off for an explicit fp32 on CUDA,
+    on for bf16 or when allowed; nothing changes off CUDA. torch's own flags, read back."""
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    before = [f.allow_tf32 for f in flags]
+    try:
+        for flag in flags:
+            flag.allow_tf32 = True  # a state a fresh process may start in
+        cuda, cpu = torch.device("cuda"), torch.device("cpu")
+        assert configure_fp32("fp32", cpu) is False and all(f.allow_tf32 for f in flags)
+        assert configure_fp32("fp32", cuda) is False and not any(f.allow_tf32 for f in flags)
+        assert configure_fp32("bf16", cuda) is True and all(f.allow_tf32 for f in flags)
+        assert configure_fp32("fp32", cuda, allow_tf32=True) is True and all(f.allow_tf32 for f in flags)
+    finally:
+        for flag, value in zip(flags, before):
+            flag.allow_tf32 = value
 
 
 def test_bf16_stays_close_to_fp32_and_fp32_is_unchanged(tmp_path) -> None:
