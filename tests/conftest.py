@@ -19,7 +19,9 @@ from models.networks.stylegan2 import Generator
 from service.core.configs import AttributeGeneratorConfig, GeneratorConfig
 from workers.redis_server import redis_answers, start_redis
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Under pytest-xdist two test processes share the 2 cores (with the workers they start): one thread each, or
+# torch's OpenMP threads spin against each other (a 0.5 s gradient check took 38 s beside another process).
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 
 def seeded(module: torch.nn.Module, seed: int) -> torch.nn.Module:

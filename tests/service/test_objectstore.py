@@ -176,7 +176,7 @@ def test_a_video_resumes_on_another_machine_and_its_result_is_a_presigned_url(
     for folder in hosts:
         shutil.copytree(tiny_data_dir / "registry", folder / "registry")
     client = make_client(data_dir=hosts[0], result_delivery="presigned", presign_ttl_s=60, **s3)
-    job_id = _post(client, _video(tmp_path / "in.mp4", 64, audio=False), format="zip", output="aligned").json()["id"]
+    job_id = _post(client, _video(tmp_path / "in.mp4", 40, audio=False), format="zip", output="aligned").json()["id"]
     bucket = s3_store(s3_server.endpoint, s3["s3_prefix"])
     doomed = start_worker(make_settings(data_dir=hosts[1], video_chunk_frames=4, **s3), queues="video")
     deadline = time.time() + 120
@@ -186,7 +186,7 @@ def test_a_video_resumes_on_another_machine_and_its_result_is_a_presigned_url(
     os.kill(doomed.proc.pid, signal.SIGKILL)
     doomed.proc.wait()
     checkpointed = len([i for i in bucket.list(f"video/{job_id}/work/") if "chunk-" in i.key])
-    assert 2 <= checkpointed < 16, checkpointed  # killed mid-video
+    assert 2 <= checkpointed < 10, checkpointed  # killed mid-video
     start_worker(make_settings(data_dir=hosts[2], video_chunk_frames=4, **s3), queues="video")
     done = wait_for(client, job_id, timeout=180)
     assert done["status"] == "succeeded" and done["result"]["chunks_resumed"] >= checkpointed, done
@@ -195,5 +195,5 @@ def test_a_video_resumes_on_another_machine_and_its_result_is_a_presigned_url(
     with urlopen(redirect.headers["location"], timeout=10) as response:  # noqa: S310 - the test's store
         archive = response.read()
         assert f'filename="{job_id}.zip"' in response.headers["Content-Disposition"]
-    assert len(zipfile.ZipFile(io.BytesIO(archive)).namelist()) == 64
+    assert len(zipfile.ZipFile(io.BytesIO(archive)).namelist()) == 40
     assert list(bucket.list("video/")) == [] and not (hosts[2] / "video" / job_id).exists()
