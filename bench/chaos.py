@@ -200,18 +200,17 @@ def request(client: httpx.Client, tally: Tally, method: str, url: str, **kwargs)
     return r
 
 
+def post_stylize(procs: Processes, client: httpx.Client, tally: Tally, jpeg: bytes) -> httpx.Response | None:
+    """One POST /v1/stylize of the demo style at 256 px, counted in `tally`."""
+    files = {"image": ("p.jpg", jpeg, "image/jpeg")}
+    data = {"style": "demo", "size": "256"}
+    return request(client, tally, "POST", f"{procs.base}/v1/stylize", files=files, data=data, headers=AUTH)
+
+
 def submit(procs: Processes, client: httpx.Client, tally: Tally, jpeg: bytes, deadline: float) -> str:
     """POST until accepted (retrying 503s and transport errors): the job id."""
     while time.time() < deadline:
-        r = request(
-            client,
-            tally,
-            "POST",
-            f"{procs.base}/v1/stylize",
-            files={"image": ("p.jpg", jpeg, "image/jpeg")},
-            data={"style": "demo", "size": "256"},
-            headers=AUTH,
-        )
+        r = post_stylize(procs, client, tally, jpeg)
         if r is not None and r.status_code == 202:
             return r.json()["id"]
         time.sleep(0.3)
@@ -335,15 +334,7 @@ def store_faults(tmp: Path, jpeg: bytes, jobs: int) -> dict:
         outage.start()
         started = time.monotonic()
         while time.monotonic() - started < 8:
-            r = request(
-                client,
-                tally,
-                "POST",
-                f"{procs.base}/v1/stylize",
-                files={"image": ("p.jpg", jpeg, "image/jpeg")},
-                data={"style": "demo", "size": "256"},
-                headers=AUTH,
-            )
+            r = post_stylize(procs, client, tally, jpeg)
             if r is not None and r.status_code == 202:
                 accepted[r.json()["id"]] = time.time()
             time.sleep(0.2)
