@@ -8,7 +8,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -18,18 +17,10 @@ from models.weights import checkpoints
 from service.core.checkpoint_files import w_space_id
 from tests.cli import agilegan
 from tests.exemplar_data import FACES, labelled_photo_zips
-from workers.demo import demo_registry
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("reg") / "registry"
-    demo_registry(root, size=64, tiny=True)
-    return root
-
-
-def test_sefa_writes_the_factorisation_of_the_generator(registry: Path, tmp_path: Path) -> None:
-    base = registry / "base" / "generator"
+def test_sefa_writes_the_factorisation_of_the_generator(tiny_registry: Path, tmp_path: Path) -> None:
+    base = tiny_registry / "base" / "generator"
     g = checkpoints.load(base, expected=Generator)
     for spec, layers in (("all", None), ("2-5", (2, 3, 4, 5))):
         out = tmp_path / f"sefa-{spec}.npz"
@@ -38,14 +29,14 @@ def test_sefa_writes_the_factorisation_of_the_generator(registry: Path, tmp_path
         written = load(out)
         expected, values, used = sefa(g.state_dict(), g.n_latent, layers, 3)
         assert np.allclose(written.vectors, expected, atol=1e-6) and np.allclose(written.eigenvalues, values)
-        assert written.w_space == w_space_id(base) == w_space_id(registry / "base" / "encoder")
+        assert written.w_space == w_space_id(base) == w_space_id(tiny_registry / "base" / "encoder")
         assert written.layers == (() if layers is None else tuple(used)) and written.kind == "sefa"
     bad = agilegan("directions", "sefa", base, "--layers", "0-99", "--out", tmp_path / "x.npz")
     assert bad.returncode == 1 and "w+ indices" in bad.stderr
 
 
-def test_generate_edit_is_the_formula(registry: Path, tmp_path: Path) -> None:
-    base = registry / "base" / "generator"
+def test_generate_edit_is_the_formula(tiny_registry: Path, tmp_path: Path) -> None:
+    base = tiny_registry / "base" / "generator"
     g = checkpoints.load(base, expected=Generator)
     sets = tmp_path / "sefa.npz"
     assert agilegan("directions", "sefa", base, "--k", 4, "--out", sets).returncode == 0
@@ -74,20 +65,20 @@ def test_generate_edit_is_the_formula(registry: Path, tmp_path: Path) -> None:
     assert agilegan(*seeded, "--edit", f"{sets}:1=0", "--out", tmp_path / "b.png").returncode == 0
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     # a registry name works as well as a file; a direction of another w space is refused
-    (registry / "directions").mkdir(exist_ok=True)
-    (registry / "directions" / "sefa.npz").write_bytes(sets.read_bytes())
-    named = agilegan(*seeded, "--registry", registry, "--edit", "sefa:1=0", "--out", tmp_path / "c.png")
+    (tiny_registry / "directions").mkdir(exist_ok=True)
+    (tiny_registry / "directions" / "sefa.npz").write_bytes(sets.read_bytes())
+    named = agilegan(*seeded, "--registry", tiny_registry, "--edit", "sefa:1=0", "--out", tmp_path / "c.png")
     assert named.returncode == 0 and (tmp_path / "c.png").read_bytes() == (tmp_path / "a.png").read_bytes()
     checkpoints.save(tmp_path / "alien", Generator(g.config))  # the same shape, another (random) mapping
     other = agilegan("generate", tmp_path / "alien", "--edit", f"{sets}=1", "--out", tmp_path / "d.png")
     assert other.returncode == 1 and "another w space" in other.stderr
     for bad, message in (("nope=1", "no direction"), (f"{sets}=big", "number"), (f"{sets}=9", "outside")):
-        result = agilegan(*seeded, "--registry", registry, "--edit", bad, "--out", tmp_path / "x.png")
+        result = agilegan(*seeded, "--registry", tiny_registry, "--edit", bad, "--out", tmp_path / "x.png")
         assert result.returncode == 1 and message in result.stderr, result.stderr
 
 
-def test_import_then_gallery(registry: Path, tmp_path: Path) -> None:
-    base = registry / "base" / "generator"
+def test_import_then_gallery(tiny_registry: Path, tmp_path: Path) -> None:
+    base = tiny_registry / "base" / "generator"
     g = checkpoints.load(base, expected=Generator)
     per_layer = np.random.RandomState(1).standard_normal((g.n_latent, g.config.style_dim)).astype(np.float32)
     np.save(tmp_path / "age.npy", per_layer)
@@ -117,8 +108,9 @@ def test_import_then_gallery(registry: Path, tmp_path: Path) -> None:
     assert Image.open(grid).size == (24 * 3 + 3 * 32, 24 + 3 * 32)
     # on a photo: aligned by dlib, inverted by the registry's encoder
     photo = agilegan(
-        "directions", "gallery", registry / "styles" / "demo", sets, "--photo", FACES / "obama.jpg",
-        "--encoder", registry / "base" / "encoder", "--indices", "0-1", "--tile", 32, "--out", tmp_path / "photo.png",
+        "directions", "gallery", tiny_registry / "styles" / "demo", sets, "--photo", FACES / "obama.jpg",
+        "--encoder", tiny_registry / "base" / "encoder", "--indices", "0-1", "--tile", 32,
+        "--out", tmp_path / "photo.png",
     )  # fmt: skip
     assert photo.returncode == 0, photo.stderr
     image = np.asarray(Image.open(tmp_path / "photo.png"))
@@ -129,12 +121,12 @@ def test_import_then_gallery(registry: Path, tmp_path: Path) -> None:
     assert not np.array_equal(tiles[0], tiles[2]) and not np.array_equal(tiles[3], tiles[5])  # the alphas differ
 
 
-def test_fit_from_photo_folders(registry: Path, tmp_path: Path) -> None:
+def test_fit_from_photo_folders(tiny_registry: Path, tmp_path: Path) -> None:
     for label, archive in zip(("pos", "neg"), labelled_photo_zips()):
         with zipfile.ZipFile(io.BytesIO(archive)) as z:
             z.extractall(tmp_path / label)
     out = tmp_path / "smile.npz"
-    encoder = registry / "base" / "encoder"
+    encoder = tiny_registry / "base" / "encoder"
     result = agilegan(
         "directions", "fit", "--encoder", encoder, "--positive", tmp_path / "pos", "--negative", tmp_path / "neg",
         "--name", "smile", "--out", out,

@@ -7,24 +7,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from tests.cli import agilegan
 from tests.exemplar_data import FACES
-from workers.demo import demo_registry
 
 
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("stylize") / "registry"
-    demo_registry(root, size=64, tiny=True)
-    return root
-
-
-def test_the_stylize_command_does_one_face_or_every_face(models_dir: Path, tmp_path: Path) -> None:
+def test_the_stylize_command_does_one_face_or_every_face(tiny_registry: Path, tmp_path: Path) -> None:
     photo = FACES / "two_people.jpg"
-    common = ["stylize", models_dir / "styles" / "demo", photo, "--encoder", models_dir / "base" / "encoder"]
+    common = ["stylize", tiny_registry / "styles" / "demo", photo, "--encoder", tiny_registry / "base" / "encoder"]
     one = agilegan(*common, "--out", tmp_path / "one.png")
     assert one.returncode == 0, one.stderr
     assert json.loads(one.stdout)["size"] == [64, 64] and len(json.loads(one.stdout)["faces"]) == 1

@@ -22,7 +22,6 @@ from service.core.media.alignment import FaceAligner
 from service.core.media.video_io import InputError, VideoLimits, check_limits, probe, read_frames, write_video
 from tests.cli import agilegan
 from tests.exemplar_data import FACES
-from workers.demo import demo_registry
 
 
 def _with_audio(path: Path, frames: int = 12, fps: int = 25, size: tuple[int, int] = (64, 48)) -> Path:
@@ -114,16 +113,9 @@ def test_smoothing_removes_jitter_and_follows_motion() -> None:
     assert centre.shape == (60, 2)
 
 
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("video") / "registry"
-    demo_registry(root, size=64, tiny=True)
-    return root
-
-
-def _stylizer(models_dir: Path, config: VideoConfig, portrait: Image.Image | None = None) -> VideoStylizer:
-    inverter = checkpoints.load(models_dir / "base" / "encoder", expected=Inverter)
-    g = checkpoints.load(models_dir / "styles" / "demo", expected=Generator)
+def _stylizer(tiny_registry: Path, config: VideoConfig, portrait: Image.Image | None = None) -> VideoStylizer:
+    inverter = checkpoints.load(tiny_registry / "base" / "encoder", expected=Inverter)
+    g = checkpoints.load(tiny_registry / "styles" / "demo", expected=Generator)
     aligned = FaceAligner(AlignerConfig()).align(portrait) if portrait is not None else None
     return VideoStylizer(Stylizer(inverter, g), RenderRequest(), config, aligned, portrait)
 
@@ -133,14 +125,14 @@ def _photo_video(path: Path, frames: list[Image.Image], kind: str = "zip") -> Pa
     return path
 
 
-def test_no_face_frames_pass_through(models_dir: Path, tmp_path: Path) -> None:
+def test_no_face_frames_pass_through(tiny_registry: Path, tmp_path: Path) -> None:
     face = Image.open(FACES / "obama.jpg").convert("RGB").resize((300, 360))
     dogs = Image.open(FACES / "dogs.jpg").convert("RGB").resize((300, 360))
     source = _photo_video(tmp_path / "in.zip", [face] * 3 + [dogs] + [face] * 2 + [dogs] * 4 + [face])
     config = VideoConfig(output="full", size=64, max_gap=2, batch=2)
     seen: list[dict] = []
     result = run_video(
-        source, tmp_path / "out.zip", "zip", _stylizer(models_dir, config), FaceAligner(AlignerConfig()),
+        source, tmp_path / "out.zip", "zip", _stylizer(tiny_registry, config), FaceAligner(AlignerConfig()),
         tmp_path / "work", VideoLimits(), progress=seen.append,
     )  # fmt: skip
     assert (result.frames, result.bridged, result.passed_through) == (11, 1, 4)
@@ -151,11 +143,11 @@ def test_no_face_frames_pass_through(models_dir: Path, tmp_path: Path) -> None:
     assert not np.array_equal(out[0], np.asarray(face)) and not np.array_equal(out[3], np.asarray(dogs))
 
 
-def test_retargeting_a_still_driver_renders_the_portrait_on_every_frame(models_dir: Path, tmp_path: Path) -> None:
+def test_retargeting_a_still_driver_renders_the_portrait_on_every_frame(tiny_registry: Path, tmp_path: Path) -> None:
     portrait = Image.open(FACES / "biden.jpg").convert("RGB")
     source = _photo_video(tmp_path / "in.zip", [portrait] * 6)
     config = VideoConfig(mode="retarget", output="aligned", size=64)
-    stylizer = _stylizer(models_dir, config, portrait)
+    stylizer = _stylizer(tiny_registry, config, portrait)
     limits = VideoLimits(max_frame_pixels=4096 * 4096)  # the photo is 970×2204, over the default 1920×1080
     run_video(source, tmp_path / "out.zip", "zip", stylizer, FaceAligner(AlignerConfig()), tmp_path / "w", limits)
     own = np.asarray(render_latents(stylizer.stylizer, stylizer.w_src).images[0])
@@ -163,14 +155,14 @@ def test_retargeting_a_still_driver_renders_the_portrait_on_every_frame(models_d
     assert len(frames) == 6 and all(np.array_equal(f, own) for f in frames)
 
 
-def test_a_stopped_run_resumes_from_its_finished_chunks(models_dir: Path, tmp_path: Path) -> None:
+def test_a_stopped_run_resumes_from_its_finished_chunks(tiny_registry: Path, tmp_path: Path) -> None:
     face = Image.open(FACES / "obama.jpg").convert("RGB").resize((300, 360))
     frames = [face.transform(face.size, Image.AFFINE, (1, 0, i, 0, 1, 0), Image.BILINEAR) for i in range(10)]
     source = _photo_video(tmp_path / "in.zip", frames)
     config = VideoConfig(output="aligned", size=64, latent_smoothing=0.5)
     aligner = FaceAligner(AlignerConfig())
     whole = run_video(
-        source, tmp_path / "whole.zip", "zip", _stylizer(models_dir, config), aligner, tmp_path / "a", VideoLimits(),
+        source, tmp_path / "whole.zip", "zip", _stylizer(tiny_registry, config), aligner, tmp_path / "a", VideoLimits(),
         chunk_frames=4,
     )  # fmt: skip
 
@@ -179,13 +171,13 @@ def test_a_stopped_run_resumes_from_its_finished_chunks(models_dir: Path, tmp_pa
 
     with pytest.raises(VideoCanceled):
         run_video(
-            source, tmp_path / "part.zip", "zip", _stylizer(models_dir, config), aligner, tmp_path / "b",
+            source, tmp_path / "part.zip", "zip", _stylizer(tiny_registry, config), aligner, tmp_path / "b",
             VideoLimits(), should_stop=stop_after_two_chunks, chunk_frames=4,
         )  # fmt: skip
     finished = sorted(p.name for p in (tmp_path / "b").glob("chunk-*.npz"))
     assert finished == ["chunk-00000.npz", "chunk-00001.npz"]
     resumed = run_video(
-        source, tmp_path / "part.zip", "zip", _stylizer(models_dir, config), aligner, tmp_path / "b", VideoLimits(),
+        source, tmp_path / "part.zip", "zip", _stylizer(tiny_registry, config), aligner, tmp_path / "b", VideoLimits(),
         chunk_frames=4,
     )  # fmt: skip
     assert resumed.chunks_resumed == len(finished) and whole.chunks_resumed == 0
@@ -199,12 +191,12 @@ def test_torch_is_not_needed_to_probe() -> None:
     assert "torch" not in io_module.__dict__ and torch is not None
 
 
-def test_the_animate_command(models_dir: Path, tmp_path: Path) -> None:
+def test_the_animate_command(tiny_registry: Path, tmp_path: Path) -> None:
 
     face = Image.open(FACES / "obama.jpg").convert("RGB").resize((240, 288))
     source = _photo_video(tmp_path / "in.mp4", [face] * 5, kind="mp4")
-    common = ["animate", models_dir / "styles" / "demo", source]
-    encoder = ["--encoder", models_dir / "base" / "encoder"]
+    common = ["animate", tiny_registry / "styles" / "demo", source]
+    encoder = ["--encoder", tiny_registry / "base" / "encoder"]
     done = agilegan(*common, *encoder, "--out", tmp_path / "out.webm")
     assert done.returncode == 0, done.stderr
     assert "5 frames at 25 fps, 5 stylized" in done.stdout and "stylizing" in done.stderr  # the progress bar
@@ -261,12 +253,12 @@ def _two_people_video(path: Path) -> tuple[Path, list[Image.Image]]:
     return _photo_video(path, frames), frames
 
 
-def test_every_face_of_a_group_video_is_tracked_and_stylized(models_dir: Path, tmp_path: Path) -> None:
+def test_every_face_of_a_group_video_is_tracked_and_stylized(tiny_registry: Path, tmp_path: Path) -> None:
     source, frames = _two_people_video(tmp_path / "in.zip")
     config = VideoConfig(output="full", size=64, max_gap=3, batch=4)
     aligner = FaceAligner(AlignerConfig())
     run = lambda out, work, **kw: run_video(  # noqa: E731
-        source, out, "zip", _stylizer(models_dir, config), aligner, work, VideoLimits(), max_faces=8, chunk_frames=4,
+        source, out, "zip", _stylizer(tiny_registry, config), aligner, work, VideoLimits(), max_faces=8, chunk_frames=4,
         **kw,
     )  # fmt: skip
     result = run(tmp_path / "out.zip", tmp_path / "w")
