@@ -67,14 +67,25 @@ class Storage:
             raise ValueError(f"not a job id: {job_id!r}")
         return job_id
 
+    # The store's key prefixes of a job, each spelled once.
+    def _input_prefix(self, job_id: str) -> str:
+        return f"inputs/{self._check(job_id)}/"
+
+    def _video_prefix(self, job_id: str) -> str:
+        return f"video/{self._check(job_id)}/"
+
+    def _results_prefix(self, job_id: str) -> str:
+        """Every result of the job, whatever its format."""
+        return f"results/{self._check(job_id)}."
+
     def _input_key(self, job_id: str) -> str:
-        return f"inputs/{self._check(job_id)}/upload"
+        return f"{self._input_prefix(job_id)}upload"
 
     def write_input(self, job_id: str, data: bytes) -> None:
         self.store.put(self._input_key(job_id), data)
 
     def delete_input(self, job_id: str) -> None:
-        self.store.delete_prefix(f"inputs/{self._check(job_id)}/")
+        self.store.delete_prefix(self._input_prefix(job_id))
 
     def video_dir(self, job_id: str) -> Path:
         """A video job's folder: `video` (the upload), `portrait`, and its resumable work files."""
@@ -89,7 +100,7 @@ class Storage:
         folder = self.video_dir(job_id)
         for name in VIDEO_INPUTS:
             if (folder / name).is_file():
-                self.store.put_file(f"video/{self._check(job_id)}/{name}", folder / name)  # multipart, streamed
+                self.store.put_file(f"{self._video_prefix(job_id)}{name}", folder / name)  # multipart, streamed
         shutil.rmtree(folder, ignore_errors=True)
 
     def fetch_video_inputs(self, job_id: str) -> Path:
@@ -99,7 +110,7 @@ class Storage:
         folder = self.video_dir(job_id)
         if self.store.local_root is not None:
             return folder
-        prefix = f"video/{self._check(job_id)}/"
+        prefix = self._video_prefix(job_id)
         wanted = [f"{prefix}{name}" for name in VIDEO_INPUTS] + [i.key for i in self.store.list(f"{prefix}work/")]
         for key in wanted:
             path = folder / key[len(prefix) :]
@@ -117,18 +128,18 @@ class Storage:
         remote store, so that a re-run on another machine resumes from it."""
         if self.store.local_root is None:
             name = path.relative_to(self.video_dir(job_id)).as_posix()
-            self.store.put_file(f"video/{self._check(job_id)}/{name}", path)
+            self.store.put_file(f"{self._video_prefix(job_id)}{name}", path)
 
     def delete_video_work(self, job_id: str) -> None:
         shutil.rmtree(self.video_dir(job_id), ignore_errors=True)
         if self.store.local_root is None:
-            self.store.delete_prefix(f"video/{self._check(job_id)}/")
+            self.store.delete_prefix(self._video_prefix(job_id))
 
     def delete_job_files(self, job_id: str) -> None:
         """A deleted job's upload and result."""
         self.delete_input(job_id)
         self.delete_video_work(job_id)
-        self.store.delete_prefix(f"results/{self._check(job_id)}.")
+        self.store.delete_prefix(self._results_prefix(job_id))
 
     def read_input(self, job_id: str) -> bytes:
         try:
@@ -139,7 +150,7 @@ class Storage:
     def _result_key(self, job_id: str, fmt: str) -> str:
         if fmt not in RESULT_EXTENSIONS:
             raise ValueError(f"unknown result format {fmt!r}")
-        return f"results/{self._check(job_id)}.{fmt}"
+        return f"{self._results_prefix(job_id)}{fmt}"
 
     def write_result(self, job_id: str, fmt: str, data: bytes) -> None:
         self.store.put(self._result_key(job_id, fmt), data)
@@ -154,11 +165,11 @@ class Storage:
         job_id = self._check(job_id)
         if self.store.local_root is not None:  # a file per format to look at: no listing
             for fmt in RESULT_EXTENSIONS:
-                path = self.store.local_root / "results" / f"{job_id}.{fmt}"
+                path = self.store.local_root / self._result_key(job_id, fmt)
                 if path.is_file():
                     return StoredResult(job_id, fmt, path=path)
             return None
-        for info in self.store.list(f"results/{job_id}."):
+        for info in self.store.list(self._results_prefix(job_id)):
             fmt = info.key.rsplit(".", 1)[1]
             if fmt in RESULT_EXTENSIONS:
                 return StoredResult(job_id, fmt, key=info.key)
@@ -260,7 +271,7 @@ class Storage:
             if info.modified >= cutoff or (info.key.startswith("inputs/") and job_active(job_id)):
                 continue
             if info.key.startswith("inputs/"):
-                self.store.delete_prefix(f"inputs/{job_id}/")
+                self.store.delete_prefix(f"inputs/{job_id}/")  # a listed key: deleted whatever its id
             else:
                 self.store.delete(info.key)
             removed += 1
