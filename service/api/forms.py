@@ -13,7 +13,7 @@ from service.api.schemas import null_is_none
 from service.api.style_policy import SIZES
 from service.core.outbound import OutboundPolicy, UrlInvalid, allowed, check_url
 from service.core.settings import Settings
-from service.core.webhooks import WebhookSpec, parse_events
+from service.core.webhooks import DEFAULT_EVENTS, WebhookSpec, parse_events
 
 StyleField = Annotated[
     str, Form(min_length=1, max_length=64, description="style id (GET /v1/styles)", examples=["demo"])
@@ -69,6 +69,7 @@ WebhookField = Annotated[
 WebhookEventsField = Annotated[
     str, Form(max_length=200, description="comma-separated: completed, failed, canceled, progress")
 ]
+WEBHOOK_EVENTS_DEFAULT = ",".join(DEFAULT_EVENTS)  # the `webhook_events` of a request that names none
 
 
 def webhook_spec(settings: Settings, url: str | None, events: str) -> WebhookSpec | None:

@@ -25,6 +25,7 @@ from service.api.deps import ClientDep, JobsDep, RegistryDep, StorageDep, charge
 from service.api.edits import parse_edits
 from service.api.errors import ApiError
 from service.api.forms import (
+    WEBHOOK_EVENTS_DEFAULT,
     EditsField,
     FacesField,
     OutputField,
@@ -82,7 +83,7 @@ async def animate(
     edits: EditsField = None,
     faces: FacesField = "one",
     webhook: WebhookField = None,
-    webhook_events: WebhookEventsField = "completed,failed,canceled",
+    webhook_events: WebhookEventsField = WEBHOOK_EVENTS_DEFAULT,
 ) -> JSONResponse:
     if size not in SIZES:
         raise ApiError(422, "invalid_request", "size: must be 256, 512 or 1024")

@@ -26,7 +26,7 @@ from service.api.exemplar_uploads import (
     too_few,
     upload_limits,
 )
-from service.api.forms import WebhookEventsField, WebhookField, webhook_spec
+from service.api.forms import WEBHOOK_EVENTS_DEFAULT, WebhookEventsField, WebhookField, webhook_spec
 from service.api.schemas import ERROR_RESPONSES
 from service.core.contract import (
     FIT_DIRECTION_FUNCTION,
@@ -88,7 +88,7 @@ async def fit_direction(
     negative: Annotated[UploadFile, File(description="a zip of photos without it")],
     encoder: Annotated[str, Form(pattern=STYLE_ID.pattern, description="the encoder whose w space to fit in")] = "base",
     webhook: WebhookField = None,
-    webhook_events: WebhookEventsField = "completed,failed,canceled",
+    webhook_events: WebhookEventsField = WEBHOOK_EVENTS_DEFAULT,
 ) -> JSONResponse:
     settings = request.app.state.settings
     callback = webhook_spec(settings, webhook, webhook_events)

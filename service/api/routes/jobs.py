@@ -27,6 +27,7 @@ from service.api.deps import (
 from service.api.edits import parse_edits
 from service.api.errors import ApiError
 from service.api.forms import (
+    WEBHOOK_EVENTS_DEFAULT,
     EditsField,
     FacesField,
     OutputField,
@@ -93,7 +94,7 @@ async def stylize(
     ] = None,
     idempotency_header: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
     webhook: WebhookField = None,
-    webhook_events: WebhookEventsField = "completed,failed,canceled",
+    webhook_events: WebhookEventsField = WEBHOOK_EVENTS_DEFAULT,
 ) -> JSONResponse:
     # 1. The style must exist and be ready, the attribute one of its branches; controls, edits and the
     #    webhook checked.

@@ -28,7 +28,7 @@ from service.api.exemplar_uploads import (
     too_few,
     upload_limits,
 )
-from service.api.forms import WebhookEventsField, WebhookField, webhook_spec
+from service.api.forms import WEBHOOK_EVENTS_DEFAULT, WebhookEventsField, WebhookField, webhook_spec
 from service.api.schemas import ERROR_RESPONSES, StyleDeleted, null_is_none
 from service.api.style_policy import DELETED
 from service.core.configs import ConfigError, TransferConfig
@@ -110,7 +110,7 @@ async def create_style(
     config: Annotated[str, Form(description="JSON object of TransferConfig overrides")] = "{}",
     labels: Annotated[str, Form(description='JSON {"file name": "attribute label"}; overrides zip folders')] = "{}",
     webhook: WebhookField = None,
-    webhook_events: WebhookEventsField = "completed,failed,canceled",
+    webhook_events: WebhookEventsField = WEBHOOK_EVENTS_DEFAULT,
 ) -> JSONResponse:
     settings = request.app.state.settings
     callback = webhook_spec(settings, webhook, webhook_events)
