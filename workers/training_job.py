@@ -9,6 +9,7 @@ curve, ETA) goes to a Redis hash that `GET /v1/styles/{id}` reads, throttled to 
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import logging
 import time
@@ -28,6 +29,7 @@ from models.networks.stylegan2 import Generator
 from models.training.exemplars import ExemplarSet
 from models.training.transfer_run import TrainingCanceled, train_style
 from models.weights import checkpoints
+from service.core.checkpoint_files import atomic_write_bytes
 from service.core.configs import TransferConfig
 from service.core.contract import StyleState, TrainJob, style_cancel_key, style_progress_key
 from service.core.errors import InputError
@@ -75,11 +77,9 @@ class TrainKind(JobKind):
         ready_at = datetime.datetime.now(datetime.UTC).isoformat()
         meta = {**rt.registry.read_style_meta(job.style_id), "status": StyleState.READY}
         meta.update(training=result, ready_at=ready_at)
-        # The bundle (weights and style.json) on a remote store first, then the record that makes every
-        # host serve it: a worker that sees "ready" finds the bundle to pull.
-        rt.registry.write_style_meta_in(rt.registry.style_dir(job.style_id), job.style_id, meta)
-        rt.mirror.publish_style(job.style_id)
-        rt.registry.write_style_meta(job.style_id, meta)
+        # The bundle (weights and style.json) on a remote store before the record that makes every host
+        # serve it: a worker that sees "ready" finds the bundle to pull.
+        rt.registry.write_style_meta(job.style_id, meta, before_record=partial(rt.mirror.publish_style, job.style_id))
 
     def cleanup(self, rt: Runtime, job: TrainJob, outcome: Outcome) -> None:
         rt.storage.delete_style_upload(job.style_id)  # the exemplars served their purpose, or never will
@@ -254,15 +254,16 @@ class Preview:
         self.latents = torch.randn(4, n_latent, style_dim, generator=generator).to(device)
 
     def write(self, style: nn.Module) -> None:
-        _write_preview(style, self.source_g, self.latents, self.path)
+        png = _write_preview(style, self.source_g, self.latents, self.path)
         if self.publish is not None:
-            self.publish(self.path.read_bytes())
+            self.publish(png)
 
 
 @torch.no_grad()
-def _write_preview(style: nn.Module, source_g: Generator, latents: torch.Tensor, path) -> None:
+def _write_preview(style: nn.Module, source_g: Generator, latents: torch.Tensor, path) -> bytes:
     """Top row: fixed FFHQ portraits (the source generator); bottom row: the same latents through
-    `style` (the generator of the latest evaluation during training, the published one after)."""
+    `style` (the generator of the latest evaluation during training, the published one after). Written
+    atomically to `path`; returns the PNG's bytes."""
     w = source_g.style.map_per_layer(latents)
     top = source_g(w, space="wplus")
     kwargs = {"branch": style.attribute_config.default_branch} if hasattr(style, "attribute_config") else {}
@@ -272,6 +273,7 @@ def _write_preview(style: nn.Module, source_g: Generator, latents: torch.Tensor,
     grid = Image.new("RGB", (size * len(latents), size * 2))
     for i, tile in enumerate(tiles):
         grid.paste(tile, ((i % len(latents)) * size, (i // len(latents)) * size))
-    tmp = path.with_name(".preview.png")
-    grid.save(tmp)
-    tmp.replace(path)
+    png = io.BytesIO()
+    grid.save(png, format="PNG")
+    atomic_write_bytes(path, png.getvalue())
+    return png.getvalue()

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,15 +233,19 @@ class Registry:
         meta.pop("id", None)
         self.write_style_meta(style_id, {**meta, **changes})
 
-    def write_style_meta(self, style_id: str, meta: dict[str, Any]) -> None:
-        """The record in Redis (several machines), and style.json where this host has the style's folder
-        (or always, on one machine)."""
+    def write_style_meta(
+        self, style_id: str, meta: dict[str, Any], before_record: Callable[[], None] | None = None
+    ) -> None:
+        """style.json where this host has the style's folder (always, on one machine), then
+        `before_record()` (e.g. publishing the bundle that file is part of), then the record in Redis
+        (several machines): a host that reads the record finds what it says."""
         directory = self.style_dir(style_id)
+        if self.records is None or directory.is_dir():
+            self.write_style_meta_in(directory, style_id, meta)
+        if before_record is not None:
+            before_record()
         if self.records is not None:
             self.records.put(style_id, {k: v for k, v in meta.items() if k != "id"})
-            if not directory.is_dir():
-                return
-        self.write_style_meta_in(directory, style_id, meta)
 
     @staticmethod
     def write_style_meta_in(directory: Path, style_id: str, meta: dict[str, Any]) -> None:
