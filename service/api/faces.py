@@ -102,7 +102,8 @@ def default_concurrency() -> int:
 
 
 class FaceFinder:
-    """`face_landmarks` off the event loop, at most `concurrency` at a time (built inside the event loop)."""
+    """`face_landmarks` and `group_faces` off the event loop, at most `concurrency` at a time (built inside
+    the event loop)."""
 
     def __init__(self, aligner: FaceAligner, concurrency: int) -> None:
         self.aligner = aligner
@@ -115,27 +116,21 @@ class FaceFinder:
     async def landmarks(
         self, data: bytes, max_pixels: int, min_face_size: int, face_index: int = 0
     ) -> list[list[float]]:
-        return await anyio.to_thread.run_sync(
-            face_landmarks,
-            self.aligner,
-            data,
-            max_pixels,
-            min_face_size,
-            face_index,
-            ANALYSIS_MAX_SIDE,
-            self.full_decodes,
-            limiter=self.limiter,
-        )
+        return await self._off_loop(face_landmarks, data, max_pixels, min_face_size, face_index)
 
     async def group(self, data: bytes, max_pixels: int, min_face_size: int, max_faces: int) -> list[dict]:
-        """`group_faces`, off the event loop like `landmarks`."""
+        """`group_faces` (faces=all)."""
+        return await self._off_loop(group_faces, data, max_pixels, min_face_size, max_faces)
+
+    async def _off_loop(self, find, data: bytes, max_pixels: int, min_face_size: int, last: int):
+        """`find(aligner, data, …)` in a worker thread, within the concurrency limit and the full-decode gate."""
         return await anyio.to_thread.run_sync(
-            group_faces,
+            find,
             self.aligner,
             data,
             max_pixels,
             min_face_size,
-            max_faces,
+            last,
             ANALYSIS_MAX_SIDE,
             self.full_decodes,
             limiter=self.limiter,
