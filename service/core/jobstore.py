@@ -23,11 +23,15 @@ PROGRESS_EVERY_S = 2.0  # at most one `progress` webhook per job this often
 # A transition's webhook delivery (service/core/webhooks.py), in the transition's own call: when the job's
 # `webhook_events` has the event, "job|event|at|0" is due now in the deliveries' sorted set (KEYS[2]).
 _NOTIFY = """
-local function notify(job_key, due_key, job_id, event, at)
+local function wants(job_key, event)
   local events = redis.call('HGET', job_key, 'webhook_events')
-  if events and string.find(',' .. events .. ',', ',' .. event .. ',', 1, true) then
-    redis.call('ZADD', due_key, at, job_id .. '|' .. event .. '|' .. at .. '|0')
-  end
+  return events and string.find(',' .. events .. ',', ',' .. event .. ',', 1, true)
+end
+local function due(due_key, job_id, event, at)
+  redis.call('ZADD', due_key, at, job_id .. '|' .. event .. '|' .. at .. '|0')
+end
+local function notify(job_key, due_key, job_id, event, at)
+  if wants(job_key, event) then due(due_key, job_id, event, at) end
 end
 """
 
@@ -92,9 +96,8 @@ _PROGRESS = (
     _NOTIFY
     + """
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-local events = redis.call('HGET', KEYS[1], 'webhook_events')
-if events and string.find(events, 'progress', 1, true) and redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[3]) then
-  notify(KEYS[1], KEYS[2], ARGV[1], 'progress', ARGV[2])
+if wants(KEYS[1], 'progress') and redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[3]) then
+  due(KEYS[2], ARGV[1], 'progress', ARGV[2])
 end
 return 1
 """
