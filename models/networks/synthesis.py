@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from models.networks.host_copy import to_device
+
 NoiseMode = str  # "const" | "random" | "zero"
 NOISE_MODES = ("const", "random", "zero")
 
@@ -44,7 +46,7 @@ def noise_rows(noises: list[torch.Tensor | None], rows: slice, batch: int) -> li
 def seeded_normal(shape: tuple[int, ...], rng: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
     """N(0, 1) drawn on `rng`'s device (a CPU generator also seeds CUDA runs), placed like `like`."""
     device = rng.device if rng is not None else like.device
-    return torch.randn(shape, generator=rng, device=device, dtype=like.dtype).to(like.device)
+    return to_device(torch.randn(shape, generator=rng, device=device, dtype=like.dtype), like.device)
 
 
 def run_stages(

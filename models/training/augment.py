@@ -23,6 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from models.networks.host_copy import to_device
+
 SCALE_STD, ANISO_STD, XFRAC_STD, XINT_MAX = 0.2, 0.2, 0.125, 0.125
 BRIGHTNESS_STD, CONTRAST_STD, SATURATION_STD = 0.2, 0.5, 1.0
 
@@ -73,8 +75,11 @@ def geometric_matrix(b: int, p: float, size: int, generator: torch.Generator | N
 
 
 def apply_geometric(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """Move x [B, C, H, W] by m [B, 3, 3] (reflection padding): output(u) = input(m⁻¹ u)."""
-    theta = torch.linalg.inv(m.double())[:, :2, :].to(x.dtype)
+    """Move x [B, C, H, W] by m [B, 3, 3] (reflection padding): output(u) = input(m⁻¹ u).
+
+    m is inverted where it lives (the CPU, in `augment`): `linalg.inv` on CUDA checks for singular
+    matrices on the host, a synchronisation per call."""
+    theta = to_device(torch.linalg.inv(m.double())[:, :2, :], x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
@@ -119,37 +124,43 @@ def _hue_rotation(theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 def apply_colour(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """x [B, 3, H, W] through c [B, 4, 4] (homogeneous RGB)."""
-    c = c.to(x.device, x.dtype)
+    c = to_device(c, x.device, x.dtype)
     return torch.einsum("bij,bjhw->bihw", c[:, :3, :3], x) + c[:, :3, 3].view(-1, 3, 1, 1)
 
 
 def augment(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """x [B, 3, H, W] in about [-1, 1] → augmented x (the bgc pipeline); identity when p == 0.
-    Always computed in fp32, also under autocast (resampling matrices in bf16 would shift pixels)."""
+
+    Always computed in fp32, also under autocast (resampling matrices in bf16 would shift pixels). The
+    matrices are drawn, tested and inverted on the CPU and reach x's device as queued copies, so a step
+    on a GPU never waits here."""
     if p <= 0:
         return x
     b = x.shape[0]
     with torch.autocast(device_type=x.device.type, enabled=False):
         x = x.float()
-        m = geometric_matrix(b, p, x.shape[-1], generator).to(x.device)
-        if not torch.allclose(m, torch.eye(3, device=x.device).expand_as(m)):
+        m = geometric_matrix(b, p, x.shape[-1], generator)
+        if not torch.allclose(m, torch.eye(3).expand_as(m)):
             x = apply_geometric(x, m)
         return apply_colour(x, colour_matrix(b, p, generator))
 
 
 class AdaptiveP:
-    """ADA's controller: every update, p += sign(r_t − target) · (batch · interval) / (kimg · 1000)."""
+    """ADA's controller: every update, p += sign(r_t − target) · (batch · interval) / (kimg · 1000).
+
+    `observe` keeps each step's mean sign on the device; `update` reads them in one transfer, so the
+    controller costs one host synchronisation per interval (as StyleGAN2-ADA's), not one per step."""
 
     def __init__(self, target: float, kimg: float, p: float = 0.0) -> None:
         self.target, self.kimg, self.p = target, kimg, p
-        self._signs: list[float] = []
+        self._signs: list[torch.Tensor] = []
 
     def observe(self, real_logits: torch.Tensor) -> None:
-        self._signs.append(float(torch.sign(real_logits.detach()).mean()))
+        self._signs.append(torch.sign(real_logits.detach()).mean())
 
     def update(self, images_seen: int) -> float:
         if self._signs:
-            rt = sum(self._signs) / len(self._signs)
+            rt = float(torch.stack(self._signs).mean())
             step = images_seen / (self.kimg * 1000)
             self.p = float(min(max(self.p + (step if rt > self.target else -step), 0.0), 1.0))
             self._signs.clear()

@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from models.networks.host_copy import to_device
+
 
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "hinge":
@@ -32,7 +34,8 @@ def path_lengths(fake: torch.Tensor, wplus: torch.Tensor, projection: torch.Tens
     projection: y ~ N(0, I) / sqrt(H·W), shaped like `fake` [B, 3, H, W] (drawn by the caller, so a
     batch split into micro-batches uses the same draws).
     """
-    (grad,) = torch.autograd.grad((fake * projection.to(fake)).sum(), wplus, create_graph=True)
+    y = to_device(projection, fake.device, fake.dtype)
+    (grad,) = torch.autograd.grad((fake * y).sum(), wplus, create_graph=True)
     return torch.sqrt(grad.pow(2).sum(2).mean(1))
 
 

@@ -39,6 +39,7 @@ from torch import nn
 
 from models.networks.attribute_generator import AttributeAwareGenerator
 from models.networks.discriminator import Discriminator
+from models.networks.host_copy import to_device
 from models.networks.lpips import LPIPS
 from models.networks.stylegan2 import Generator
 from models.networks.synthesis import noise_rows
@@ -69,11 +70,19 @@ def _split(n: int, fraction: float, minimum: int, gen: torch.Generator) -> tuple
 def sample_reals(pool: torch.Tensor, batch: int, rng: torch.Generator, mirror: bool) -> torch.Tensor:
     """`batch` exemplars drawn from pool [N, 3, S, S], each mirrored with probability 0.5 when `mirror`
     (FaceStylor's `ffhq_flip`: a portrait style does not depend on which way the face looks)."""
-    real = pool[torch.randint(len(pool), (batch,), generator=rng).to(pool.device)]
+    real = pool[to_device(torch.randint(len(pool), (batch,), generator=rng), pool.device)]
     if mirror:
-        flip = (torch.rand(batch, generator=rng) < 0.5).to(pool.device).view(batch, 1, 1, 1)
+        flip = to_device(torch.rand(batch, generator=rng) < 0.5, pool.device).view(batch, 1, 1, 1)
         real = torch.where(flip, real.flip(3), real)
     return real
+
+
+def read_scalars(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar tensors (on one device) → floats, in one device → host transfer."""
+    if not values:
+        return {}
+    numbers = torch.stack([v.float().reshape(()) for v in values.values()]).tolist()
+    return dict(zip(values, numbers))
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -128,8 +137,10 @@ class Trainer:
         g_ratio = config.pl_every / (config.pl_every + 1)
         d_ratio = config.r1_every / (config.r1_every + 1)
         g_params = [p for p in self.g.parameters() if p.requires_grad]
-        self.g_opt = torch.optim.Adam(g_params, lr=config.g_lr * g_ratio, betas=(0.0, config.beta2**g_ratio))
-        self.d_opt = torch.optim.Adam(self.d_params, lr=config.d_lr * d_ratio, betas=(0.0, config.beta2**d_ratio))
+        fused = self.device.type == "cuda"  # one kernel per update on CUDA; the CPU keeps its reference loop
+        g_betas, d_betas = (0.0, config.beta2**g_ratio), (0.0, config.beta2**d_ratio)
+        self.g_opt = torch.optim.Adam(g_params, lr=config.g_lr * g_ratio, betas=g_betas, fused=fused)
+        self.d_opt = torch.optim.Adam(self.d_params, lr=config.d_lr * d_ratio, betas=d_betas, fused=fused)
         # 4. State.
         self.step, self.elapsed = 0, 0.0
         self.ada = AdaptiveP(config.ada_target, config.ada_kimg, config.ada_p_init)
@@ -233,7 +244,7 @@ class Trainer:
         """n fresh w+ [n, L, D]: z+ per layer through the frozen source mapping."""
         z = torch.randn(n, self.g.config.n_latent, self.g.config.style_dim, generator=rng)
         with torch.no_grad():
-            return self.source_g.style.map_per_layer(z.to(self.device))
+            return self.source_g.style.map_per_layer(to_device(z, self.device))
 
     def train_step(self) -> dict[str, float]:
         """One discriminator and one generator update on `batch_size` samples.
@@ -252,7 +263,7 @@ class Trainer:
         d, real_pool = self.ds[k], self.train_sets[k]
         real = sample_reals(real_pool, batch, rng, cfg.mirror_exemplars)
         w = self._latents(batch, rng)
-        losses: dict[str, float] = {}
+        losses: dict[str, torch.Tensor] = {}  # read once, at the end of the step (one host synchronisation)
 
         # 1. Discriminator step (R1 every r1_every steps, lazily scaled).
         for p in self.d_params:
@@ -264,11 +275,11 @@ class Trainer:
             real_logits = d(augment(real_in, self.ada.p, rng)).float()
             fake_logits = d(augment(fake, self.ada.p, rng)).float()
         loss = d_loss(real_logits, fake_logits, cfg.loss)
-        losses["d"] = float(loss.detach())
+        losses["d"] = loss.detach()
         if s % cfg.r1_every == 0:
             r1 = r1_penalty(real_logits, real_in)
             loss = loss + cfg.r1_gamma / 2 * r1 * cfg.r1_every
-            losses["r1"] = float(r1.detach())
+            losses["r1"] = r1.detach()
         self.d_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.d_opt.step()
@@ -305,13 +316,10 @@ class Trainer:
 
         # 3. EMA of the generator (StyleGAN2-ADA's ramp-up: see `ema_beta`).
         beta = ema_beta(cfg, s)
-        with torch.no_grad():
-            for pe, p in zip(self.g_ema.parameters(), self.g.parameters()):
-                pe.lerp_(p, 1 - beta)
-        losses["ema_beta"] = beta
+        with torch.no_grad():  # one multi-tensor kernel on CUDA
+            torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.g.parameters()), 1 - beta)
         self.step += 1
-        losses["ada_p"] = self.ada.p
-        return losses
+        return {**read_scalars(losses), "ema_beta": beta, "ada_p": self.ada.p}
 
     def _g_objective(
         self,
@@ -320,12 +328,12 @@ class Trainer:
         noise: list[torch.Tensor | None],
         d: Discriminator,
         rng: torch.Generator,
-        losses: dict[str, float],
+        losses: dict[str, torch.Tensor],
     ) -> torch.Tensor:
         """The generator's loss on its images `fake` [B, 3, S, S]: adversarial + source consistency."""
         cfg = self.config
         loss = g_loss(d(augment(fake, self.ada.p, rng)).float(), cfg.loss)
-        losses["g"] = float(loss.detach())
+        losses["g"] = loss.detach()
         if cfg.perceptual_weight > 0:
             with torch.no_grad():
                 source = self._render_batch(self.source_g, w, 0, noise)
@@ -335,12 +343,12 @@ class Trainer:
             else:
                 perc = self.features.distance(source, fake)
             loss = loss + cfg.perceptual_weight * perc.float()
-            losses["perceptual"] = float(perc.detach())
+            losses["perceptual"] = perc.detach().float()
         return loss
 
-    def _path_length_step(self, w: torch.Tensor, k: int, rng: torch.Generator) -> float:
+    def _path_length_step(self, w: torch.Tensor, k: int, rng: torch.Generator) -> torch.Tensor:
         """Accumulate the lazy path-length gradient on latents `w` [batch/pl_batch_shrink, L, D]; returns
-        the penalty and updates the running mean.
+        the penalty (a scalar on the device) and updates the running mean.
 
         The penalty is measured against the running mean *before* this step's update (rosinality uses
         the updated one: they differ by pl_decay·(mean length − running mean), 1 % of it), which is
@@ -359,7 +367,7 @@ class Trainer:
             (cfg.pl_weight * cfg.pl_every * penalty_sum / shrunk).backward()
             lengths.append(chunk.detach())
         all_lengths = torch.cat(lengths)
-        penalty_value = float((all_lengths - self.pl_mean).pow(2).mean())
+        penalty_value = (all_lengths - self.pl_mean).pow(2).mean()
         self.pl_mean = self.pl_mean + cfg.pl_decay * (all_lengths.mean() - self.pl_mean)
         return penalty_value
 
