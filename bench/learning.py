@@ -3,13 +3,15 @@
 Usage:
     python bench/learning.py [--tint red|green|blue] [--seed N] [--size 32] [--exemplars 100]
                              [--max-steps 2000] [--eval-every 100] [--overfit] [--plot terms.png]
+                             [--precision fp32|bf16]
 
 A tiny source generator (the demo architecture, random weights: it draws abstract colour fields) is
 the "FFHQ model"; the exemplars are its own samples under a known colour transform (`--tint`: that
 channel raised, the others lowered), so how much of the style was learned is measurable: the colour
 gap between the published model's renders and the exemplars (per-channel means), as a fraction of the
 source's gap (1.0 = unchanged, 0 = matched). Training is the real trainer (`models.training.transfer`) with its
-default settings apart from the image size and the schedule flags.
+default settings apart from the image size and the schedule flags (and `--precision`: bf16 autocast
+for the training passes, to check that it learns the same).
 
 `--overfit` trains on very few exemplars (8: 4 to train on, 4 held out) for long, so that the held-out
 score stops improving: early stopping must fire before `max_steps`, and the published step must be the
@@ -105,6 +107,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=None, help="default: the recipe's (100)")
     parser.add_argument("--overfit", action="store_true", help="8 exemplars, a long schedule: must stop early")
     parser.add_argument("--plot", type=Path, help="write the score terms over steps to this PNG")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="the training passes' precision")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -118,14 +121,15 @@ def main() -> None:
     overrides: dict = {"max_steps": args.max_steps or (3000 if args.overfit else TransferConfig().max_steps)}
     if args.eval_every:
         overrides["eval_every"] = args.eval_every
-    config = TransferConfig().with_overrides({**overrides, "seed": args.seed})
+    config = TransferConfig().with_overrides({**overrides, "seed": args.seed, "precision": args.precision})
 
     probe = samples(source, 64, seed=args.seed + 2)  # fresh latents: the measure is not the training set
     target = tint(probe, TINTS[args.tint])
     source_gap = colour_gap(probe, target)
     print(
         f"# {args.size} px, {n} exemplars tinted {args.tint}, seed {args.seed}; max_steps {config.max_steps}, "
-        f"eval_every {config.eval_every}, patience {config.patience}; source colour gap {source_gap:.3f}",
+        f"eval_every {config.eval_every}, patience {config.patience}, {config.precision}; "
+        f"source colour gap {source_gap:.3f}",
         flush=True,
     )
     print(f"{'step':>6}{'score':>9}{'style':>9}{'overfit':>9}{'consist.':>9}{'kid':>10}{'gap':>7}", flush=True)
