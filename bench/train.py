@@ -2,7 +2,7 @@
 
 Usage:
     python bench/train.py [--device cpu|cuda] [--sizes 256,1024] [--micro-batch 0] [--repeats 3]
-                          [--mem-cap-gb N] [--gradients gradfix,native]
+                          [--mem-cap-gb N] [--gradients gradfix,native] [--ada-p 0.3] [--precision auto]
 
 Random-weight config-f generator and discriminator (speed does not depend on the values), the default
 `TransferConfig` (batch 4, lazy R1 every 16 steps, path length every 4, FreezeD 5, perceptual term in
@@ -22,11 +22,18 @@ samples at a time (the same update; see `Trainer.train_step`). `--mem-cap-gb` ca
 address space on the CPU so that a size that does not fit fails with an allocation error instead of
 waking the kernel's OOM killer. Each kind's times and the peak so far are printed to stderr as they
 are measured (shown when a size fails part-way).
+
+`--ada-p` fixes the augmentation probability of the timed steps (ADA starts at 0 and a 100-exemplar run
+settles around 0.2–0.4, so 0 times a step without augmentation); a comma-separated list runs each, so
+`--ada-p 0,0.3` shows what the augmentation pipeline costs per step. `--precision` takes the training
+precisions to compare (`auto`: the config's default for the device, bf16 on CUDA). Every combination of
+sizes, gradients, probabilities and precisions runs in this one script.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import statistics
@@ -40,7 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def run(
-    size: int, device: str, repeats: int, micro_batch: int | None, gradients: str = "gradfix", ready_steps: int = 1000
+    size: int,
+    device: str,
+    repeats: int,
+    micro_batch: int | None,
+    gradients: str = "gradfix",
+    ready_steps: int = 1000,
+    ada_p: float = 0.3,
+    precision: str = "auto",
 ) -> dict:
     import contextlib
 
@@ -57,7 +71,8 @@ def run(
     g = Generator(GeneratorConfig(size=size)).eval()
     d = Discriminator(DiscriminatorConfig(size=size))
     exemplars = tensor_exemplars(torch.rand(24, 3, size, size) * 2 - 1)
-    config = TransferConfig()
+    # ADA held at `ada_p`: no update lands among the timed steps
+    config = TransferConfig(precision=precision, ada_p_init=ada_p, ada_every=10**9)
     if config.r1_every % config.pl_every:
         raise SystemExit("the step mix assumes r1_every is a multiple of pl_every")
     kinds = {"plain": 1, "pl": config.pl_every, "both": config.r1_every}  # a step index of each kind
@@ -106,6 +121,8 @@ def run(
     return {
         "size": size,
         "gradients": gradients,
+        "ada_p": ada_p,
+        "precision": trainer.precision,
         "micro_batch": micro_batch or config.batch_size,
         "seconds": seconds,
         "step_s": step_s,
@@ -148,11 +165,23 @@ def main() -> None:
         "gradients, as before issue 25); both run by this one script",
     )
     parser.add_argument("--ready-steps", type=int, default=1000, help="where early stopping typically ends a run")
+    parser.add_argument("--ada-p", default="0.3", help="comma-separated augmentation probabilities of the timed steps")
+    parser.add_argument("--precision", default="auto", help="comma-separated: auto, fp32, bf16")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         micro = args.micro_batch or None
-        print(json.dumps(run(args.one, args.device, args.repeats, micro, args.gradients, args.ready_steps)))
+        result = run(
+            args.one,
+            args.device,
+            args.repeats,
+            micro,
+            args.gradients,
+            args.ready_steps,
+            ada_p=float(args.ada_p),
+            precision=args.precision,
+        )
+        print(json.dumps(result))
         return
     import torch
 
@@ -161,24 +190,31 @@ def main() -> None:
         f"micro-batch {args.micro_batch or 'whole'}, median of {args.repeats} per kind of step"
     )
     print(
-        f"{'size':>6}{'gradients':>10}{'plain s':>9}{'pl s':>8}{'R1+pl s':>9}{'avg s':>8}{'steps/s':>9}{'eval s':>8}"
+        f"{'size':>6}{'gradients':>10}{'ada p':>6}{'prec':>6}"
+        f"{'plain s':>9}{'pl s':>8}{'R1+pl s':>9}{'avg s':>8}{'steps/s':>9}{'eval s':>8}"
         f"{'peak MiB':>10}{'projected min':>15}{'ready min':>11}"
     )
-    runs = [(int(size), grads) for size in args.sizes.split(",") for grads in args.gradients.split(",")]
-    for size, grads in runs:
+    runs = itertools.product(
+        [int(size) for size in args.sizes.split(",")],
+        args.gradients.split(","),
+        args.ada_p.split(","),
+        args.precision.split(","),
+    )
+    for size, grads, ada_p, precision in runs:
         command = [sys.executable, __file__, "--one", str(size), "--device", args.device, "--gradients", grads]
         command += ["--repeats", str(args.repeats), "--micro-batch", str(args.micro_batch)]
+        command += ["--ada-p", ada_p, "--precision", precision]
         command += ["--ready-steps", str(args.ready_steps)]
         out = subprocess.run(command, capture_output=True, text=True, preexec_fn=_cap_memory(args.mem_cap_gb))
         if out.returncode != 0:
             lines = out.stderr.strip().splitlines() or [f"exit status {out.returncode}"]
             print("\n".join(line for line in lines if line.startswith("# ")))
-            print(f"{size:>6}{grads:>10}  failed: {lines[-1]}")
+            print(f"{size:>6}{grads:>10}{ada_p:>6}{precision:>6}  failed: {lines[-1]}")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         s = r["seconds"]
         print(
-            f"{size:>6}{grads:>10}{s['plain']:>9.2f}{s['pl']:>8.2f}{s['both']:>9.2f}{r['step_s']:>8.2f}"
+            f"{size:>6}{grads:>10}{r['ada_p']:>6}{r['precision']:>6}{s['plain']:>9.2f}{s['pl']:>8.2f}{s['both']:>9.2f}{r['step_s']:>8.2f}"
             f"{1 / r['step_s']:>9.3f}"
             f"{r['eval_s']:>8.1f}{r['peak_mib']:>10.0f}{r['projected_min']:>15.1f}{r['ready_min']:>11.1f}"
             f"  (max_steps {r['max_steps']}, ready at {r['ready_steps']})"

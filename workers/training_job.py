@@ -186,6 +186,7 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
         "stop_reason": result.stop_reason,
         "branches": result.branches,
         "perceptual": result.perceptual,
+        "precision": result.precision,
         "exemplars": len(exemplars),
         # the score curve, for the console's chart of a finished style (the full one is in training.json)
         "curve": [{"step": c["step"], "score": c["score"], "terms": c["terms"]} for c in result.curve],

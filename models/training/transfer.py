@@ -85,6 +85,17 @@ def read_scalars(values: dict[str, torch.Tensor]) -> dict[str, float]:
     return dict(zip(values, numbers))
 
 
+def training_precision(setting: str, device_type: str, bf16_ok: bool) -> str:
+    """The precision a run trains in: `auto` is bf16 on a CUDA device with bfloat16 (Ampere and later)
+    and fp32 elsewhere (a CPU's bf16 is emulated by most, and slower); `bf16` where the device has none
+    is refused."""
+    if setting == "auto":
+        return "bf16" if device_type == "cuda" and bf16_ok else "fp32"
+    if setting == "bf16" and not bf16_ok:
+        raise ValueError(f"precision bf16: this {device_type} device does not support bfloat16; use fp32")
+    return setting
+
+
 def bf16_supported(device: torch.device) -> bool:
     """Whether bf16 autocast can run on `device` (CPUs always can, if slowly without AMX/AVX512-BF16)."""
     if device.type == "cuda":
@@ -124,8 +135,7 @@ class Trainer:
             raise ValueError(f"micro_batch must be at least 1, got {micro_batch}")
         self.config, self.out_dir, self.device = config, Path(out_dir), torch.device(device)
         self.micro_batch = micro_batch
-        if config.precision == "bf16" and not bf16_supported(self.device):
-            raise ValueError(f"precision bf16: {self.device} does not support bfloat16; use fp32")
+        self.precision = training_precision(config.precision, self.device.type, bf16_supported(self.device))
         if exemplars.images.shape[-1] != source_g.config.size:
             raise ValueError(f"exemplars are {exemplars.images.shape[-1]} px; the generator is {source_g.config.size}")
         # 1. Exemplars: per branch, a training and a held-out split.
@@ -231,8 +241,8 @@ class Trainer:
         return torch.cat(parts)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast for the training passes when `precision` is bf16 (a no-op for fp32)."""
-        enabled = self.config.precision == "bf16"
+        """bf16 autocast for the training passes when the run's precision is bf16 (a no-op for fp32)."""
+        enabled = self.precision == "bf16"
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _chunks(self, batch: int) -> list[slice]:

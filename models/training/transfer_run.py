@@ -41,6 +41,7 @@ class TrainingResult:
     curve: list[dict[str, float]]
     perceptual: str
     branches: list[str] = field(default_factory=list)
+    precision: str = "fp32"  # what the run trained in (the config's `auto` resolved on its device)
 
 
 class StepClock:
@@ -161,6 +162,7 @@ def _publish(trainer: Trainer, stop_reason: str, exemplars: ExemplarSet) -> Trai
         "branches": trainer.branches,
         "elapsed_s": trainer.elapsed,
         "micro_batch": trainer.micro_batch or trainer.config.batch_size,
+        "precision": trainer.precision,
         "config": trainer.config.to_dict(),
         "exemplars": {
             "total": len(exemplars),
@@ -182,4 +184,5 @@ def _publish(trainer: Trainer, stop_reason: str, exemplars: ExemplarSet) -> Trai
         trainer.curve,
         trainer.perceptual,
         trainer.branches,
+        trainer.precision,
     )

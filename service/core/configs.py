@@ -383,13 +383,14 @@ class TransferConfig(_Config):
     score_consistency_weight: float = 0.1
     checkpoint_every: int = 200
     seed: int = 0
-    # "bf16": the D and G forward/backward passes under bf16 autocast (path length, evaluation, the
-    # optimiser and the EMA stay fp32); measured against fp32 by bench/precision.py, off by default
-    precision: str = "fp32"
+    # "bf16": the D and G forward/backward passes under bf16 autocast (augmentation, evaluation, the
+    # optimiser and the EMA stay fp32); "auto" (the default): bf16 on a CUDA device that supports it,
+    # fp32 elsewhere, where bench/precision.py and bench/learning.py show the same learning (README)
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.loss not in ("hinge", "nonsaturating"):
             raise ConfigError(f"loss must be hinge or nonsaturating, got {self.loss!r}")
         if self.batch_size < 1 or self.max_steps < 1 or self.eval_every < 1 or self.checkpoint_every < 1:

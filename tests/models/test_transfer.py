@@ -15,7 +15,7 @@ from models.networks.attribute_generator import AttributeAwareGenerator
 from models.networks.discriminator import Discriminator
 from models.networks.stylegan2 import Generator
 from models.training.exemplars import tensor_exemplars
-from models.training.transfer import Trainer, _split, ema_beta
+from models.training.transfer import Trainer, _split, ema_beta, training_precision
 from models.training.transfer_eval import EarlyStopping
 from models.training.transfer_run import StepClock, TrainingCanceled, train_style
 from models.weights import checkpoints
@@ -430,10 +430,9 @@ def test_the_held_out_set_is_big_enough_for_kid_but_at_most_half() -> None:
 
 
 def test_bf16_training_follows_fp32_on_the_same_run(source, tmp_path: Path) -> None:
-    """Finding 10: bf16 autocast is an option (off by default); with the same seed its steps stay
-    close to fp32's, augmentation runs in fp32 under it, and the weights and EMA stay fp32."""
+    """Finding 10: bf16 autocast (the default on CUDA); with the same seed its steps stay close to
+    fp32's, augmentation runs in fp32 under it, and the weights and EMA stay fp32."""
     g, d = source
-    assert TransferConfig().precision == "fp32"
     with pytest.raises(ValueError, match="precision"):
         TransferConfig(precision="fp16")
     runs = {}
@@ -447,6 +446,23 @@ def test_bf16_training_follows_fp32_on_the_same_run(source, tmp_path: Path) -> N
         assert abs(x["d"] - y["d"]) < 0.05 * abs(x["d"]) + 0.05 and abs(x["g"] - y["g"]) < 0.05 * abs(x["g"]) + 0.05
     changed = [float((p - q).norm() / p.norm()) for p, q in zip(a.g_ema.parameters(), b.g_ema.parameters())]
     assert 0 < max(changed) < 0.05  # different arithmetic, the same run
+
+
+def test_precision_auto_is_bf16_on_cuda_devices_that_have_it_and_fp32_elsewhere(source, tmp_path: Path) -> None:
+    """Issue 25: bf16 is the default on CUDA (Ampere and later); the CPU and older GPUs train in fp32;
+    bf16 asked for where the device has none is refused; the report says what the run trained in."""
+    assert TransferConfig().precision == "auto"
+    assert training_precision("auto", "cuda", bf16_ok=True) == "bf16"
+    assert training_precision("auto", "cuda", bf16_ok=False) == "fp32"  # a V100 or T4
+    assert training_precision("auto", "cpu", bf16_ok=True) == "fp32"
+    assert training_precision("fp32", "cuda", bf16_ok=True) == "fp32"
+    with pytest.raises(ValueError, match="bfloat16"):
+        training_precision("bf16", "cuda", bf16_ok=False)
+    g, d = source
+    config = TransferConfig(**{**FAST, "max_steps": 2, "eval_every": 2})
+    result = train_style(g, d, exemplars(), config, tmp_path / "style")
+    assert result.precision == "fp32"
+    assert json.loads((tmp_path / "style" / "training.json").read_text())["precision"] == "fp32"
 
 
 def test_augmentation_runs_in_fp32_under_autocast() -> None:
