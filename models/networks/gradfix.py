@@ -44,7 +44,7 @@ def native_gradients() -> Iterator[None]:
         _native = before
 
 
-def _plain(*tensors: torch.Tensor) -> bool:
+def is_plain(*tensors: torch.Tensor) -> bool:
     """No autograd to serve (inference, frozen inputs) or comparing against PyTorch's own gradients."""
     return _native or not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)
 
@@ -52,7 +52,7 @@ def _plain(*tensors: torch.Tensor) -> bool:
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0) -> torch.Tensor:
     """conv2d(x [B, C, H, W], weight [C, 1, kh, kw], groups=C) with single-call gradients of every
     order with respect to x (the weight is a constant: it gets none)."""
-    if _plain(x):
+    if is_plain(x):
         return F.conv2d(x, weight, stride=stride, padding=padding, groups=x.shape[1])
     return _DepthwiseConv.apply(x, weight.detach(), stride, padding)
 
@@ -119,7 +119,7 @@ def conv2d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1, padding: int = 0
 ) -> torch.Tensor:
     """F.conv2d (groups 1) with single-call gradients of every order."""
-    if _plain(x, weight):
+    if is_plain(x, weight):
         return F.conv2d(x, weight, bias, stride=stride, padding=padding)
     out = _Conv.apply(x, weight, (False, stride, padding, (0, 0)))
     return out if bias is None else out + bias.view(1, -1, 1, 1)
@@ -127,7 +127,7 @@ def conv2d(
 
 def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, padding: int = 0) -> torch.Tensor:
     """F.conv_transpose2d (groups 1, weight [in, out, kh, kw]) with single-call gradients of every order."""
-    if _plain(x, weight):
+    if is_plain(x, weight):
         return F.conv_transpose2d(x, weight, stride=stride, padding=padding)
     return _Conv.apply(x, weight, (True, stride, padding, (0, 0)))
 

@@ -15,7 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.networks import gradfix
-from models.networks.ops import fir_filter, fused_leaky_relu, make_kernel, upfirdn2d
+from models.networks.derived import derived
+from models.networks.ops import (
+    SQRT2,
+    fir_filter,
+    fir_weight,
+    fused_leaky_relu,
+    make_kernel,
+    transposed_fir_padding,
+    upfirdn2d,
+)
 from service.core.configs import MappingConfig
 
 
@@ -46,10 +55,18 @@ class EqualLinear(nn.Module):
         self.lr_mul = lr_mul
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.bias * self.lr_mul if self.bias is not None else None
         if self.activation:
-            return fused_leaky_relu(F.linear(x, self.weight * self.scale), bias)
-        return F.linear(x, self.weight * self.scale, bias=bias)
+            return fused_leaky_relu(self.scaled(x), None, inplace=True)
+        return self.scaled(x)
+
+    def scaled(self, x: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
+        """factor · (x [B, in] · (W · scale)ᵀ + b · lr_mul) → [B, out]: one `linear` whose scaled weight
+        and bias are kept while W and b are unchanged (inference), so a caller's factor costs nothing."""
+        w = derived(self, f"weight {factor}", lambda: self.weight * (self.scale * factor), self.weight)
+        if self.bias is None:
+            return F.linear(x, w)
+        b = derived(self, f"bias {factor}", lambda: self.bias * (self.lr_mul * factor), self.bias)
+        return F.linear(x, w, b)
 
 
 class EqualConv2d(nn.Module):
@@ -97,9 +114,11 @@ class Blur(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p0, p1 = self.pad
+        c = x.shape[1]
+        weight = derived(self, f"fir {x.dtype} {c}", lambda: fir_weight(self.kernel, x.dtype, c), self.kernel)
         if p0 == p1:
-            return fir_filter(x, self.kernel, padding=p0)
-        return upfirdn2d(x, self.kernel, pad=self.pad)
+            return fir_filter(x, self.kernel, padding=p0, weight=weight)
+        return upfirdn2d(x, self.kernel, pad=self.pad, weight=weight)
 
 
 class Upsample(nn.Module):
@@ -111,9 +130,19 @@ class Upsample(nn.Module):
         self.register_buffer("kernel", make_kernel(taps) * factor**2)
         p = len(taps) - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+        self.transposed = transposed_fir_padding(len(taps), factor, self.pad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+        if self.transposed is None or not gradfix.is_plain(x):  # training: upfirdn2d's single-call gradients
+            return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+        c, (kh, kw) = x.shape[1], self.kernel.shape
+        weight = derived(  # correlated as it is: a transposed convolution's kernel is not flipped
+            self, f"up {x.dtype} {c}", lambda: self.kernel.to(x.dtype).expand(c, 1, kh, kw).contiguous(), self.kernel
+        )
+        padding, output_padding = self.transposed
+        return F.conv_transpose2d(
+            x, weight, stride=self.factor, padding=padding, output_padding=output_padding, groups=c
+        )
 
 
 class ModulatedConv2d(nn.Module):
@@ -154,38 +183,60 @@ class ModulatedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """x: [B, in, H, W], style: [B, style_dim] → [B, out, H', W']."""
-        batch = x.shape[0]
-        s = self.modulation(style)  # [B, in]
-        if batch == 1:
-            return self._forward_modulated_weight(x, s)
-        return self._forward_modulated_input(x, s)
+        out, factor = self.modulated(x, style)
+        return out if factor is None else out * factor
 
-    def _demod(self, weight: torch.Tensor) -> torch.Tensor:
-        """1/‖W_b‖ per (sample, out channel) for weight [B, out, in, k, k] → [B, out]."""
-        return torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)
+    def modulated(
+        self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0, bias: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The convolution and the factor [B, out, 1, 1] still to apply to it (None: nothing left), so
+        that out · factor = gain · the modulated (and demodulated) convolution. A caller that has more
+        to do per pixel (`StyledConv`: noise, bias, activation) folds the factor into its own pass.
+        `bias` [out] is added by the convolution itself (only without demodulation, which would scale it).
 
-    def _forward_modulated_weight(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        weight = self.scale * self.weight * s.view(1, 1, -1, 1, 1)  # [1, out, in, k, k]
+        The conv's scale rides on the modulation's `addmm` (s' = scale · s), and demodulation is
+        1/‖W·s'‖ = rsqrt(s'² · ΣW² + 1e-8) per (sample, out channel): a [B, in] × [in, out] product
+        with the squared kernel norms ΣW² [out, in] (kept while the weight is unchanged), never a
+        [B, out, in, k, k] weight. Batch 1 modulates the weight and runs one plain convolution; larger
+        batches modulate the activations and share the weight (a grouped convolution is slow on both
+        the CPU and cuDNN).
+        """
+        if bias is not None and (self.demodulate or self.upsample or self.downsample):
+            raise ValueError("a convolution bias needs a plain convolution without demodulation")
+        s = self.modulation.scaled(style, self.scale)  # [B, in]
+        factor = None
         if self.demodulate:
-            weight = weight * self._demod(weight).view(1, -1, 1, 1, 1)
-        weight = weight[0].to(x.dtype)
-        return self._conv(x, weight)
+            factor = self._demodulation(s, gain).view(*s.shape[:1], -1, 1, 1)
+        elif gain != 1.0:
+            s = s * gain
+        if x.shape[0] == 1:
+            out = self._conv(x, (self.weight[0] * s.view(1, -1, 1, 1)).to(x.dtype), bias)
+        else:
+            out = self._conv(x * s.to(x.dtype).view(*s.shape, 1, 1), self._weight(x.dtype), bias)
+        return out, (None if factor is None else factor.to(out.dtype))
 
-    def _forward_modulated_input(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        weight = (self.scale * self.weight[0]).to(x.dtype)  # [out, in, k, k]
-        out = self._conv(x * s.to(x.dtype).view(x.shape[0], -1, 1, 1), weight)
-        if self.demodulate:
-            demod = self._demod(self.scale * self.weight * s.view(s.shape[0], 1, -1, 1, 1))
-            out = out * demod.to(out.dtype).view(out.shape[0], -1, 1, 1)
-        return out
+    def _weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The shared weight [out, in, k, k] in the activations' dtype (the bf16 copy is kept)."""
+        return derived(self, f"weight {dtype}", lambda: self.weight[0].to(dtype), self.weight)
 
-    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def _demodulation(self, s: torch.Tensor, gain: float) -> torch.Tensor:
+        """gain / ‖W_b‖ [B, out] for the modulation s [B, in], in fp32 (also under autocast)."""
+        w = self.weight
+
+        def norms() -> torch.Tensor:  # ΣW² / gain² [in, out] and 1e-8 / gain²
+            return torch.cat([w[0].square().sum([2, 3]).t(), torch.full_like(w[0, :, :1, 0, 0].t(), 1e-8)]) / gain**2
+
+        with torch.autocast(s.device.type, enabled=False):
+            table = derived(self, f"demod {gain}", norms, w)  # [in + 1, out]: the last row is the epsilon
+            return torch.rsqrt(torch.addmm(table[-1:], s.to(table.dtype).square(), table[:-1]))
+
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         if self.upsample:
             out = gradfix.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
             return self.blur(out)
         if self.downsample:
             return gradfix.conv2d(self.blur(x), weight, stride=2)
-        return gradfix.conv2d(x, weight, padding=self.padding)
+        return gradfix.conv2d(x, weight, None if bias is None else bias.to(x.dtype), padding=self.padding)
 
 
 class NoiseInjection(nn.Module):
@@ -238,7 +289,16 @@ class StyledConv(nn.Module):
         self.activate = FusedLeakyReLU(out_channel, inplace=True)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise))
+        """leaky_relu(demod · conv + noise · w_noise + bias) · √2 in three passes over the feature map:
+        the gain √2 is folded into the demodulation factor, the noise weight and the bias (leaky ReLU
+        commutes with a positive scale), each a value kept while its weight is unchanged."""
+        out, factor = self.conv.modulated(x, style, gain=SQRT2)
+        bias = self.activate.bias
+        gained = derived(self, f"bias {out.dtype}", lambda: (bias * SQRT2).to(out.dtype).view(1, -1, 1, 1), bias)
+        y = out.add_(gained) if factor is None else torch.addcmul(gained, out, factor)
+        if noise is not None:
+            y = y.addcmul_(noise.to(y.dtype), self.noise.weight.to(y.dtype), value=SQRT2)
+        return F.leaky_relu_(y, 0.2)
 
 
 class ToRGB(nn.Module):
@@ -254,9 +314,9 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, style) + self.bias.to(x.dtype)
+        out, _ = self.conv.modulated(x, style, bias=self.bias.view(-1))  # no demodulation: no factor
         if skip is not None:
-            out = out + self.upsample(skip)
+            out = out.add_(self.upsample(skip))
         return out
 
 

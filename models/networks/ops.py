@@ -29,12 +29,18 @@ def make_kernel(taps: Sequence[float]) -> torch.Tensor:
 
 
 def upfirdn2d(
-    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+    x: torch.Tensor,
+    kernel: torch.Tensor,
+    up: int = 1,
+    down: int = 1,
+    pad: tuple[int, int] = (0, 0),
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Upsample by zero insertion, pad, convolve with `kernel` [kh, kw], then decimate.
 
     x: [B, C, H, W] → [B, C, (H·up + p0 + p1 − kh) // down + 1, …]. Same padding on both axes,
-    as every StyleGAN2 use needs. Negative padding crops.
+    as every StyleGAN2 use needs. Negative padding crops. `weight`: `fir_weight(kernel, …)` when the
+    caller keeps it.
     """
     b, c, h, w = x.shape
     if up > 1:
@@ -47,15 +53,36 @@ def upfirdn2d(
     if p0 < 0 or p1 < 0:
         top, bottom = max(-p0, 0), max(-p1, 0)
         x = x[:, :, top : x.shape[2] - bottom, top : x.shape[3] - bottom]
-    return fir_filter(x, kernel, stride=down)
+    return fir_filter(x, kernel, stride=down, weight=weight)
 
 
-def fir_filter(x: torch.Tensor, kernel: torch.Tensor, stride: int = 1, padding: int = 0) -> torch.Tensor:
-    """Depthwise true convolution of every channel of x [B, C, H, W] with kernel [kh, kw]."""
-    c = x.shape[1]
+def fir_weight(kernel: torch.Tensor, dtype: torch.dtype, channels: int) -> torch.Tensor:
+    """A true-convolution kernel [kh, kw] → the depthwise cross-correlation weight [C, 1, kh, kw]
+    (flipped, in `dtype`, contiguous: what the convolution kernels read)."""
     kh, kw = kernel.shape
-    weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype).reshape(1, 1, kh, kw).expand(c, 1, kh, kw)
+    return torch.flip(kernel, [0, 1]).to(dtype=dtype).reshape(1, 1, kh, kw).expand(channels, 1, kh, kw).contiguous()
+
+
+def fir_filter(
+    x: torch.Tensor, kernel: torch.Tensor, stride: int = 1, padding: int = 0, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Depthwise true convolution of every channel of x [B, C, H, W] with kernel [kh, kw] (`weight`:
+    its `fir_weight` when the caller keeps it)."""
+    if weight is None:
+        weight = fir_weight(kernel, x.dtype, x.shape[1])
     return depthwise_conv2d(x, weight, stride=stride, padding=padding)  # single-call gradients (gradfix.py)
+
+
+def transposed_fir_padding(taps: int, up: int, pad: tuple[int, int]) -> tuple[int, int] | None:
+    """`upfirdn2d(x, k, up=up, pad=pad)` for a kernel of `taps` taps is `conv_transpose2d(x, k, stride=up,
+    padding=P, output_padding=Q, groups=C)`: one call for the zero insertion, the padding and the filter
+    (the transposed convolution correlates with the kernel as it is, so it is not flipped). (P, Q), or
+    None where no such call exists."""
+    p0, p1 = pad
+    padding, output_padding = taps - 1 - p0, p1 - p0 + up - 1
+    if padding < 0 or not 0 <= output_padding < up:
+        return None
+    return padding, output_padding
 
 
 def fused_leaky_relu(
