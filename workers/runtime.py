@@ -20,7 +20,13 @@ import torch
 from redis import Redis
 
 from models.inference import directions
-from models.inference.compiled import CompileConfig, Programs, default_buckets
+from models.inference.compiled import (
+    CompileConfig,
+    Programs,
+    default_buckets,
+    keep_compile_cache,
+    resolve_compile_mode,
+)
 from models.inference.device import pick_device
 from models.inference.memory_format import MemoryFormatChoice, measure, set_channels_last
 from models.inference.stylizer import Stylizer, configure_fp32, resolve_precision
@@ -77,7 +83,10 @@ class Runtime:
         self.precision = resolve_precision(settings.inference_precision, self.device)
         configure_fp32(self.precision, self.device, settings.allow_tf32)  # fp32 means fp32 on CUDA
         buckets = settings.compile_bucket_sizes or default_buckets(self.max_batch, self.device.type == "cpu")
-        self.programs = Programs(CompileConfig(settings.compile, buckets))
+        compile_mode = resolve_compile_mode(settings.compile, self.device.type)  # auto: CUDA graphs on CUDA
+        if compile_mode != "off":
+            keep_compile_cache(settings.compile_cache)  # compiled once per machine, not once per start
+        self.programs = Programs(CompileConfig(compile_mode, buckets))
         # NHWC or NCHW feature maps: fixed by the setting, or measured in `warm_up` (models/inference/memory_format.py).
         self.channels_last = settings.channels_last != "off"
         self.memory_format: MemoryFormatChoice | None = None
@@ -244,7 +253,10 @@ class Runtime:
                 self.programs.warm_encoder(stylizer.inverter, self.precision)
                 if isinstance(stylizer.generator, Generator):
                     self.programs.warm_generator(stylizer.generator, self.precision)
-            log.info("compiled %d graphs in %.1f s", len(self.programs.stats.warmed), self.programs.stats.warm_s)
+            stats = self.programs.stats
+            log.info(
+                "compiled %d graphs in %.1f s (%d from the cache)", len(stats.warmed), stats.warm_s, stats.cache_hits
+            )
         # 3. One pass of each style.
         blank = Image.new("RGB", (256, 256), (128, 128, 128))
         for stylizer in stylizers:

@@ -26,11 +26,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -63,6 +65,24 @@ class CompileConfig:
         return self.mode != "off"
 
 
+def resolve_compile_mode(setting: str, device_type: str) -> str:
+    """`auto`: CUDA graphs (`reduce-overhead`) on CUDA, where a batch-1 forward is bound by kernel
+    launches; off on the CPU, where compiling buys little for a long start. Other settings as named."""
+    if setting == "auto":
+        return "reduce-overhead" if device_type == "cuda" else "off"
+    return setting
+
+
+def keep_compile_cache(folder: Path) -> None:
+    """Keep inductor's compiled kernels (and Triton's) in `folder`, so that a restarted worker loads its
+    graphs' code instead of generating and compiling it again: the compile time is paid once per
+    machine and torch version. Dynamo still traces each graph at start (seconds)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder.resolve())
+    os.environ.setdefault("TRITON_CACHE_DIR", str((folder / "triton").resolve()))
+    torch._inductor.config.fx_graph_cache = True
+
+
 def default_buckets(max_batch: int, per_sample: bool) -> tuple[int, ...]:
     """Powers of two up to `max_batch`, and `max_batch` itself: (1, 2, 4, 8) for 8, (1, 2, 4, 6) for 6.
     `per_sample` (the CPU, where batches run sample by sample): only 1."""
@@ -78,6 +98,7 @@ class ProgramStats:
 
     warmed: list[str] = field(default_factory=list)  # "encoder ×4 bf16", … one per compiled graph
     warm_s: float = 0.0
+    cache_hits: int = 0  # graphs whose kernels came from the compile cache (a restart), not a compiler
     compiled_calls: int = 0  # calls that ran a compiled graph
     eager_calls: int = 0  # calls that found no warmed graph and ran eager
 
@@ -150,6 +171,7 @@ class Programs:
         if shape in program.warmed:
             return
         started = time.perf_counter()
+        hits = _cache_hits()
         raise_recompile_limit(len(self._programs) * len(self.config.buckets) + 8)
         with _serving_state(device):
             x = torch.zeros(shape, device=device)
@@ -159,9 +181,11 @@ class Programs:
             torch.cuda.synchronize(device)
         program.warmed.add(shape)
         seconds = time.perf_counter() - started
+        cached = _cache_hits() > hits
         self.stats.warmed.append(name)
         self.stats.warm_s += seconds
-        log.info("compiled %s in %.1f s (%s)", name, seconds, self.config.mode)
+        self.stats.cache_hits += cached
+        log.info("compiled %s in %.1f s (%s%s)", name, seconds, self.config.mode, ", from the cache" if cached else "")
 
     # --- serving (requests)
 
@@ -281,6 +305,11 @@ def _template(module: nn.Module) -> nn.Module:
 
 def _device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
+
+
+def _cache_hits() -> int:
+    """Inductor's count of graphs whose code its cache served, so far in this process."""
+    return int(torch._dynamo.utils.counters["inductor"]["fxgraph_cache_hit"])
 
 
 def raise_recompile_limit(graphs: int) -> None:

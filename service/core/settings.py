@@ -150,10 +150,16 @@ class Settings(BaseSettings):
     allow_tf32: bool = Field(
         False, description="inference_precision=fp32 on CUDA: allow TF32 convolutions and matmuls (faster, ~1e-3)"
     )
-    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
-        "off",
+    compile: Literal["auto", "off", "default", "reduce-overhead", "max-autotune"] = Field(
+        "auto",
         description="torch.compile the encoder and generator when the worker starts (never per request): "
-        "default = inductor kernels, reduce-overhead = + CUDA graphs, max-autotune = + autotuning (slowest start)",
+        "default = inductor kernels, reduce-overhead = + CUDA graphs, max-autotune = + autotuning (slowest start); "
+        "auto = reduce-overhead on CUDA, off on the CPU",
+    )
+    compile_cache_dir: Path | None = Field(
+        None,
+        description="where compiled kernels are kept across worker restarts (inductor's cache); "
+        "empty = compile-cache in the data folder",
     )
     compile_buckets: str = Field(
         "",
@@ -238,6 +244,10 @@ class Settings(BaseSettings):
     @property
     def registry_dir(self) -> Path:
         return self.data_dir / "registry"
+
+    @property
+    def compile_cache(self) -> Path:
+        return self.compile_cache_dir or self.data_dir / "compile-cache"
 
 
 @lru_cache

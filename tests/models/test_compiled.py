@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from models.inference.compiled import CompileConfig, Programs, default_buckets
+from models.inference.compiled import CompileConfig, Programs, default_buckets, resolve_compile_mode
 from models.inference.stylizer import Stylizer
 from models.networks.encoder import Inverter
 from models.networks.stylegan2 import Generator
@@ -117,3 +117,16 @@ def test_default_buckets_and_config_checks() -> None:
         CompileConfig("default", (4, 1))
     assert not CompileConfig().enabled
     assert Programs(CompileConfig()).synthesize(torch.nn.Linear(1, 1), torch.zeros(1, 1), "fp32") is None
+
+
+def test_cuda_graphs_are_the_default_on_cuda_only() -> None:
+    """Issue 26: `auto` (the setting's default) replays CUDA graphs on CUDA, where a batch-1 forward is
+    bound by kernel launches, and compiles nothing on the CPU; a named mode is kept on either."""
+    from service.core.settings import Settings
+
+    assert Settings.model_fields["compile"].default == "auto"
+    assert resolve_compile_mode("auto", "cuda") == "reduce-overhead"
+    assert resolve_compile_mode("auto", "cpu") == "off"
+    assert resolve_compile_mode("default", "cpu") == "default"
+    assert resolve_compile_mode("off", "cuda") == "off"
+

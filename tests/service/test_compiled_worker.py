@@ -51,6 +51,16 @@ def test_a_compiling_worker_warms_at_start_and_serves_compiled(make_client, make
     assert [png for _, png in alone] == [png for _, png in batched]
     assert "running eager" not in worker.log.read_text()  # no request found a graph missing
     worker.stop()
+    assert "(0 from the cache)" in log
+
+    # A restarted worker finds its graphs' kernels in the data folder's compile cache (issue 26).
+    restarted = start_worker(settings, queues="stylize", wait=False)
+    restarted.wait_ready(redis, timeout=600)
+    assert "compiled 2 graphs" in restarted.log.read_text() and "(2 from the cache)" in restarted.log.read_text()
+    assert any((settings.data_dir / "compile-cache").iterdir())
+    again = _run(client, PHOTOS[:1])
+    assert again[0][0]["compiled"] and again[0][1] == alone[0][1]
+    restarted.stop()
 
     start_worker(make_settings(), queues="stylize")  # eager
     eager = _run(client, PHOTOS[:1])
