@@ -28,7 +28,7 @@ from models.inference.compiled import (
     resolve_compile_mode,
 )
 from models.inference.device import pick_device
-from models.inference.memory_format import MemoryFormatChoice, measure, set_channels_last
+from models.inference.speed_choices import FLAGS, SpeedChoice, measure, set_flag
 from models.inference.stylizer import Stylizer, configure_fp32, resolve_precision
 from models.networks.attribute_classifier import AttributeClassifier
 from models.networks.attribute_generator import AttributeAwareGenerator
@@ -87,9 +87,10 @@ class Runtime:
         if compile_mode != "off":
             keep_compile_cache(settings.compile_cache)  # compiled once per machine, not once per start
         self.programs = Programs(CompileConfig(compile_mode, buckets))
-        # NHWC or NCHW feature maps: fixed by the setting, or measured in `warm_up` (models/inference/memory_format.py).
-        self.channels_last = settings.channels_last != "off"
-        self.memory_format: MemoryFormatChoice | None = None
+        # The speed flags (models/inference/speed_choices.py): NHWC feature maps, the upsampling blur folded
+        # into its convolution. Fixed by their settings, or measured in `warm_up`.
+        self.flags = {"channels_last": settings.channels_last != "off", "fold_blur": settings.fold_blur == "on"}
+        self.speed_choices: dict[str, SpeedChoice] = {}
         self._inverters: dict[str, Inverter] = {}
         self._styles: OrderedDict[str, tuple[tuple[float, float], Stylizer]] = OrderedDict()
         self._classifier_cache: tuple[float, AttributeClassifier | None] = (0.0, None)
@@ -118,7 +119,7 @@ class Runtime:
                 raise StyleUnavailable(f"encoder {encoder!r} is not in the registry ({self.registry.root})")
             directory = self.registry.encoder_dir_for(encoder)
             inverter = checkpoints.load(directory, expected=Inverter, device=self.device)
-            set_channels_last(inverter, self.channels_last)
+            self._apply_flags(inverter)
             self._inverters[encoder] = inverter
         return self._inverters[encoder]
 
@@ -156,11 +157,11 @@ class Runtime:
 
     def _load_stylizer(self, info: StyleInfo, directory: Path, classifier: AttributeClassifier | None) -> Stylizer:
         generator = checkpoints.load(directory, expected=(Generator, AttributeAwareGenerator), device=self.device)
-        set_channels_last(generator, self.channels_last)
+        self._apply_flags(generator)
         source = None
         if info.source is not None and isinstance(generator, Generator):
             source = checkpoints.load(self.registry.root / info.source, expected=Generator, device=self.device)
-            set_channels_last(source, self.channels_last)
+            self._apply_flags(source)
         inverter = self.inverter_for(info.encoder)
         return Stylizer(inverter, generator, classifier, source, self.precision, self.programs)
 
@@ -242,11 +243,12 @@ class Runtime:
                 except Exception:  # a broken style must not stop the worker
                     log.exception("loading style %s failed", info.id)
         # 1. The memory format.
-        mode = self.settings.channels_last
-        if stylizers and (mode == "measure" or (mode == "auto" and self.device.type == "cuda")):
-            self.memory_format = self._measure_memory_format(stylizers[0])
-            self.set_channels_last(self.memory_format.channels_last)
-            log.info("memory format: %s", self.memory_format.describe())
+        for flag, setting in (("channels_last", self.settings.channels_last), ("fold_blur", self.settings.fold_blur)):
+            if stylizers and (setting == "measure" or (setting == "auto" and self.device.type == "cuda")):
+                choice = self._measure(flag, stylizers[0])
+                self.speed_choices[flag] = choice
+                self.set_flag(flag, choice.on)
+                log.info("speed choice: %s", choice.describe())
         # 2. The compiled programs: the encoders, and each generator architecture, per bucket.
         if self.programs.config.enabled and serves_images:
             for stylizer in stylizers:
@@ -266,19 +268,28 @@ class Runtime:
                 log.exception("warm-up pass failed")
         return time.perf_counter() - start
 
-    def set_channels_last(self, on: bool) -> None:
-        """The memory format of every loaded network and of those loaded later."""
-        self.channels_last = on
+    @property
+    def channels_last(self) -> bool:
+        return self.flags["channels_last"]
+
+    def set_flag(self, flag: str, on: bool) -> None:
+        """A speed flag of every loaded network and of those loaded later."""
+        self.flags[flag] = on
         with self._lock:
             loaded = [*self._inverters.values()]
             for _, stylizer in self._styles.values():
                 loaded += stylizer.style_networks()
         for module in loaded:
-            set_channels_last(module, on)
+            set_flag(module, flag, on)
+
+    def _apply_flags(self, module: torch.nn.Module) -> None:
+        for flag in FLAGS:
+            set_flag(module, flag, self.flags[flag])
 
     @torch.inference_mode()
-    def _measure_memory_format(self, stylizer: Stylizer) -> MemoryFormatChoice:
-        """Encoder + generator at the largest batch this worker runs, at its precision, both formats."""
+    def _measure(self, flag: str, stylizer: Stylizer) -> SpeedChoice:
+        """Encoder + generator at the largest batch this worker runs, at its precision, `flag` both ways
+        (a tie keeps the flag's setting on the CPU: channels-last on, the blur unfolded)."""
         batch = self.max_batch if self.device.type == "cuda" else 1
         size = stylizer.inverter.config.encoder.input_size
         x = torch.zeros(batch, 3, size, size, device=self.device)
@@ -288,7 +299,7 @@ class Runtime:
                 wplus = stylizer.inverter(x).wplus[:, : stylizer.generator.n_latent]
                 stylizer.generator(wplus, space="wplus")
 
-        return measure([stylizer.inverter, stylizer.generator], run)
+        return measure([stylizer.inverter, stylizer.generator], flag, run, prefer=flag == "channels_last")
 
 
 _RUNTIME: Runtime | None = None

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from models.inference.memory_format import uses_channels_last
+from models.inference.speed_choices import uses, uses_channels_last
 
 log = logging.getLogger("agilegan.compiled")
 
@@ -249,6 +249,7 @@ class Programs:
             "generator",
             generator.config,
             uses_channels_last(generator),
+            uses(generator, "fold_blur"),
             cpu_batch,
             precision,
             noise,

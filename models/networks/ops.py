@@ -73,6 +73,19 @@ def fir_filter(
     return depthwise_conv2d(x, weight, stride=stride, padding=padding)  # single-call gradients (gradfix.py)
 
 
+def fold_fir(weight: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """A transposed convolution's weight [O, I, k, k] with the FIR `kernel` [kh, kw] applied after it
+    folded in: [O, I, k + kh − 1, k + kw − 1], the full 2-D convolution of each (O, I) slice with the
+    kernel. `conv_transpose2d(x, folded, stride=s, padding=kh − 1 − p0)` is then the convolution
+    followed by `fir_filter(·, kernel, padding=p0)`: one pass instead of two, for about 4× the
+    multiply-adds of the transposed convolution (a choice measured per device)."""
+    o, i, k, _ = weight.shape
+    kh, kw = kernel.shape
+    flipped = torch.flip(kernel, [0, 1]).to(weight.dtype).view(1, 1, kh, kw)
+    folded = F.conv2d(weight.reshape(o * i, 1, k, k), flipped, padding=(kh - 1, kw - 1))
+    return folded.reshape(o, i, k + kh - 1, k + kw - 1)
+
+
 def transposed_fir_padding(taps: int, up: int, pad: tuple[int, int]) -> tuple[int, int] | None:
     """`upfirdn2d(x, k, up=up, pad=pad)` for a kernel of `taps` taps is `conv_transpose2d(x, k, stride=up,
     padding=P, output_padding=Q, groups=C)`: one call for the zero insertion, the padding and the filter

@@ -171,6 +171,12 @@ class Settings(BaseSettings):
         description="NHWC feature maps: auto = on for the CPU (measured faster), timed both ways at worker "
         "start on CUDA; measure = timed on any device",
     )
+    fold_blur: Literal["auto", "on", "off", "measure"] = Field(
+        "auto",
+        description="upsampling convolutions with their blur folded into the kernel (one pass, 4x its "
+        "multiply-adds): auto = off for the CPU (bound by multiply-adds), timed both ways at worker start on CUDA; "
+        "measure = timed on any device",
+    )
     video_chunk_frames: int = Field(16, ge=1, le=1024, description="frames per resumable chunk of a video job")
     worker_nice: int = Field(
         0,

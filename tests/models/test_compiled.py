@@ -129,4 +129,3 @@ def test_cuda_graphs_are_the_default_on_cuda_only() -> None:
     assert resolve_compile_mode("auto", "cpu") == "off"
     assert resolve_compile_mode("default", "cpu") == "default"
     assert resolve_compile_mode("off", "cuda") == "off"
-

@@ -35,7 +35,8 @@ def test_a_compiling_worker_warms_at_start_and_serves_compiled(make_client, make
     worker = start_worker(settings, queues="stylize", wait=False)
     worker.wait_ready(redis, timeout=600)  # registers only after compiling
     log = worker.log.read_text()
-    assert "compiled 2 graphs" in log and "memory format:" in log, log[-3000:]
+    assert "compiled 2 graphs" in log and "speed choice: channels_last" in log, log[-3000:]
+    assert "speed choice: fold_blur" not in log  # auto: measured on CUDA only
     batched = []
     for job_id in queued:
         done = wait_for(client, job_id, timeout=120)
@@ -70,14 +71,16 @@ def test_a_compiling_worker_warms_at_start_and_serves_compiled(make_client, make
 
 
 def test_the_runtime_applies_its_memory_format_and_compiles_only_to_serve_images(make_settings) -> None:
-    from models.inference.memory_format import uses_channels_last
+    from models.inference.speed_choices import uses
     from workers.runtime import Runtime
 
     rt = Runtime(make_settings(compile="default", channels_last="off"))
     rt.warm_up(serves_images=False)  # a train-only worker: nothing to compile
-    assert rt.programs.stats.warmed == [] and rt.memory_format is None
+    assert rt.programs.stats.warmed == [] and rt.speed_choices == {}
     stylizer = rt.stylizer("demo")
-    assert not uses_channels_last(stylizer.generator) and not uses_channels_last(stylizer.inverter)
-    rt.set_channels_last(True)  # what a measurement decides reaches every loaded network
-    assert uses_channels_last(stylizer.generator) and uses_channels_last(stylizer.inverter)
+    assert not uses(stylizer.generator, "channels_last") and not uses(stylizer.inverter, "channels_last")
+    rt.set_flag("channels_last", True)  # what a measurement decides reaches every loaded network
+    assert uses(stylizer.generator, "channels_last") and uses(stylizer.inverter, "channels_last")
+    rt.set_flag("fold_blur", True)
+    assert uses(stylizer.generator, "fold_blur") and not Runtime(make_settings()).flags["fold_blur"]
     assert Runtime(make_settings()).channels_last  # auto on the CPU: channels-last (measured faster)

@@ -1,0 +1,80 @@
+"""The networks' run-time speed flags (models/inference/speed_choices.py): channels-last feature maps and
+the upsampling blur folded into its convolution give the same images either way, and the measured
+choice is the faster one, applied to every network."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from models.inference.launches import count_launches
+from models.inference.speed_choices import measure, set_flag, uses
+from models.networks.encoder import Inverter
+from models.networks.stylegan2 import Generator
+from service.core.configs import EncoderConfig, GeneratorConfig, InverterConfig
+from tests.conftest import seeded
+
+pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests
+
+
+def _models() -> tuple[Inverter, Generator]:
+    generator = seeded(Generator(GeneratorConfig.tiny(32)), 1)
+    inverter = seeded(Inverter(InverterConfig(encoder=EncoderConfig.tiny(8), mapping=generator.config.mapping)), 2)
+    return inverter, generator
+
+
+@torch.inference_mode()
+def test_both_formats_give_the_same_networks() -> None:
+    inverter, generator = _models()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    outputs = {}
+    for on in (True, False):
+        set_flag(inverter, "channels_last", on)
+        set_flag(generator, "channels_last", on)
+        assert uses(inverter, "channels_last") is on and uses(generator, "channels_last") is on
+        wplus = inverter(x).wplus
+        outputs[on] = (wplus, generator(wplus, space="wplus"))
+    torch.testing.assert_close(outputs[True][0], outputs[False][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outputs[True][1], outputs[False][1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_the_folded_blur_gives_the_same_images_in_one_pass_less_per_upsampling(batch: int) -> None:
+    """Issue 26: the blur after each upsampling convolution folded into its kernel (6×6 for 3×3 and
+    [1, 3, 3, 1]); training keeps the two passes (its gradients are gradfix's)."""
+    generator = seeded(Generator(GeneratorConfig.tiny(64)), 1)
+    generator.per_sample_on_cpu = False
+    w = torch.randn(batch, generator.n_latent, 32, generator=torch.Generator().manual_seed(0))
+    images, launches = {}, {}
+    for on in (False, True):
+        set_flag(generator, "fold_blur", on)
+        with torch.no_grad():
+            images[on] = generator(w, space="wplus")
+            launches[on] = count_launches(lambda: generator(w, space="wplus"))
+    assert float((images[True] - images[False]).norm() / images[False].norm()) < 1e-6
+    assert launches[False] - launches[True] == 4  # 8 → 16 → 32 → 64 px: one blur each
+    trained = generator(w, space="wplus")  # with autograd: unfolded, and the same image
+    torch.testing.assert_close(trained, images[False], rtol=1e-5, atol=1e-5)
+
+
+def test_measure_keeps_the_faster_side_on_every_network() -> None:
+    inverter, generator = _models()
+
+    def slow_when_channels_last() -> None:  # a device where NHWC loses (cuDNN can, for some layers)
+        generator(torch.zeros(1, generator.n_latent, 32), space="wplus")
+        time.sleep(0.03 if uses(generator, "channels_last") else 0.0)
+
+    choice = measure([inverter, generator], "channels_last", slow_when_channels_last, prefer=True, runs=3)
+    assert not choice.on and choice.on_s > choice.off_s + 0.02
+    assert not uses(inverter, "channels_last") and not uses(generator, "channels_last")
+    assert "channels_last off" in choice.describe()
+
+    def slow_when_unfolded() -> None:
+        time.sleep(0.0 if uses(generator, "fold_blur") else 0.03)
+
+    choice = measure([inverter, generator], "fold_blur", slow_when_unfolded, prefer=False, runs=3)
+    assert choice.on and uses(generator, "fold_blur") and not uses(inverter, "fold_blur")  # no blur to fold there
+    with pytest.raises(ValueError, match="speed flag"):
+        set_flag(generator, "fast", True)
