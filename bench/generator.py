@@ -2,7 +2,7 @@
 
 Usage:
     python bench/generator.py [--device cpu|cuda] [--runs 3] [--threads 2] [--quick] [--tf32]
-                              [--compile-mode reduce-overhead] [--cache-dir DIR]
+                              [--compile-mode reduce-overhead] [--cache-dir DIR] [--batches 1,32]
 
 Each row runs in its own subprocess so that peak memory is that row's alone: peak RSS growth over
 the process's footprint after the model is built (CPU), or torch.cuda.max_memory_allocated (CUDA).
@@ -218,6 +218,7 @@ def main() -> None:
     parser.add_argument("--tf32", action="store_true", help="CUDA fp32 rows: allow TF32 (PyTorch's default)")
     parser.add_argument("--compile-mode", default="reduce-overhead", help="the compiled rows' torch.compile mode")
     parser.add_argument("--cache-dir", help="inductor's cache folder (default: a fresh one per run)")
+    parser.add_argument("--batches", help="only the rows of these batch sizes, comma-separated")
     parser.add_argument("--row", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
@@ -241,7 +242,8 @@ def main() -> None:
     import torch
 
     table = CUDA_ROWS if args.device == "cuda" else ROWS
-    rows = [r for r in table if not args.quick or r[2] == 1]
+    batches = {int(b) for b in args.batches.split(",")} if args.batches else None
+    rows = [r for r in table if (not args.quick or r[2] == 1) and (batches is None or r[2] in batches)]
     cache = Path(args.cache_dir or tempfile.mkdtemp(prefix="agilegan-inductor-"))
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}  # shared by the rows, as by a worker's restarts
     print(f"# torch {torch.__version__}, device {args.device}, threads {args.threads}, median of {args.runs} runs")
