@@ -26,8 +26,10 @@ are measured (shown when a size fails part-way).
 `--ada-p` fixes the augmentation probability of the timed steps (ADA starts at 0 and a 100-exemplar run
 settles around 0.2–0.4, so 0 times a step without augmentation); a comma-separated list runs each, so
 `--ada-p 0,0.3` shows what the augmentation pipeline costs per step. `--precision` takes the training
-precisions to compare (`auto`: the config's default for the device, bf16 on CUDA). Every combination of
-sizes, gradients, probabilities and precisions runs in this one script.
+precisions to compare (`auto`: the config's default for the device, bf16 on CUDA). `--fold-blur on`
+runs the discriminator with its downsampling blurs folded into its convolutions (`AGILEGAN_FOLD_BLUR=on`
+for a training worker). Every combination of sizes, gradients, probabilities, precisions and folds runs
+in this one script.
 """
 
 from __future__ import annotations
@@ -55,11 +57,13 @@ def run(
     ready_steps: int = 1000,
     ada_p: float = 0.3,
     precision: str = "auto",
+    fold_blur: bool = False,
 ) -> dict:
     import contextlib
 
     import torch
 
+    from models.inference.speed_choices import set_flag
     from models.networks import gradfix
     from models.networks.discriminator import Discriminator
     from models.networks.stylegan2 import Generator
@@ -70,6 +74,7 @@ def run(
     torch.manual_seed(0)
     g = Generator(GeneratorConfig(size=size)).eval()
     d = Discriminator(DiscriminatorConfig(size=size))
+    set_flag(d, "fold_blur", fold_blur)
     exemplars = tensor_exemplars(torch.rand(24, 3, size, size) * 2 - 1)
     # ADA held at `ada_p`: no update lands among the timed steps
     config = TransferConfig(precision=precision, ada_p_init=ada_p, ada_every=10**9)
@@ -123,6 +128,7 @@ def run(
         "gradients": gradients,
         "ada_p": ada_p,
         "precision": trainer.precision,
+        "fold_blur": fold_blur,
         "micro_batch": micro_batch or config.batch_size,
         "seconds": seconds,
         "step_s": step_s,
@@ -167,6 +173,7 @@ def main() -> None:
     parser.add_argument("--ready-steps", type=int, default=1000, help="where early stopping typically ends a run")
     parser.add_argument("--ada-p", default="0.3", help="comma-separated augmentation probabilities of the timed steps")
     parser.add_argument("--precision", default="auto", help="comma-separated: auto, fp32, bf16")
+    parser.add_argument("--fold-blur", default="off", help="comma-separated: off, on (D's blurs folded)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -180,6 +187,7 @@ def main() -> None:
             args.ready_steps,
             ada_p=float(args.ada_p),
             precision=args.precision,
+            fold_blur=args.fold_blur == "on",
         )
         print(json.dumps(result))
         return
@@ -190,7 +198,7 @@ def main() -> None:
         f"micro-batch {args.micro_batch or 'whole'}, median of {args.repeats} per kind of step"
     )
     print(
-        f"{'size':>6}{'gradients':>10}{'ada p':>6}{'prec':>6}"
+        f"{'size':>6}{'gradients':>10}{'ada p':>6}{'prec':>6}{'fold':>5}"
         f"{'plain s':>9}{'pl s':>8}{'R1+pl s':>9}{'avg s':>8}{'steps/s':>9}{'eval s':>8}"
         f"{'peak MiB':>10}{'projected min':>15}{'ready min':>11}"
     )
@@ -199,22 +207,23 @@ def main() -> None:
         args.gradients.split(","),
         args.ada_p.split(","),
         args.precision.split(","),
+        args.fold_blur.split(","),
     )
-    for size, grads, ada_p, precision in runs:
+    for size, grads, ada_p, precision, fold in runs:
         command = [sys.executable, __file__, "--one", str(size), "--device", args.device, "--gradients", grads]
         command += ["--repeats", str(args.repeats), "--micro-batch", str(args.micro_batch)]
-        command += ["--ada-p", ada_p, "--precision", precision]
+        command += ["--ada-p", ada_p, "--precision", precision, "--fold-blur", fold]
         command += ["--ready-steps", str(args.ready_steps)]
         out = subprocess.run(command, capture_output=True, text=True, preexec_fn=_cap_memory(args.mem_cap_gb))
         if out.returncode != 0:
             lines = out.stderr.strip().splitlines() or [f"exit status {out.returncode}"]
             print("\n".join(line for line in lines if line.startswith("# ")))
-            print(f"{size:>6}{grads:>10}{ada_p:>6}{precision:>6}  failed: {lines[-1]}")
+            print(f"{size:>6}{grads:>10}{ada_p:>6}{precision:>6}{fold:>5}  failed: {lines[-1]}")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         s = r["seconds"]
         print(
-            f"{size:>6}{grads:>10}{r['ada_p']:>6}{r['precision']:>6}{s['plain']:>9.2f}{s['pl']:>8.2f}{s['both']:>9.2f}{r['step_s']:>8.2f}"
+            f"{size:>6}{grads:>10}{r['ada_p']:>6}{r['precision']:>6}{fold:>5}{s['plain']:>9.2f}{s['pl']:>8.2f}{s['both']:>9.2f}{r['step_s']:>8.2f}"
             f"{1 / r['step_s']:>9.3f}"
             f"{r['eval_s']:>8.1f}{r['peak_mib']:>10.0f}{r['projected_min']:>15.1f}{r['ready_min']:>11.1f}"
             f"  (max_steps {r['max_steps']}, ready at {r['ready_steps']})"

@@ -24,6 +24,7 @@ from PIL import Image
 from torch import nn
 
 from models.inference.pipeline import to_image
+from models.inference.speed_choices import set_flag
 from models.networks.discriminator import Discriminator
 from models.networks.stylegan2 import Generator
 from models.training.exemplars import ExemplarSet
@@ -167,6 +168,7 @@ def _train(rt: Runtime, job: TrainJob) -> dict[str, Any]:
     def should_stop() -> bool:  # canceled by an operator, or the worker got SIGTERM
         return rt.shutting_down or bool(rt.redis.exists(style_cancel_key(job.style_id)))
 
+    set_flag(source_d, "fold_blur", rt.flags["fold_blur"])  # AGILEGAN_FOLD_BLUR=on: D's blurs in its convolutions
     result = train_style(
         source_g,
         source_d,

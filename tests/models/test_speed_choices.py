@@ -78,3 +78,37 @@ def test_measure_keeps_the_faster_side_on_every_network() -> None:
     assert choice.on and uses(generator, "fold_blur") and not uses(inverter, "fold_blur")  # no blur to fold there
     with pytest.raises(ValueError, match="speed flag"):
         set_flag(generator, "fast", True)
+
+
+def test_the_discriminator_folds_its_downsampling_blurs_with_the_same_logits_and_r1() -> None:
+    """Issue 26: D's blur + stride-2 convolution as one convolution (6×6 for 3×3, 4×4 for the 1×1
+    skips): the same logits and R1 gradients, fewer convolutions in an R1 step, and a trainer's copies
+    of D keep the flag (a training worker with AGILEGAN_FOLD_BLUR=on)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from models.networks.discriminator import Discriminator
+    from models.training.losses import r1_penalty
+    from service.core.configs import DiscriminatorConfig
+
+    d = seeded(Discriminator(DiscriminatorConfig.tiny(64)), 2)
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for on in (False, True):
+        set_flag(d, "fold_blur", on)
+        real = x.clone().requires_grad_(True)
+        d.zero_grad()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            logits = d(real)
+            r1 = r1_penalty(logits, real)
+            r1.backward()
+        convolutions = sum(e.count for e in prof.key_averages() if e.key == "aten::convolution")
+        grads = torch.cat([p.grad.flatten() for p in d.parameters() if p.grad is not None])
+        runs[on] = logits.detach(), r1.detach(), grads, convolutions
+    (l0, r0, g0, c0), (l1, r1_, g1, c1) = runs[False], runs[True]
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(r1_, r0, rtol=1e-5, atol=1e-7)
+    assert float((g1 - g0).norm() / g0.norm()) < 1e-5
+    assert c1 < c0 * 0.8, (c1, c0)  # 64 against 88 on this D
+    from copy import deepcopy
+
+    assert uses(deepcopy(d), "fold_blur")  # what Trainer does with the source D
