@@ -32,6 +32,7 @@ from models.inference.speed_choices import FLAGS, SpeedChoice, measure, set_flag
 from models.inference.stylizer import Stylizer, configure_fp32, resolve_precision
 from models.networks.attribute_classifier import AttributeClassifier
 from models.networks.attribute_generator import AttributeAwareGenerator
+from models.networks.derived import kept_tensors
 from models.networks.encoder import Inverter
 from models.networks.stylegan2 import Generator
 from models.weights import checkpoints
@@ -176,12 +177,13 @@ class Runtime:
 
     def style_cache_bytes(self) -> int:
         """Bytes the loaded styles hold on the device: each style's generator, its source generator and
-        its cached interpolations, measured from their tensors (the shared encoders not counted)."""
+        its cached interpolations, measured from their tensors and the values kept from their weights
+        (`models/networks/derived.py`; the shared encoders not counted)."""
         seen: set[int] = set()
         total = 0
         for _, stylizer in self._styles.values():
             for model in stylizer.style_networks():
-                for t in [*model.parameters(), *model.buffers()]:
+                for t in [*model.parameters(), *model.buffers(), *kept_tensors(model)]:
                     if t.data_ptr() not in seen:
                         seen.add(t.data_ptr())
                         total += t.numel() * t.element_size()

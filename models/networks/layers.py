@@ -201,7 +201,7 @@ class ModulatedConv2d(nn.Module):
         to do per pixel (`StyledConv`: noise, bias, activation) folds the factor into its own pass.
         `bias` [out] is added by the convolution itself (only without demodulation, which would scale it).
 
-        The conv's scale rides on the modulation's `addmm` (s' = scale · s), and demodulation is
+        The conv's scale rides on the modulation's `linear` (s' = scale · s), and demodulation is
         1/‖W·s'‖ = rsqrt(s'² · ΣW² + 1e-8) per (sample, out channel): a [B, in] × [in, out] product
         with the squared kernel norms ΣW² [out, in] (kept while the weight is unchanged), never a
         [B, out, in, k, k] weight. Batch 1 modulates the weight and runs one plain convolution; larger

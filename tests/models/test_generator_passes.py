@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from models.inference.launches import count_launches
+from models.networks.derived import kept_tensors
 from models.networks.layers import Upsample
 from models.networks.ops import make_kernel, transposed_fir_padding, upfirdn2d
 from models.networks.stylegan2 import Generator
@@ -54,6 +55,8 @@ def test_kept_values_follow_the_weights() -> None:
     with torch.no_grad():
         first = g(w, space="wplus")
         assert torch.equal(g(w, space="wplus"), first)  # kept values give the same image
+    assert kept_tensors(g) and kept_tensors(copy.deepcopy(g)) == []  # counted by the worker, never copied
+    with torch.no_grad():
         g.load_state_dict(other.state_dict())
         assert torch.equal(g(w, space="wplus"), other(w, space="wplus"))
     with torch.inference_mode():
