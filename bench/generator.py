@@ -48,19 +48,9 @@ CUDA_ROWS = [
     ("stylize", 1024, 32, "bf16", "compiled"),
 ]
 ROWS = [
-    ("generator", 256, 1, "fp32", "eager"),
-    ("generator", 256, 4, "fp32", "eager"),
-    ("generator", 256, 1, "bf16", "eager"),
-    ("generator", 256, 4, "bf16", "eager"),
-    ("generator", 1024, 1, "fp32", "eager"),
-    ("generator", 1024, 4, "fp32", "eager"),
-    ("generator", 1024, 1, "bf16", "eager"),
-    ("generator", 1024, 4, "bf16", "eager"),
+    *[("generator", size, b, d, "eager") for size in (256, 1024) for d in ("fp32", "bf16") for b in (1, 4)],
     ("generator-no-opt", 1024, 1, "fp32", "eager"),
-    ("encoder", 256, 1, "fp32", "eager"),
-    ("encoder", 256, 4, "fp32", "eager"),
-    ("encoder", 256, 1, "bf16", "eager"),
-    ("encoder", 256, 4, "bf16", "eager"),
+    *[("encoder", 256, b, d, "eager") for d in ("fp32", "bf16") for b in (1, 4)],
 ]
 
 
