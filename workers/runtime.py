@@ -28,7 +28,7 @@ from models.inference.compiled import (
     resolve_compile_mode,
 )
 from models.inference.device import pick_device
-from models.inference.speed_choices import FLAGS, SpeedChoice, measure, set_flag
+from models.inference.speed_choices import FLAGS, KeptChoices, SpeedChoice, measure, set_flag
 from models.inference.stylizer import Stylizer, configure_fp32, resolve_precision
 from models.networks.attribute_classifier import AttributeClassifier
 from models.networks.attribute_generator import AttributeAwareGenerator
@@ -245,9 +245,14 @@ class Runtime:
                 except Exception:  # a broken style must not stop the worker
                     log.exception("loading style %s failed", info.id)
         # 1. The memory format.
+        kept = KeptChoices(self.settings.compile_cache / "speed-choices.json")
         for flag, setting in (("channels_last", self.settings.channels_last), ("fold_blur", self.settings.fold_blur)):
             if stylizers and (setting == "measure" or (setting == "auto" and self.device.type == "cuda")):
-                choice = self._measure(flag, stylizers[0])
+                key = self._speed_key(flag, stylizers[0])
+                choice = kept.get(key)
+                if choice is None:  # measured once per machine, torch and networks; then kept
+                    choice = self._measure(flag, stylizers[0])
+                    kept.put(key, choice)
                 self.speed_choices[flag] = choice
                 self.set_flag(flag, choice.on)
                 log.info("speed choice: %s", choice.describe())
@@ -287,6 +292,12 @@ class Runtime:
     def _apply_flags(self, module: torch.nn.Module) -> None:
         for flag in FLAGS:
             set_flag(module, flag, self.flags[flag])
+
+    def _speed_key(self, flag: str, stylizer: Stylizer) -> str:
+        """What a measurement of `flag` depends on: the device, torch, the precision, the batch, the networks."""
+        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        nets = f"{stylizer.inverter.config.encoder.input_size}px encoder, {stylizer.generator.config.size}px generator"
+        return f"{flag} | {device} | torch {torch.__version__} | {self.precision} | batch {self.max_batch} | {nets}"
 
     @torch.inference_mode()
     def _measure(self, flag: str, stylizer: Stylizer) -> SpeedChoice:

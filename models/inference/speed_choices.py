@@ -12,15 +12,19 @@ Two flags, carried by the modules and never part of a config (the same weights, 
   multiply-adds; on an H200 the blur's depthwise pass was 32 % of a generator forward (issue 26).
 
 A worker times each both ways at start (`measure`) on its own device, networks and batch, and keeps
-the faster; ties keep the flag's default side.
+the faster; ties keep the flag's default side. `KeptChoices` remembers a measured choice next to the
+compiled kernels, so that a restarted worker takes the same one: a near tie measured again under other
+load could flip, and the other layout's graphs would have to be compiled anew.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -37,11 +41,38 @@ class SpeedChoice:
     on: bool
     on_s: float
     off_s: float
+    kept: bool = False  # taken from an earlier start's measurement (`KeptChoices`)
 
     def describe(self) -> str:
-        return (
-            f"{self.flag} {'on' if self.on else 'off'} (on {self.on_s * 1000:.1f} ms, off {self.off_s * 1000:.1f} ms)"
-        )
+        side = "on" if self.on else "off"
+        times = f"on {self.on_s * 1000:.1f} ms, off {self.off_s * 1000:.1f} ms"
+        return f"{self.flag} {side} ({times}{', kept from an earlier start' if self.kept else ''})"
+
+
+class KeptChoices:
+    """Measured choices in a JSON file, by a key naming what was measured (device, torch, precision,
+    batch, networks). Delete the file to measure again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get(self, key: str) -> SpeedChoice | None:
+        entry = self._entries().get(key)
+        return None if entry is None else SpeedChoice(**{**entry, "kept": True})
+
+    def put(self, key: str, choice: SpeedChoice) -> None:
+        entries = {**self._entries(), key: {**asdict(choice), "kept": False}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries, indent=2) + "\n")
+        tmp.replace(self.path)
+
+    def _entries(self) -> dict[str, dict]:
+        try:
+            entries = json.loads(self.path.read_text())
+        except (OSError, ValueError):  # none yet, or a damaged file: measure again
+            return {}
+        return entries if isinstance(entries, dict) else {}
 
 
 def set_flag(module: nn.Module, flag: str, on: bool) -> None:

@@ -112,3 +112,17 @@ def test_the_discriminator_folds_its_downsampling_blurs_with_the_same_logits_and
     from copy import deepcopy
 
     assert uses(deepcopy(d), "fold_blur")  # what Trainer does with the source D
+
+
+def test_a_measured_choice_is_kept_for_the_next_start(tmp_path) -> None:
+    from models.inference.speed_choices import KeptChoices, SpeedChoice
+
+    kept = KeptChoices(tmp_path / "cache" / "speed-choices.json")
+    assert kept.get("channels_last | cpu") is None
+    kept.put("channels_last | cpu", SpeedChoice("channels_last", False, 0.02, 0.01))
+    again = KeptChoices(tmp_path / "cache" / "speed-choices.json").get("channels_last | cpu")
+    assert again == SpeedChoice("channels_last", False, 0.02, 0.01, kept=True)
+    assert "kept from an earlier start" in again.describe()
+    assert kept.get("channels_last | NVIDIA H200") is None  # another device measures anew
+    kept.path.write_text("{not json")
+    assert kept.get("channels_last | cpu") is None  # a damaged file: measured again
