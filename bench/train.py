@@ -26,7 +26,7 @@ are measured (shown when a size fails part-way).
 `--ada-p` fixes the augmentation probability of the timed steps (ADA starts at 0 and a 100-exemplar run
 settles around 0.2–0.4, so 0 times a step without augmentation); a comma-separated list runs each, so
 `--ada-p 0,0.3` shows what the augmentation pipeline costs per step. `--precision` takes the training
-precisions to compare (`auto`: the config's default for the device, bf16 on CUDA). `--fold-blur on`
+precisions to compare (fp32, the default; bf16; `auto`: bf16 on CUDA). `--fold-blur on`
 runs the discriminator with its downsampling blurs folded into its convolutions (`AGILEGAN_FOLD_BLUR=on`
 for a training worker). Every combination of sizes, gradients, probabilities, precisions and folds runs
 in this one script.
@@ -56,7 +56,7 @@ def run(
     gradients: str = "gradfix",
     ready_steps: int = 1000,
     ada_p: float = 0.3,
-    precision: str = "auto",
+    precision: str = "fp32",
     fold_blur: bool = False,
 ) -> dict:
     import contextlib
@@ -172,7 +172,7 @@ def main() -> None:
     )
     parser.add_argument("--ready-steps", type=int, default=1000, help="where early stopping typically ends a run")
     parser.add_argument("--ada-p", default="0.3", help="comma-separated augmentation probabilities of the timed steps")
-    parser.add_argument("--precision", default="auto", help="comma-separated: auto, fp32, bf16")
+    parser.add_argument("--precision", default="fp32", help="comma-separated: fp32 (the default), bf16, auto")
     parser.add_argument("--fold-blur", default="off", help="comma-separated: off, on (D's blurs folded)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

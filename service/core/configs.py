@@ -384,9 +384,9 @@ class TransferConfig(_Config):
     checkpoint_every: int = 200
     seed: int = 0
     # "bf16": the D and G forward/backward passes under bf16 autocast (augmentation, evaluation, the
-    # optimiser and the EMA stay fp32); "auto" (the default): bf16 on a CUDA device that supports it,
-    # fp32 elsewhere, where bench/precision.py and bench/learning.py show the same learning (README)
-    precision: str = "auto"
+    # optimiser and the EMA stay fp32); "auto": bf16 on a CUDA device that has it, fp32 elsewhere. fp32 by
+    # default: bench/learning.py learned less in bf16 (README "Mixed precision")
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "fp32", "bf16"):
