@@ -309,14 +309,21 @@ class StyledConv(nn.Module):
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """leaky_relu(demod · conv + noise · w_noise + bias) · √2 in three passes over the feature map:
         the gain √2 is folded into the demodulation factor, the noise weight and the bias (leaky ReLU
-        commutes with a positive scale), each a value kept while its weight is unchanged."""
+        commutes with a positive scale), each a value kept while its weight is unchanged. The second and
+        third passes write into the first's fresh output (autograd-safe: no backward reads what they
+        overwrite) unless `activate.inplace` is off (bench/generator.py's "no-opt" row)."""
+        inplace = self.activate.inplace
         out, factor = self.conv.modulated(x, style, gain=SQRT2)
         bias = self.activate.bias
         gained = derived(self, f"bias {out.dtype}", lambda: (bias * SQRT2).to(out.dtype).view(1, -1, 1, 1), bias)
-        y = out.add_(gained) if factor is None else torch.addcmul(gained, out, factor)
+        if factor is not None:
+            y = torch.addcmul(gained, out, factor)
+        else:
+            y = out.add_(gained) if inplace else out + gained
         if noise is not None:
-            y = y.addcmul_(noise.to(y.dtype), self.noise.weight.to(y.dtype), value=SQRT2)
-        return F.leaky_relu_(y, 0.2)
+            noise, weight = noise.to(y.dtype), self.noise.weight.to(y.dtype)
+            y = y.addcmul_(noise, weight, value=SQRT2) if inplace else torch.addcmul(y, noise, weight, value=SQRT2)
+        return F.leaky_relu_(y, 0.2) if inplace else F.leaky_relu(y, 0.2)
 
 
 class ToRGB(nn.Module):
