@@ -19,8 +19,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 step generator 230 python3 bench/generator.py --device cuda --batches 1,32 --runs 5 --cache-dir "$out/inductor"
 # issue 25: a training step of each kind at 1024 px, bf16 (the CUDA default) and fp32, augmentation on
 step train 150 python3 bench/train.py --device cuda --sizes 1024 --precision bf16,fp32 --ada-p 0.3 --repeats 2
-# issue 24: the stylize worker end to end through Redis and rq, PNG and JPEG, 1 and 64 jobs in flight
+# issue 24: the stylize worker end to end through Redis and rq, PNG and JPEG, 1 and 64 jobs in flight; eager
+# (compiling its 7 buckets of CUDA graphs would take the whole budget; the generator step times compiled networks)
 step serving 160 python3 bench/gpu_serving.py --device cuda --networks real --size 1024 --inflight 1,64 \
-  --formats png,jpeg --seconds 10
+  --formats png,jpeg --seconds 10 --env AGILEGAN_COMPILE=off
 # issue 25: bf16 against fp32 training, the same run twice
 step precision 50 python3 bench/precision.py --device cuda --size 256 --steps 200 --eval-every 100

@@ -14,8 +14,10 @@ real`: the full HVAE encoder and a config-f generator at `--size`; `demo`: the n
 For each format and each number of jobs kept in flight (a closed loop: a job is enqueued as one
 finishes), after a warm-up, for `--seconds`: images per second, enqueue → result p50 / p99 (the job
 record's `finished_at` against the enqueue time, so polling adds nothing), the mean batch, and the
-median per-stage seconds of `result.timings`. The worker's log lines about its device, precision and
-memory format are printed first.
+median per-stage seconds of `result.timings`. The worker's log lines about its device, precision,
+speed choices and compiled graphs are printed first. The worker compiles its CUDA graphs at start by
+default (`AGILEGAN_COMPILE=auto`: every bucket up to `--max-batch`, minutes the first time on a machine);
+`--env AGILEGAN_COMPILE=off` serves eager.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def main() -> None:
         try:
             wait_ready(redis, worker, log)
             for line in log.read_text().splitlines():
-                if any(k in line for k in ("warm-up", "memory format", "compiled", "device")):
+                if any(k in line for k in ("warm-up", "speed choice", "compiled", "device")):
                     print("worker:", line.strip())
             feeder = Feeder(redis, data, args.size)
             print(f"\n{args.size} px, {args.networks} networks, {args.device}, max batch {args.max_batch}")
