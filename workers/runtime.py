@@ -244,7 +244,7 @@ class Runtime:
                     stylizers.append(self.stylizer(info.id))
                 except Exception:  # a broken style must not stop the worker
                     log.exception("loading style %s failed", info.id)
-        # 1. The memory format.
+        # 1. The speed choices: fixed by their settings, kept from an earlier start, or measured now.
         kept = KeptChoices(self.settings.compile_cache / "speed-choices.json")
         for flag, setting in (("channels_last", self.settings.channels_last), ("fold_blur", self.settings.fold_blur)):
             if stylizers and (setting == "measure" or (setting == "auto" and self.device.type == "cuda")):
@@ -274,10 +274,6 @@ class Runtime:
             except Exception:
                 log.exception("warm-up pass failed")
         return time.perf_counter() - start
-
-    @property
-    def channels_last(self) -> bool:
-        return self.flags["channels_last"]
 
     def set_flag(self, flag: str, on: bool) -> None:
         """A speed flag of every loaded network and of those loaded later."""

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from models.inference.speed_choices import uses, uses_channels_last
+from models.inference.speed_choices import uses
 
 log = logging.getLogger("agilegan.compiled")
 
@@ -241,14 +241,14 @@ class Programs:
     # --- the programs
 
     def _encoder_key(self, inverter: nn.Module, precision: str) -> tuple:
-        return ("encoder", inverter.config, uses_channels_last(inverter), precision, str(_device(inverter)))
+        return ("encoder", inverter.config, uses(inverter, "channels_last"), precision, str(_device(inverter)))
 
     def _generator_key(self, generator: nn.Module, precision: str, noise: str) -> tuple:
         cpu_batch = getattr(generator, "per_sample_on_cpu", True)
         return (
             "generator",
             generator.config,
-            uses_channels_last(generator),
+            uses(generator, "channels_last"),
             uses(generator, "fold_blur"),
             cpu_batch,
             precision,

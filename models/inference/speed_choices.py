@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from service.core.checkpoint_files import atomic_write_bytes
+
 FLAGS = ("channels_last", "fold_blur")
 TIE = 1.02  # within 2 %: a tie
 
@@ -63,9 +65,7 @@ class KeptChoices:
     def put(self, key: str, choice: SpeedChoice) -> None:
         entries = {**self._entries(), key: {**asdict(choice), "kept": False}}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entries, indent=2) + "\n")
-        tmp.replace(self.path)
+        atomic_write_bytes(self.path, (json.dumps(entries, indent=2) + "\n").encode())
 
     def _entries(self) -> dict[str, dict]:
         try:
@@ -87,14 +87,6 @@ def set_flag(module: nn.Module, flag: str, on: bool) -> None:
 def uses(module: nn.Module, flag: str) -> bool:
     """The flag of the first submodule that carries one (False for a module without)."""
     return next((bool(getattr(m, flag)) for m in module.modules() if hasattr(type(m), flag)), False)
-
-
-def set_channels_last(module: nn.Module, on: bool) -> None:
-    set_flag(module, "channels_last", on)
-
-
-def uses_channels_last(module: nn.Module) -> bool:
-    return uses(module, "channels_last")
 
 
 def measure(modules: list[nn.Module], flag: str, run: Callable[[], object], prefer: bool, runs: int = 3) -> SpeedChoice:

@@ -67,8 +67,11 @@ class ConvLayer(nn.Sequential):
         p0, p1 = blur.pad
         if p0 != p1:
             x = F.pad(x, [p0, p1, p0, p1])
-        kernel = torch.flip(blur.kernel, [0, 1])  # the correlation's taps: fold_fir convolves
-        weight = derived(self, "folded", lambda: fold_fir(conv.weight * conv.scale, kernel), conv.weight, blur.kernel)
+
+        def fold() -> torch.Tensor:  # the blur correlates with the flipped taps; fold_fir convolves
+            return fold_fir(conv.weight * conv.scale, torch.flip(blur.kernel, [0, 1]))
+
+        weight = derived(self, "folded", fold, conv.weight, blur.kernel)
         out = gradfix.conv2d(x, weight.to(x.dtype), conv.bias, stride=2, padding=p0 if p0 == p1 else 0)
         return rest[0](out) if rest else out
 

@@ -136,9 +136,9 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.transposed is None or not gradfix.is_plain(x):  # training: upfirdn2d's single-call gradients
             return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
-        c, (kh, kw) = x.shape[1], self.kernel.shape
-        weight = derived(  # correlated as it is: a transposed convolution's kernel is not flipped
-            self, f"up {x.dtype} {c}", lambda: self.kernel.to(x.dtype).expand(c, 1, kh, kw).contiguous(), self.kernel
+        c = x.shape[1]
+        weight = derived(
+            self, f"up {x.dtype} {c}", lambda: fir_weight(self.kernel, x.dtype, c, flip=False), self.kernel
         )
         padding, output_padding = self.transposed
         return F.conv_transpose2d(

@@ -56,11 +56,13 @@ def upfirdn2d(
     return fir_filter(x, kernel, stride=down, weight=weight)
 
 
-def fir_weight(kernel: torch.Tensor, dtype: torch.dtype, channels: int) -> torch.Tensor:
-    """A true-convolution kernel [kh, kw] → the depthwise cross-correlation weight [C, 1, kh, kw]
-    (flipped, in `dtype`, contiguous: what the convolution kernels read)."""
+def fir_weight(kernel: torch.Tensor, dtype: torch.dtype, channels: int, flip: bool = True) -> torch.Tensor:
+    """A true-convolution kernel [kh, kw] → the depthwise weight [C, 1, kh, kw] in `dtype`, contiguous
+    (what the convolution kernels read): flipped for a cross-correlation (`conv2d`), as it is for a
+    transposed convolution (`flip=False`), which correlates the other way round."""
     kh, kw = kernel.shape
-    return torch.flip(kernel, [0, 1]).to(dtype=dtype).reshape(1, 1, kh, kw).expand(channels, 1, kh, kw).contiguous()
+    taps = torch.flip(kernel, [0, 1]) if flip else kernel
+    return taps.to(dtype=dtype).reshape(1, 1, kh, kw).expand(channels, 1, kh, kw).contiguous()
 
 
 def fir_filter(

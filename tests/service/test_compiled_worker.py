@@ -86,4 +86,4 @@ def test_the_runtime_applies_its_memory_format_and_compiles_only_to_serve_images
     assert uses(stylizer.generator, "channels_last") and uses(stylizer.inverter, "channels_last")
     rt.set_flag("fold_blur", True)
     assert uses(stylizer.generator, "fold_blur") and not Runtime(make_settings()).flags["fold_blur"]
-    assert Runtime(make_settings()).channels_last  # auto on the CPU: channels-last (measured faster)
+    assert Runtime(make_settings()).flags["channels_last"]  # auto on the CPU: channels-last (measured faster)
