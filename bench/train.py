@@ -2,7 +2,8 @@
 
 Usage:
     python bench/train.py [--device cpu|cuda] [--sizes 256,1024] [--micro-batch 0] [--repeats 3]
-                          [--mem-cap-gb N] [--gradients gradfix,native] [--ada-p 0.3] [--precision auto]
+                          [--mem-cap-gb N] [--gradients gradfix,native] [--ada-p 0.3] [--precision fp32]
+                          [--fold-blur off]
 
 Random-weight config-f generator and discriminator (speed does not depend on the values), the default
 `TransferConfig` (batch 4, lazy R1 every 16 steps, path length every 4, FreezeD 5, perceptual term in
