@@ -167,7 +167,7 @@ def main() -> None:
         try:
             wait_ready(redis, worker, log)
             for line in log.read_text().splitlines():
-                if any(k in line for k in ("warm-up", "speed choice", "compiled", "device")):
+                if any(k in line for k in ("warm-up", "speed choice", "compiled", "device", "JPEG results")):
                     print("worker:", line.strip())
             feeder = Feeder(redis, data, args.size)
             print(f"\n{args.size} px, {args.networks} networks, {args.device}, max batch {args.max_batch}")

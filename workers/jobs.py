@@ -96,6 +96,7 @@ def _result(job: StylizeJob, prepared: Prepared, encoded: Encoded, timings: dict
         "width": encoded.width,
         "height": encoded.height,
         "format": job.format,
+        "encoder": encoded.encoder,
         "timings": {k: round(v, 4) for k, v in timings.items()},
         **({"faces": prepared.faces} if prepared.faces else {}),
     }

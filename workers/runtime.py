@@ -45,6 +45,7 @@ from service.core.registry_sync import RegistryMirror
 from service.core.settings import Settings
 from service.core.storage import Storage
 from service.core.style_records import StyleRecords
+from workers.device_jpeg import open_device_jpeg
 
 log = logging.getLogger("agilegan.worker")
 
@@ -99,6 +100,8 @@ class Runtime:
         self.prepared: dict[str, Any] = {}  # job id → workers.stylize_pipeline.Prepared (or its error), this batch
         # decoding, crops and result encoding of a batch, side by side (Pillow releases the GIL)
         self.cpu_pool = ThreadPoolExecutor(settings.cpu_threads or os.cpu_count() or 1, thread_name_prefix="cpu")
+        # JPEG results encoded on the device (workers/device_jpeg.py); None: Pillow in the CPU pool
+        self.device_jpeg = open_device_jpeg(settings.jpeg_encoder, self.device)
         self._lock = threading.Lock()
         self.worker_name = "worker"
         self.worker: Any = None  # the rq worker running this runtime (set by run_worker)

@@ -10,7 +10,9 @@ for the whole batch:
    trip.
 4. Resize or paste back (a group photo's faces, each in place), and encode the result, in the CPU pool:
    each job's bytes are a future that its own run (workers/jobs.py) waits on, so the batch's encodes run
-   side by side.
+   side by side. A crop is resized on the networks' device; JPEG crops are encoded there too when the
+   worker has a device encoder (workers/device_jpeg.py: nvJPEG on a GPU), the whole batch's in one call,
+   and only their bytes come back to the host.
 
 A job that fails a step gets its exception instead of a `Prepared`; its own run raises it, so it fails
 alone, with its code, while the rest of the batch goes on.
@@ -29,7 +31,7 @@ import torch
 from PIL import Image
 from torch.cuda import OutOfMemoryError as TorchOOM
 
-from models.inference.pipeline import BatchResult, RenderRequest, stylize_batch
+from models.inference.pipeline import BatchResult, RenderRequest, resize_pixels, stylize_batch
 from service.core.contract import ALIGNED_SIZE, StylizeJob
 from service.core.media.alignment import AlignedFace, align_landmarks, paste_faces
 from service.core.media.images import encode_image, load_image
@@ -50,6 +52,7 @@ class Encoded:
     width: int
     height: int
     seconds: float  # the post-processing and encoding
+    encoder: str = "pillow"  # or the device encoder's name (workers/device_jpeg.py)
 
 
 @dataclass
@@ -116,12 +119,15 @@ def prepare(rt: Runtime, jobs: list[StylizeJob], ahead: bool = False) -> Outcome
             out.update({m.job.job_id: e for m in group})
     finished = [by_job[i][0].job for i in aligned if i not in out]
     done = _ids(_advance(rt, finished, "generate", 0.8, out))
-    # 4. Post-process (paste back every face) and encode, in the pool.
-    for job_id in (i for i in aligned if i in done):
+    # 4. Post-process (resize, or paste back every face) and encode, in the pool; JPEG crops on the device.
+    finishing = [i for i in aligned if i in done]
+    on_device = [i for i in finishing if rt.device_jpeg is not None and _device_encodable(by_job[i][0].job)]
+    device_encoded = _encode_on_device(rt, [(by_job[i][0].job, rendered[by_job[i][0].key]) for i in on_device])
+    for job_id in finishing:
         faces = by_job[job_id]
         served, batch, index, size, seconds = rendered[faces[0].key]
-        images = [rendered[m.key][1].images[rendered[m.key][2]] for m in faces]
-        encoded = rt.cpu_pool.submit(_finish, rt, faces, images)
+        rows = [(rendered[m.key][1], rendered[m.key][2]) for m in faces]
+        encoded = device_encoded.get(job_id) or rt.cpu_pool.submit(_finish, rt, faces, rows)
         share = {name: s / size for name, s in batch.stages.items()}
         timings = {"align": sum(m.align_s for m in faces), "generate": seconds * len(faces) / size, **share}
         listing = _face_listing(faces[0].job, [rendered[m.key] for m in faces])
@@ -210,17 +216,52 @@ def _render(served: ServedStyle, request: RenderRequest, group: list[_Member]) -
     return {m.key: (served, batch, i, len(group), seconds) for i, m in enumerate(group)}
 
 
-def _finish(rt: Runtime, faces: list[_Member], images: list[Image.Image]) -> Encoded:
-    """Step 4 of one job: resize, or paste its faces back into the photo; then encode."""
+def _finish(rt: Runtime, faces: list[_Member], rows: list[tuple[BatchResult, int]]) -> Encoded:
+    """Step 4 of one job on the host: its crop resized (on the device) and copied, or its faces copied and
+    pasted back into the photo; then encoded by Pillow."""
     started = time.perf_counter()
-    job, image = faces[0].job, images[0]
+    job = faces[0].job
     if job.output == "full":
-        pairs = [(stylized, m.aligned) for stylized, m in zip(images, faces, strict=True)]
+        pairs = [(batch.image(row), m.aligned) for (batch, row), m in zip(rows, faces, strict=True)]
         image = paste_faces(faces[0].photo, pairs, rt.aligner_config.feather)
-    elif image.size[0] != job.size:
-        image = image.resize((job.size, job.size), Image.Resampling.LANCZOS)
+    else:
+        batch, row = rows[0]
+        image = batch.image(row, job.size)
     data = encode_image(image, job.format, rt.settings.png_level)
     return Encoded(data, image.size[0], image.size[1], time.perf_counter() - started)
+
+
+def _device_encodable(job: StylizeJob) -> bool:
+    """A JPEG crop: the device encoder's (a pasted-back photo is made on the host)."""
+    return job.format == "jpeg" and job.output == "aligned"
+
+
+def _encode_on_device(rt: Runtime, jobs: list[tuple[StylizeJob, _Rendered]]) -> dict[str, Future[Encoded]]:
+    """Step 4 of the batch's JPEG crops: each resized on the device, all encoded in one call of the
+    device encoder, in a pool thread. A future per job: a row the encoder refuses fails only its job."""
+    futures: dict[str, Future[Encoded]] = {job.job_id: Future() for job, _ in jobs}
+    encoder = rt.device_jpeg
+    if not jobs or encoder is None:
+        return futures
+
+    def run() -> None:
+        started = time.perf_counter()
+        try:
+            sized = [resize_pixels(batch.pixels[row], job.size) for job, (_, batch, row, _, _) in jobs]
+            data = encoder.encode(sized)
+        except BaseException as e:  # the call itself failed: each of its jobs fails with it
+            for future in futures.values():
+                future.set_exception(e)
+            return
+        seconds = (time.perf_counter() - started) / len(jobs)
+        for (job, _), out in zip(jobs, data, strict=True):
+            if isinstance(out, Exception):
+                futures[job.job_id].set_exception(out)
+            else:
+                futures[job.job_id].set_result(Encoded(out, job.size, job.size, seconds, encoder.name))
+
+    rt.cpu_pool.submit(run)
+    return futures
 
 
 def payload_jobs(payloads: list[dict[str, Any]]) -> list[StylizeJob]:

@@ -18,9 +18,11 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from models.inference.directions import Edit, apply_edits
@@ -51,9 +53,12 @@ class RenderRequest:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """A batch's images with what ran, sample by sample where it differs."""
+    """A batch's images with what ran, sample by sample where it differs.
 
-    images: list[Image.Image]  # RGB, the generator's resolution
+    The images stay where the generator made them (`pixels`, on its device) until a caller asks for one
+    on the host (`image(i)`, `images`): a worker that encodes JPEG on the GPU copies only the bytes back."""
+
+    pixels: torch.Tensor  # [B, S, S, 3] uint8 RGB on the networks' device, S the generator's resolution
     wplus: torch.Tensor  # [B, L, D] fp32, the codes the generator read (after edits and the latent step)
     branches: list[str | None]  # the attribute branch of each sample (None for a plain generator)
     branch_sources: list[str | None]  # "request", "classifier" or "default"
@@ -62,6 +67,16 @@ class BatchResult:
     strength: float  # quantised
     compiled: bool  # every pass ran through warmed compiled programs
     stages: dict[str, float]  # seconds for the whole batch: "encode" (with the latent step), "synthesize"
+
+    def image(self, i: int, size: int | None = None) -> Image.Image:
+        """Sample `i` on the host as 8-bit RGB, resized on the device to `size` px first (`resize_pixels`)."""
+        row = self.pixels[i] if size is None else resize_pixels(self.pixels[i], size)
+        return Image.fromarray(row.cpu().numpy(), "RGB")
+
+    @cached_property
+    def images(self) -> list[Image.Image]:
+        """Every sample on the host (one copy of the whole batch)."""
+        return [Image.fromarray(a, "RGB") for a in self.pixels.cpu().numpy()]
 
 
 @torch.inference_mode()
@@ -104,11 +119,12 @@ def render_latents(
     wplus = apply_edits(wplus[:, : stylizer.generator.n_latent], request.edits)
     # 2. The branch of each sample (attribute-aware styles).
     branches, sources, confidences = choose_branches(stylizer, wplus, request.branch)
-    # 3. Render, then 8-bit RGB.
-    images, compiled = render_codes(stylizer, wplus, request, branches, batched)
+    # 3. Render, then 8-bit RGB (on the device).
+    pixels, compiled = render_codes(stylizer, wplus, request, branches, batched)
+    _sync(stylizer.device)
     stages = {"synthesize": time.perf_counter() - started}
     strength = quantise_strength(request.strength)
-    return BatchResult(images, wplus, branches, sources, confidences, request.structure, strength, compiled, stages)
+    return BatchResult(pixels, wplus, branches, sources, confidences, request.structure, strength, compiled, stages)
 
 
 def check_request(stylizer, request: RenderRequest) -> None:
@@ -162,10 +178,11 @@ def render_codes(
     request: RenderRequest,
     branches: Sequence[str | None],
     batched: bool | None = None,
-) -> tuple[list[Image.Image], bool]:
-    """w+ [B, L, D] (edited) → (8-bit RGB images, whether compiled programs ran every pass): one generator
-    pass per branch group on CUDA, one per sample elsewhere; each pass's noise seeded with `request.seed`."""
-    images: list[Image.Image | None] = [None] * len(wplus)
+) -> tuple[torch.Tensor, bool]:
+    """w+ [B, L, D] (edited) → (8-bit RGB [B, S, S, 3] on the device, whether compiled programs ran every
+    pass): one generator pass per branch group on CUDA, one per sample elsewhere; each pass's noise seeded
+    with `request.seed`."""
+    parts: list[tuple[list[int], torch.Tensor]] = []
     compiled = True
     for branch in dict.fromkeys(branches):
         members = [i for i, b in enumerate(branches) if b == branch]
@@ -173,9 +190,14 @@ def render_codes(
             rng = torch.Generator().manual_seed(request.seed)
             out, ran = _generate(stylizer, wplus[chunk], branch, request, rng)
             compiled = compiled and ran
-            for i, array in zip(chunk, to_uint8(out)):
-                images[i] = Image.fromarray(array, "RGB")
-    return images, compiled  # type: ignore[return-value]
+            parts.append((chunk, to_pixels(out)))
+    if len(parts) == 1 and parts[0][0] == list(range(len(wplus))):
+        return parts[0][1], compiled  # one pass in order: no reassembly
+    size = parts[0][1].shape[1]
+    pixels = torch.empty((len(wplus), size, size, 3), dtype=torch.uint8, device=parts[0][1].device)
+    for chunk, rows in parts:
+        pixels[chunk] = rows
+    return pixels, compiled
 
 
 def _generate(
@@ -188,10 +210,29 @@ def _generate(
     return stylizer.render_flagged(wplus, request.structure, request.strength, request.noise, rng)
 
 
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """[B, 3, S, S] in [-1, 1] → [B, S, S, 3] uint8 (contiguous), on the images' device."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[B, 3, S, S] in [-1, 1] → [B, S, S, 3] uint8, converted on the images' device and copied once."""
-    array = ((images.float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1)
-    return np.ascontiguousarray(array.cpu().numpy())
+    """[B, 3, S, S] in [-1, 1] → [B, S, S, 3] uint8 on the host, converted on the images' device and copied
+    once."""
+    return to_pixels(images).cpu().numpy()
+
+
+def resize_pixels(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """[S, S, 3] or [B, S, S, 3] uint8 → the same at `size` px, on the pixels' device: antialiased bicubic
+    (PIL's BICUBIC filter when shrinking), rounded. The result sizes the API offers (256, 512, 1024) from
+    any generator, before the image leaves the GPU (a 1024 → 256 result copies 1/16 of the bytes)."""
+    if pixels.shape[-2] == size:
+        return pixels
+    x = pixels.permute(*range(pixels.dim() - 3), -1, -3, -2).float()  # [..., 3, S, S]
+    batch = x if x.dim() == 4 else x[None]
+    out = F.interpolate(batch, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    out = out.round_().clamp_(0, 255).to(torch.uint8)
+    out = out if x.dim() == 4 else out[0]
+    return out.permute(*range(out.dim() - 3), -2, -1, -3).contiguous()
 
 
 def _chunks(device: torch.device, members: list[int], batched: bool | None) -> list[list[int]]:

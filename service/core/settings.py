@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         0, ge=0, le=256, description="threads for a batch's decoding, crops and result encoding (0 = the host's cores)"
     )
     png_level: int = Field(1, ge=0, le=9, description="zlib level of PNG results (1: 4x faster than 6, 15% larger)")
+    jpeg_encoder: Literal["auto", "pillow", "nvimgcodec"] = Field(
+        "auto",
+        description="JPEG results: auto = on the GPU (nvJPEG through nvImageCodec) when it is installed and "
+        "answers at worker start, else Pillow in the CPU pool; nvimgcodec = required (libjpeg-turbo on the CPU)",
+    )
     video_batch: int = Field(8, ge=1, le=64, description="video frames per encoder/generator pass")
     max_batch: int = Field(
         0, ge=0, le=64, description="stylize jobs a worker takes at once (0 = auto: 8 on CUDA, 1 on the CPU)"

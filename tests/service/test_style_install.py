@@ -124,7 +124,7 @@ def _expected_png(data: Path, photo: str, strength: float, structure: int, size:
     import torch
     from PIL import Image
 
-    from models.inference.pipeline import to_image
+    from models.inference.pipeline import resize_pixels, to_pixels
     from models.inference.style_strength import interpolate_generators, render
     from models.networks.encoder import image_to_tensor
     from service.core.contract import ALIGNED_SIZE
@@ -142,7 +142,7 @@ def _expected_png(data: Path, photo: str, strength: float, structure: int, size:
     with torch.inference_mode():
         wplus = inverter(image_to_tensor(crop, 64)).wplus
         out = render(interpolate_generators(source, style, strength), wplus, structure, source)
-    return encode_image(to_image(out[0]).resize((size, size), Image.Resampling.LANCZOS), "png")
+    return encode_image(Image.fromarray(resize_pixels(to_pixels(out)[0], size).numpy()), "png")
 
 
 def test_an_installed_style_serves_structure_and_strength(

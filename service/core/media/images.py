@@ -152,6 +152,9 @@ def _decode(image: Image.Image) -> None:
         raise InvalidImage(f"image data is truncated or corrupt ({e})") from e
 
 
+JPEG_QUALITY = 92  # JPEG results, 4:4:4 (no chroma subsampling): here and on the GPU (workers/device_jpeg.py)
+
+
 def encode_image(image: Image.Image, fmt: str, png_level: int = 1) -> bytes:
     """A result image as `fmt` ("png", "jpeg", "webp") bytes: deterministic and without metadata (no EXIF
     or GPS from the upload reaches a result). PNG at zlib level `png_level`: level 1 encodes a 1024 px
@@ -160,7 +163,7 @@ def encode_image(image: Image.Image, fmt: str, png_level: int = 1) -> bytes:
     if fmt == "png":
         image.save(buf, format="PNG", optimize=False, compress_level=png_level)
     elif fmt == "jpeg":
-        image.save(buf, format="JPEG", quality=92, subsampling=0)
+        image.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
     elif fmt == "webp":
         image.save(buf, format="WEBP", quality=92, method=4)
     else:
