@@ -244,7 +244,7 @@ class VideoStylizer:
                 crops = [aligned[f].image for f in faces]
                 step = partial(self._latent_step, state=state, tracks=[k for _, k in faces])
                 batch = stylize_batch(self.stylizer, crops, self.request, step)
-                rendered = {f: _resized(image, cfg.size) for f, image in zip(faces, batch.images)}
+                rendered = {f: batch.image(j, cfg.size) for j, f in enumerate(faces)}  # resized on the device
             for i in rows:
                 mine = [(rendered[(i, k)], aligned[(i, k)]) for k in range(len(landmarks)) if (i, k) in rendered]
                 out.append(self._compose(mine, photos[i - start]))
@@ -273,7 +273,7 @@ class VideoStylizer:
 
     def _portrait_render(self) -> Image.Image:
         """The portrait's own render (retarget, when no driver frame is usable)."""
-        return _resized(render_latents(self.stylizer, self.w_src, self.request).images[0], self.config.size)
+        return render_latents(self.stylizer, self.w_src, self.request).image(0, self.config.size)
 
     def _compose(self, faces: list[tuple[Image.Image, AlignedFace]], photo: Image.Image) -> np.ndarray:
         """One output frame from its rendered faces (none: no usable face in it)."""
@@ -288,7 +288,3 @@ class VideoStylizer:
         if cfg.output == "full":
             return np.asarray(paste_faces(photo, faces))
         return np.asarray(faces[0][0])
-
-
-def _resized(image: Image.Image, size: int) -> Image.Image:
-    return image if image.size[0] == size else image.resize((size, size), Image.Resampling.LANCZOS)
