@@ -131,11 +131,23 @@ class Runtime:
         """What one job uses of a style, with the registry read once: its record, its stylizer (loaded once
         and reloaded when its files change) and the job's edits. StyleUnavailable / DirectionError if not."""
         info = self.registry.style(style_id)
-        if (info is None or info.status != StyleState.READY or info.model_class is None) and self.mirror.enabled:
-            self.mirror.pull()  # published on another host since the last pass
+        if not self._servable(info) and self.mirror.enabled:  # published on another host since the last pass
+            self.mirror.pull_style(style_id)  # its bundle alone: one GET when it is not there either
             info = self.registry.style(style_id)
+            if info is not None and not self._servable(info):
+                self.mirror.pull()  # what else it needs (its encoder), or a state the listing knows better
+                info = self.registry.style(style_id)
         stylizer = self._stylizer(style_id, info)
         return ServedStyle(info, stylizer, self._edits(info, stylizer, edit_specs or []))
+
+    def _servable(self, info: StyleInfo | None) -> bool:
+        """Ready, with weights and its encoder on this host."""
+        return (
+            info is not None
+            and info.status == StyleState.READY
+            and info.model_class is not None
+            and self.registry.has_encoder(info.encoder)
+        )
 
     def stylizer(self, style_id: str) -> Stylizer:
         """The style's stylizer (warm-up, tests); a job takes `serve`."""

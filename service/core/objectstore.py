@@ -45,6 +45,7 @@ class ObjectInfo:
     key: str
     size: int
     modified: float  # seconds since the epoch
+    tag: str = ""  # changes whenever the object is written again (S3: its ETag); "" = not known
 
 
 class ObjectStore:
@@ -181,7 +182,8 @@ class LocalStore(ObjectStore):
                         stat = path.stat()
                     except FileNotFoundError:
                         continue
-                    yield ObjectInfo(path.relative_to(self.root).as_posix(), stat.st_size, stat.st_mtime)
+                    tag = f"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"  # writes replace the file
+                    yield ObjectInfo(path.relative_to(self.root).as_posix(), stat.st_size, stat.st_mtime, tag)
 
 
 class S3Store(ObjectStore):
@@ -312,7 +314,8 @@ class S3Store(ObjectStore):
             page = self._call("list_objects_v2", **kwargs)
             for item in page.get("Contents", []):
                 key = item["Key"][len(self.prefix) :]
-                yield ObjectInfo(key, int(item["Size"]), item["LastModified"].timestamp())
+                tag = str(item.get("ETag", "")).strip('"')
+                yield ObjectInfo(key, int(item["Size"]), item["LastModified"].timestamp(), tag)
             if not page.get("IsTruncated"):
                 return
             token = page.get("NextContinuationToken")

@@ -15,6 +15,11 @@ A local bundle whose manifest has gone (retired on another machine) is removed. 
 bundle came from, and which store it came from, is kept in `<registry>/.bundles/`, outside the bundle
 folders: a registry pointed at another store (bucket, prefix) treats its bundles as its own, publishes
 them there and never deletes them for being absent from it.
+
+Every host pulls every few seconds, so a pass that finds nothing new costs one listing, not a GET per
+bundle: the marker keeps the manifest's tag as the listing showed it (S3's ETag), and a manifest whose
+tag is unchanged is not read again. A miss for one style (`pull_folder`) reads that style's manifest
+alone.
 """
 
 from __future__ import annotations
@@ -111,14 +116,25 @@ def _remote_manifest(store: ObjectStore, folder: str) -> dict | None:
         return None
 
 
-def _write_marker(store: ObjectStore, root: Path, folder: str, version: str) -> None:
+def _write_marker(store: ObjectStore, root: Path, folder: str, version: str, tag: str = "") -> None:
+    """`tag`: the manifest's tag in the store's listing, when known (what `pull` compares to skip it)."""
     marker = _marker(Path(root), folder)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(marker, json.dumps({"version": version, "store": store.identity}).encode())
+    atomic_write_bytes(marker, json.dumps({"version": version, "store": store.identity, "tag": tag}).encode())
+
+
+def _local_tag(root: Path, folder: str, store: ObjectStore) -> str:
+    """The manifest tag the local bundle was last checked against ("" when none)."""
+    try:
+        marker = json.loads(_marker(root, folder).read_text())
+    except (OSError, ValueError):
+        return ""
+    return marker.get("tag", "") if marker.get("store") == store.identity else ""
 
 
 def pull(store: ObjectStore, root: Path, prefix: str = "styles/") -> PullReport:
-    """Make the local bundles under `prefix` ("styles/") match the store's manifests."""
+    """Make the local bundles under `prefix` ("styles/") match the store's manifests: one listing, and a
+    GET for each manifest whose tag changed since this host last read it."""
     root, report = Path(root), PullReport()
     remote = {}
     for info in store.list(f"{PREFIX}{prefix}"):
@@ -127,27 +143,57 @@ def pull(store: ObjectStore, root: Path, prefix: str = "styles/") -> PullReport:
             remote[rest[: -len(".json")]] = info
     # 1. New or changed bundles.
     for folder in sorted(remote):
-        manifest = _remote_manifest(store, folder)
-        if manifest is None or manifest["version"] == local_version(root, folder, store):
-            continue
-        try:
-            _install(store, root, folder, manifest)
-            report.fetched.append(folder)
-        except (BundleRefused, ObjectMissing) as e:  # a re-publish raced us, or a corrupt object
-            log.warning("bundle %s not installed: %s", folder, e)
-            report.refused.append(folder)
+        tag = remote[folder].tag
+        if tag and tag == _local_tag(root, folder, store):
+            continue  # the manifest this host already read
+        _update(store, root, folder, _remote_manifest(store, folder), tag, report)
     # 2. Bundles retired elsewhere (only those that came from this store: a marker says so).
     markers = root / ".bundles"
     for marker in sorted(markers.glob("*.json")) if markers.is_dir() else []:
         folder = marker.stem.replace("__", "/")
-        if folder.startswith(prefix) and folder not in remote and local_version(root, folder, store):
-            shutil.rmtree(root / folder, ignore_errors=True)
-            marker.unlink(missing_ok=True)
-            report.removed.append(folder)
+        if folder.startswith(prefix) and folder not in remote:
+            _remove_retired(store, root, folder, report)
     return report
 
 
-def _install(store: ObjectStore, root: Path, folder: str, manifest: dict) -> None:
+def pull_folder(store: ObjectStore, root: Path, folder: str) -> PullReport:
+    """One bundle ("styles/<id>") made to match its manifest, with one GET when it is up to date: what a
+    host does when a job asks for a style it does not have (a full `pull` lists every bundle)."""
+    folder, root, report = _check_folder(folder), Path(root), PullReport()
+    manifest = _remote_manifest(store, folder)
+    if manifest is None:
+        _remove_retired(store, root, folder, report)
+    else:
+        _update(store, root, folder, manifest, _local_tag(root, folder, store), report)
+    return report
+
+
+def _update(store: ObjectStore, root: Path, folder: str, manifest: dict | None, tag: str, report: PullReport) -> None:
+    """Install `manifest`'s version of `folder` unless the local one is it; either way the marker keeps
+    `tag`, so that an unchanged manifest is not read again."""
+    if manifest is None:  # retired between the listing and the read
+        return
+    if manifest["version"] == local_version(root, folder, store):
+        if tag != _local_tag(root, folder, store):
+            _write_marker(store, root, folder, manifest["version"], tag)
+        return
+    try:
+        _install(store, root, folder, manifest, tag)
+        report.fetched.append(folder)
+    except (BundleRefused, ObjectMissing) as e:  # a re-publish raced us, or a corrupt object
+        log.warning("bundle %s not installed: %s", folder, e)
+        report.refused.append(folder)
+
+
+def _remove_retired(store: ObjectStore, root: Path, folder: str, report: PullReport) -> None:
+    """A local bundle whose manifest has gone: removed if it came from this store (a marker says so)."""
+    if local_version(root, folder, store):
+        shutil.rmtree(root / folder, ignore_errors=True)
+        _marker(root, folder).unlink(missing_ok=True)
+        report.removed.append(folder)
+
+
+def _install(store: ObjectStore, root: Path, folder: str, manifest: dict, tag: str = "") -> None:
     """Download a bundle's version into scratch beside its folder, verify it, swap it in."""
     target = root / folder
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +215,7 @@ def _install(store: ObjectStore, root: Path, folder: str, manifest: dict) -> Non
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(incoming, target)
-        _write_marker(store, root, folder, manifest["version"])
+        _write_marker(store, root, folder, manifest["version"], tag)
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
 
@@ -214,6 +260,20 @@ class RegistryMirror:
         if published:
             log.info("published this host's registry bundles: %s", published)
         return published
+
+    def pull_style(self, style_id: str) -> PullReport:
+        """A job's style that this host lacks (or holds in another state): its bundle alone. An unreachable
+        store is logged; the caller goes on with what it has."""
+        if self.store is None:
+            return PullReport()
+        try:
+            report = pull_folder(self.store, self.root, f"styles/{style_id}")
+        except Exception as e:  # StoreUnavailable, mostly
+            log.warning("pulling style %s failed: %s", style_id, e)
+            return PullReport()
+        if report.fetched or report.removed:
+            log.info("registry pulled: %s", report)
+        return report
 
     def pull(self) -> PullReport:
         """Every prefix; an unreachable store is logged and left for the next pass."""

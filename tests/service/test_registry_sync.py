@@ -78,6 +78,65 @@ def test_a_retired_style_goes_from_every_host(s3_server, tiny_data_dir: Path, tm
     assert (b / "styles" / "mine").is_dir() and list(store.list("registry/styles/demo")) == []
 
 
+class CountingStore:
+    """The real store, with the keys of every GET kept (what a pull costs)."""
+
+    def __init__(self, store) -> None:
+        self.store, self.gets = store, []
+
+    def get(self, key: str) -> bytes:
+        self.gets.append(key)
+        return self.store.get(key)
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+
+def test_a_pass_that_finds_nothing_new_reads_no_manifest(s3_server, tiny_data_dir: Path, tmp_path: Path) -> None:
+    """Hosts pull every few seconds: with nothing changed a pass is the listing alone (the manifests'
+    ETags match what the host read); a re-publish is read again, and only it."""
+    store = s3_store(s3_server.endpoint, uuid.uuid4().hex)
+    a, b = _hosts(tiny_data_dir, tmp_path)
+    shutil.copytree(a / "styles" / "demo", a / "styles" / "other")
+    for folder in ("styles/demo", "styles/other"):
+        registry_sync.publish(store, a, folder)
+    counting = CountingStore(store)
+    assert registry_sync.pull(counting, b).fetched == ["styles/demo", "styles/other"]
+    counting.gets.clear()
+    assert registry_sync.pull(counting, b).fetched == [] and counting.gets == []
+    (a / "styles" / "demo" / "style.json").write_text(json.dumps({"name": "demo v2", "status": "ready"}))
+    registry_sync.publish(store, a, "styles/demo")
+    assert registry_sync.pull(counting, b).fetched == ["styles/demo"]
+    assert all(key.startswith("registry/styles/demo") for key in counting.gets)
+    assert Registry(b).style("demo").name == "demo v2"
+    # a host that published a bundle itself reads its manifest once, then skips it too
+    counting.gets.clear()
+    registry_sync.pull(counting, a)
+    assert sorted(counting.gets) == ["registry/styles/demo.json", "registry/styles/other.json"]
+    counting.gets.clear()
+    assert registry_sync.pull(counting, a).fetched == [] and counting.gets == []
+
+
+def test_a_miss_pulls_that_style_alone(s3_server, tiny_data_dir: Path, tmp_path: Path) -> None:
+    """A job for a style this host lacks reads that style's manifest and files, not every bundle's; a
+    style the store does not have costs one GET; a retired one goes."""
+    store = s3_store(s3_server.endpoint, uuid.uuid4().hex)
+    a, b = _hosts(tiny_data_dir, tmp_path)
+    shutil.copytree(a / "styles" / "demo", a / "styles" / "other")
+    for folder in ("styles/demo", "styles/other", "base/encoder"):
+        registry_sync.publish(store, a, folder)
+    counting = CountingStore(store)
+    assert registry_sync.pull_folder(counting, b, "styles/other").fetched == ["styles/other"]
+    assert counting.gets and all(key.startswith("registry/styles/other") for key in counting.gets)
+    assert _same(a / "styles" / "other", b / "styles" / "other") and not (b / "styles" / "demo").exists()
+    counting.gets.clear()
+    assert registry_sync.pull_folder(counting, b, "styles/nosuch").fetched == []
+    assert counting.gets == ["registry/styles/nosuch.json"]
+    registry_sync.retire(store, "styles/other")
+    assert registry_sync.pull_folder(counting, b, "styles/other").removed == ["styles/other"]
+    assert not (b / "styles" / "other").exists()
+
+
 def test_hosts_see_a_style_another_host_published(
     s3_server, tiny_data_dir: Path, tmp_path: Path, make_settings, make_client, redis
 ) -> None:
@@ -103,8 +162,9 @@ def test_hosts_see_a_style_another_host_published(
     store = s3_store(s3_server.endpoint, prefix)
     registry_sync.publish(store, a, "base/encoder")  # the style's encoder, as its installer publishes it
     RegistryMirror(store, a).publish_style("fresh")  # host a: training done
-    served = worker.serve("fresh")  # host c: pulled on the miss
+    served = worker.serve("fresh")  # host c: pulled on the miss, that style alone
     assert served.info.name == "fresh" and (tmp_path / "c" / "registry" / "styles" / "fresh").is_dir()
+    assert registry_sync.local_version(tmp_path / "c" / "registry", "base/encoder", store) is None
     deadline = time.monotonic() + 10
     while api.get("/v1/styles/fresh", headers=auth()).status_code != 200:
         assert time.monotonic() < deadline, "the API host never saw the published style"
