@@ -122,12 +122,12 @@ def prepare(rt: Runtime, jobs: list[StylizeJob], ahead: bool = False) -> Outcome
     # 4. Post-process (resize, or paste back every face) and encode, in the pool; JPEG crops on the device.
     finishing = [i for i in aligned if i in done]
     on_device = [i for i in finishing if rt.device_jpeg is not None and _device_encodable(by_job[i][0].job)]
-    device_encoded = _encode_on_device(rt, [(by_job[i][0].job, rendered[by_job[i][0].key]) for i in on_device])
+    rows = {i: [(rendered[m.key][1], rendered[m.key][2]) for m in by_job[i]] for i in finishing}
+    device_encoded = _encode_on_device(rt, [(by_job[i], rows[i]) for i in on_device])
     for job_id in finishing:
         faces = by_job[job_id]
         served, batch, index, size, seconds = rendered[faces[0].key]
-        rows = [(rendered[m.key][1], rendered[m.key][2]) for m in faces]
-        encoded = device_encoded.get(job_id) or rt.cpu_pool.submit(_finish, rt, faces, rows)
+        encoded = device_encoded.get(job_id) or rt.cpu_pool.submit(_finish, rt, faces, rows[job_id])
         share = {name: s / size for name, s in batch.stages.items()}
         timings = {"align": sum(m.align_s for m in faces), "generate": seconds * len(faces) / size, **share}
         listing = _face_listing(faces[0].job, [rendered[m.key] for m in faces])
@@ -236,10 +236,14 @@ def _device_encodable(job: StylizeJob) -> bool:
     return job.format == "jpeg" and job.output == "aligned"
 
 
-def _encode_on_device(rt: Runtime, jobs: list[tuple[StylizeJob, _Rendered]]) -> dict[str, Future[Encoded]]:
-    """Step 4 of the batch's JPEG crops: each resized on the device, all encoded in one call of the
-    device encoder, in a pool thread. A future per job: a row the encoder refuses fails only its job."""
-    futures: dict[str, Future[Encoded]] = {job.job_id: Future() for job, _ in jobs}
+def _encode_on_device(
+    rt: Runtime, jobs: list[tuple[list[_Member], list[tuple[BatchResult, int]]]]
+) -> dict[str, Future[Encoded]]:
+    """Step 4 of the batch's JPEG crops (`_device_encodable`: one face each): each resized on the device,
+    all encoded in one call of the device encoder, in a pool thread; a future per job. A job whose row the
+    device encoder does not encode (the call failed, or it refused that row) is finished on the host
+    instead (`_finish`, Pillow), so a GPU encoder's failure costs time, not the job."""
+    futures: dict[str, Future[Encoded]] = {faces[0].job.job_id: Future() for faces, _ in jobs}
     encoder = rt.device_jpeg
     if not jobs or encoder is None:
         return futures
@@ -247,18 +251,21 @@ def _encode_on_device(rt: Runtime, jobs: list[tuple[StylizeJob, _Rendered]]) -> 
     def run() -> None:
         started = time.perf_counter()
         try:
-            sized = [resize_pixels(batch.pixels[row], job.size) for job, (_, batch, row, _, _) in jobs]
-            data = encoder.encode(sized)
-        except BaseException as e:  # the call itself failed: each of its jobs fails with it
-            for future in futures.values():
-                future.set_exception(e)
-            return
+            sized = [resize_pixels(batch.pixels[row], faces[0].job.size) for faces, [(batch, row)] in jobs]
+            data: list[bytes | Exception] = list(encoder.encode(sized))
+        except Exception as e:
+            data = [e] * len(jobs)
         seconds = (time.perf_counter() - started) / len(jobs)
-        for (job, _), out in zip(jobs, data, strict=True):
-            if isinstance(out, Exception):
-                futures[job.job_id].set_exception(out)
-            else:
-                futures[job.job_id].set_result(Encoded(out, job.size, job.size, seconds, encoder.name))
+        for (faces, rows), out in zip(jobs, data, strict=True):
+            job, future = faces[0].job, futures[faces[0].job.job_id]
+            if not isinstance(out, Exception):
+                future.set_result(Encoded(out, job.size, job.size, seconds, encoder.name))
+                continue
+            log.warning("job %s: the device JPEG encoder failed (%s); Pillow encodes it", job.job_id, out)
+            try:
+                future.set_result(_finish(rt, faces, rows))
+            except Exception as e:  # the host could not make it either: the job fails with this
+                future.set_exception(e)
 
     rt.cpu_pool.submit(run)
     return futures

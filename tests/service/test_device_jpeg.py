@@ -4,8 +4,8 @@ On this CPU-only machine nvImageCodec encodes with libjpeg-turbo, byte for byte 
 host runs the same calls on device tensors with nvJPEG. So: the encoder's bytes are Pillow's; a row it
 cannot take fails alone; in a worker's batch the JPEG crops go through it (the result record names the
 encoder) with the same bytes as the Pillow worker's, while PNG crops and pasted-back photos stay on
-Pillow; a job whose device encode fails fails alone; a worker asked for it where it cannot encode refuses
-to start, and `auto` keeps Pillow on the CPU.
+Pillow; a failed device encode falls back to Pillow, and a row neither can take fails only its job; a
+worker asked for it where it cannot encode refuses to start, and `auto` keeps Pillow on the CPU.
 """
 
 from __future__ import annotations
@@ -119,20 +119,41 @@ def test_the_result_record_names_the_encoder(runtimes, aligner, monkeypatch) -> 
     assert (stored.format, stored.size) == ("JPEG", (256, 256))
 
 
-def test_a_row_the_device_encoder_refuses_fails_only_its_job(runtimes, aligner) -> None:
-    """The batch's device encodes are one call: a row it cannot take (here four channels, as a broken
-    render would give) fails its own job's future; the others get their bytes."""
+def test_a_failed_device_encode_falls_back_to_pillow(runtimes, aligner, monkeypatch) -> None:
+    """The device encoder failing for a whole call (injected: a GPU out of memory, say) costs the batch's
+    JPEG crops time, not their jobs: Pillow makes the same bytes on the host."""
+    rt = runtimes["nvimgcodec"]
+
+    def out_of_memory(rows):
+        raise RuntimeError("nvJPEG: out of device memory")
+
+    monkeypatch.setattr(rt.device_jpeg, "encode", out_of_memory)
+    jobs = [queue_stylize_job(rt, aligner, p, format="jpeg") for p in ("obama.jpg", "biden.jpg")]
+    prepared = stylize_pipeline.prepare(rt, jobs)
+    encoded = [prepared[j.job_id].encoded.result(timeout=60) for j in jobs]
+    assert [e.encoder for e in encoded] == ["pillow", "pillow"]
+    host = runtimes["pillow"]
+    again = [queue_stylize_job(host, aligner, p, format="jpeg") for p in ("obama.jpg", "biden.jpg")]
+    expected = stylize_pipeline.prepare(host, again)
+    assert [e.data for e in encoded] == [expected[j.job_id].encoded.result().data for j in again]
+
+
+def test_a_row_neither_encoder_can_take_fails_only_its_job(runtimes, aligner) -> None:
+    """The batch's device encodes are one call: a row it refuses (here four channels, as a broken render
+    would give) goes to Pillow, which refuses it too, so its job fails with that error alone; the other
+    rows keep the device's bytes."""
     rt = runtimes["nvimgcodec"]
     jobs = [queue_stylize_job(rt, aligner, p, format="jpeg") for p in ("obama.jpg", "biden.jpg")]
     prepared = stylize_pipeline.prepare(rt, jobs)
     batch = prepared[jobs[0].job_id].batch
     broken = dataclasses.replace(batch, pixels=torch.cat([batch.pixels, batch.pixels[..., :1]], -1))
-    rendered = [
-        (jobs[0], (prepared[jobs[0].job_id].served, broken, prepared[jobs[0].job_id].index, 2, 0.0)),
-        (jobs[1], (prepared[jobs[1].job_id].served, batch, prepared[jobs[1].job_id].index, 2, 0.0)),
+    members = [stylize_pipeline._Member(j, Image.new("RGB", (8, 8)), None, 0.0) for j in jobs]  # type: ignore[arg-type]
+    items = [
+        ([members[0]], [(broken, prepared[jobs[0].job_id].index)]),
+        ([members[1]], [(batch, prepared[jobs[1].job_id].index)]),
     ]
-    futures = stylize_pipeline._encode_on_device(rt, rendered)
-    with pytest.raises(ValueError, match=r"not an \[S, S, 3\] uint8 image"):
+    futures = stylize_pipeline._encode_on_device(rt, items)
+    with pytest.raises(ValueError):
         futures[jobs[0].job_id].result(timeout=30)
     good = futures[jobs[1].job_id].result(timeout=30)
-    assert good.data == prepared[jobs[1].job_id].encoded.result().data
+    assert good.encoder == "nvimgcodec-cpu" and good.data == prepared[jobs[1].job_id].encoded.result().data
