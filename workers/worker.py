@@ -92,12 +92,12 @@ class WarmWorker(SimpleWorker):
             # 3. The networks once per group (workers/stylize_pipeline.py).
             if len(batch) > 1:
                 self._prepare(batch)
-            for _ in range(MAX_CHAIN):
+            for link in range(MAX_CHAIN):
                 # 4. While this batch's jobs finish (encodes in the CPU pool, storing, recording), the jobs
                 # waiting by then are claimed and prepared in a thread: their crops and networks overlap
-                # this batch's encodes.
+                # this batch's encodes. Not in the chain's last batch: what it claimed would never run.
                 ahead = None
-                if chaining and not self._stop_requested:
+                if chaining and not self._stop_requested and link + 1 < MAX_CHAIN:
                     more = batching.claim_more(self, queue, self.max_batch, 0.0)
                     if more:
                         thread = threading.Thread(target=self._prepare, args=(more, True), daemon=True)

@@ -92,6 +92,29 @@ def test_the_next_batch_is_prepared_while_a_batch_finishes(make_client, make_set
     assert [r[1] for r in results[:3]] == [r[1] for r in results[3:]]
 
 
+def test_a_long_backlog_is_served_in_order_without_losing_a_claim(make_client, make_settings, start_worker) -> None:
+    """More waiting jobs than one chain of prepared-ahead batches takes (`MAX_CHAIN` batches of 2): every
+    job starts in the queue's order, each prepared batch runs, and no claim is left for the orphan pass to
+    requeue. (A chain's last batch used to claim its successor and end without running it: those two jobs
+    waited for the orphan pass, a heartbeat TTL, 20 s by default, or rq's own cleanup, a minute.)"""
+    from workers.worker import MAX_CHAIN
+
+    client = make_client()
+    jobs = 2 * MAX_CHAIN + 4
+    ids = [post_photo(client, PHOTOS[i % 3], size=256).json()["id"] for i in range(jobs)]
+    worker = start_worker(make_settings(max_batch=2, batch_wait_ms=50), queues="stylize")
+    records = [wait_for(client, job_id, timeout=120) for job_id in ids]
+    assert [r["status"] for r in records] == ["succeeded"] * jobs
+    starts = [r["started_at"] for r in records]
+    assert starts == sorted(starts), [i for i in range(1, jobs) if starts[i] < starts[i - 1]]
+    assert [r["result"]["batch_size"] for r in records] == [2] * jobs
+    # a chain: one batch claimed by rq's loop, then batches prepared ahead, MAX_CHAIN batches in all
+    ahead = [r["result"]["prepared_ahead"] for r in records]
+    chain = [False] * 2 + [True] * 2 * (MAX_CHAIN - 1)
+    assert ahead == chain + [False] * 2 + [True] * 2
+    assert "requeued" not in worker.log.read_text()
+
+
 def test_kill_during_a_batch_recovers_every_job(make_client, make_settings, start_worker, redis) -> None:
     client = make_client()
     settings = make_settings(max_batch=16, batch_wait_ms=50)
