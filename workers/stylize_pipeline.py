@@ -253,6 +253,8 @@ def _encode_on_device(
         try:
             sized = [resize_pixels(batch.pixels[row], faces[0].job.size) for faces, [(batch, row)] in jobs]
             data: list[bytes | Exception] = list(encoder.encode(sized))
+            if len(data) != len(jobs):
+                raise RuntimeError(f"the device encoder gave {len(data)} results for {len(jobs)} images")
         except Exception as e:
             data = [e] * len(jobs)
         seconds = (time.perf_counter() - started) / len(jobs)
@@ -267,7 +269,17 @@ def _encode_on_device(
             except Exception as e:  # the host could not make it either: the job fails with this
                 future.set_exception(e)
 
-    rt.cpu_pool.submit(run)
+    def settled() -> None:
+        """`run`, and whatever escapes it fails the jobs it left waiting (a job's run waits on its future)."""
+        try:
+            run()
+        except BaseException as e:
+            for future in futures.values():
+                if not future.done():
+                    future.set_exception(e)
+            raise
+
+    rt.cpu_pool.submit(settled)
     return futures
 
 
