@@ -49,10 +49,7 @@ def cmd_stylize(args: argparse.Namespace) -> None:
         photo = load_image(args.photo, aligner.config.max_pixels).image
         faces = aligner.detect(photo, exhaustive=args.faces == "all" or args.face_index > 0)
         if args.faces == "all":
-            chosen = [f for f in faces if f.size >= args.min_face_size]
-            if not chosen:
-                raise CommandError(f"{args.photo}: no face of at least {args.min_face_size} px")
-            aligned = [aligner.align_face(photo, f) for f in chosen]
+            aligned = aligner.align_all(photo, faces=faces)
         else:
             aligned = [aligner.align(photo, face_index=args.face_index, faces=faces)]
     except InputError as e:

@@ -75,7 +75,7 @@ def find_face_tracks(
     t = -1
     for t, frame in enumerate(frames):
         found = aligner.detect(Image.fromarray(frame), exhaustive=True)
-        faces = [f for f in found if f.size >= aligner.config.min_face_size]
+        faces = [f for f in found if f.large_enough(aligner.config.min_face_size)]
         live = [track for track in tracks if t - track.last_seen <= max_gap + 1]
         joined = _match(live, faces, min_iou)
         for track, face in joined.items():

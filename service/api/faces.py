@@ -20,8 +20,8 @@ from contextlib import AbstractContextManager
 import anyio
 import anyio.to_thread
 
-from service.core.errors import FaceIndexOutOfRange, FaceTooSmall, NoFaceFound, TooManyFaces
-from service.core.media.alignment import FaceAligner
+from service.core.errors import FaceIndexOutOfRange, NoFaceFound, TooManyFaces
+from service.core.media.alignment import FaceAligner, none_large_enough
 from service.core.media.images import load_for_analysis
 
 ANALYSIS_MAX_SIDE = 2048  # px: faces are found on a copy this large at most (landmarks scaled back)
@@ -46,9 +46,7 @@ def face_landmarks(
     if face_index >= len(faces):
         raise FaceIndexOutOfRange(f"face_index {face_index} asked, but {len(faces)} face(s) were found")
     face = faces[face_index]
-    size = face.size * analysis.scale
-    if size < min_face_size:
-        raise FaceTooSmall(f"the face is {size:.0f} px across; at least {min_face_size} px is needed")
+    face.check_size(min_face_size, analysis.scale)
     return analysis.to_full(face.landmarks).tolist()
 
 
@@ -71,13 +69,13 @@ def group_faces(
     listed = []
     for face in faces:
         box = [round(v * analysis.scale, 1) for v in face.box]
-        if face.size * analysis.scale < min_face_size:
+        if not face.large_enough(min_face_size, analysis.scale):
             listed.append({"box": box, "landmarks": None, "skipped": "too_small"})
         else:
             listed.append({"box": box, "landmarks": analysis.to_full(face.landmarks).tolist(), "skipped": None})
     stylized = sum(f["landmarks"] is not None for f in listed)
     if stylized == 0:
-        raise FaceTooSmall(f"no face is at least {min_face_size} px across ({len(listed)} smaller found)")
+        raise none_large_enough(len(listed), min_face_size)
     if stylized > max_faces:
         raise TooManyFaces(f"{stylized} faces to stylize; at most {max_faces} per photo")
     return listed

@@ -114,6 +114,15 @@ def test_a_tiny_face_is_too_small(aligner: FaceAligner) -> None:
     # and a lower configured minimum accepts it
     small_ok = FaceAligner(AlignerConfig(min_face_size=64, transform_size=1024, output_size=256))
     assert small_ok.align(image).image.size == (256, 256)
+    # every face of a photo: none large enough is the group's error; a large one keeps only itself
+    with pytest.raises(FaceTooSmall, match=r"no face is at least 128 px across \(1 smaller found\)"):
+        aligner.align_all(image)
+    two = photo("two_people.jpg")
+    faces = aligner.detect(two, exhaustive=True)
+    between = FaceAligner(AlignerConfig(min_face_size=(faces[0].size + faces[1].size) / 2))
+    assert [c.face.box for c in between.align_all(two, faces=faces)] == [faces[0].box]
+    assert [f.large_enough(between.config.min_face_size) for f in faces] == [True, False]
+    assert faces[1].large_enough(between.config.min_face_size, scale=2.0)  # found on a half-size copy
 
 
 def test_exif_rotated_copy_aligns_to_the_same_crop(aligner: FaceAligner, tmp_path: Path) -> None:

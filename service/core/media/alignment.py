@@ -77,6 +77,21 @@ class Face:
         """Side of the FFHQ crop in photo pixels: how large the face is for our purposes."""
         return self.quad()[1]
 
+    def large_enough(self, minimum: float, scale: float = 1.0) -> bool:
+        """Whether the face's FFHQ crop is at least `minimum` px across in the full photo (`scale`: full
+        photo px per px of the image it was found in)."""
+        return self.size * scale >= minimum
+
+    def check_size(self, minimum: float, scale: float = 1.0) -> None:
+        """FaceTooSmall unless `large_enough`."""
+        if not self.large_enough(minimum, scale):
+            raise FaceTooSmall(f"the face is {self.size * scale:.0f} px across; at least {minimum} px is needed")
+
+
+def none_large_enough(found: int, minimum: float) -> FaceTooSmall:
+    """The error of a photo whose `found` faces are all under `minimum` px across."""
+    return FaceTooSmall(f"no face is at least {minimum} px across ({found} smaller found)")
+
 
 def ffhq_quad(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
     """The FFHQ crop square (reference §5): centre eye_avg + 0.1·eye_to_mouth, half-side
@@ -253,19 +268,14 @@ class FaceAligner:
         faces = self.detect(image, exhaustive=True) if faces is None else faces
         if not faces:
             raise NoFaceFound("no human face was found in the image")
-        aligned = []
-        for face in faces:
-            try:
-                aligned.append(self.align_face(image, face, output_size))
-            except FaceTooSmall:
-                if not aligned and face is faces[-1]:
-                    raise
-        return aligned
+        chosen = [face for face in faces if face.large_enough(self.config.min_face_size)]
+        if not chosen:
+            raise none_large_enough(len(faces), self.config.min_face_size)
+        return [self.align_face(image, face, output_size) for face in chosen]
 
     def align_face(self, image: Image.Image, face: Face, output_size: int | None = None) -> AlignedFace:
+        face.check_size(self.config.min_face_size)
         quad, qsize = face.quad()
-        if qsize < self.config.min_face_size:
-            raise FaceTooSmall(f"the face is {qsize:.0f} px across; at least {self.config.min_face_size} px is needed")
         out = output_size or self.config.output_size
         crop = ffhq_crop(
             image.convert("RGB"), quad, qsize, out, max(out, self.config.transform_size), self.config.enable_padding
