@@ -21,9 +21,9 @@ step generator 210 python3 bench/generator.py --device cuda --batches 1,32 --run
 step train 140 python3 bench/train.py --device cuda --sizes 1024 --precision bf16,fp32 --ada-p 0.3 --repeats 2
 # issue 24: the stylize worker end to end through Redis and rq, PNG and JPEG, 1 and 64 jobs in flight; eager
 # (compiling its 7 buckets of CUDA graphs would take the whole budget; the generator step times compiled networks)
-step serving 150 python3 bench/gpu_serving.py --device cuda --networks real --size 1024 --inflight 1,64 \
+step serving 160 python3 bench/gpu_serving.py --device cuda --networks real --size 1024 --inflight 1,64 \
   --formats png,jpeg --seconds 10 --env AGILEGAN_COMPILE=off
 # issue 24: JPEG results of a batch on the GPU (nvJPEG) against host copies + Pillow in the CPU pool
 step jpeg 30 python3 bench/device_jpeg.py --device cuda --batches 1,32 --runs 5
 # issue 25: bf16 against fp32 training, the same run twice
-step precision 40 python3 bench/precision.py --device cuda --size 256 --steps 200 --eval-every 100
+step precision 30 python3 bench/precision.py --device cuda --size 256 --steps 200 --eval-every 100
