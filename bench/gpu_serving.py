@@ -13,8 +13,9 @@ real`: the full HVAE encoder and a config-f generator at `--size`; `demo`: the n
 
 For each format and each number of jobs kept in flight (a closed loop: a job is enqueued as one
 finishes), after a warm-up, for `--seconds`: images per second, enqueue → result p50 / p99 (the job
-record's `finished_at` against the enqueue time, so polling adds nothing), the mean batch, and the
-median per-stage seconds of `result.timings`. The worker's log lines about its device, precision,
+record's `finished_at` against the enqueue time, so polling adds nothing), the mean batch, what encoded
+the results (`result.encoder`: nvjpeg where the GPU did), and the median per-stage seconds of
+`result.timings`. The worker's log lines about its device, precision,
 speed choices and compiled graphs are printed first. The worker compiles its CUDA graphs at start by
 default (`AGILEGAN_COMPILE=auto`: every bucket up to `--max-batch`, minutes the first time on a machine);
 `--env AGILEGAN_COMPILE=off` serves eager.
@@ -107,9 +108,10 @@ def summary(rows: list[dict], wall: float) -> str:
     p99 = latency[min(len(latency) - 1, int(0.99 * len(latency)))]
     batch = statistics.mean(r["batch_size"] for r in rows)
     stages = " ".join(f"{s} {1000 * statistics.median(r['timings'].get(s, 0.0) for r in rows):.1f}" for s in STAGES)
+    encoders = ", ".join(sorted({r.get("encoder", "?") for r in rows}))  # nvjpeg where the device encoded
     return (
         f"| {len(rows) / wall:.1f} | {1000 * statistics.median(latency):.0f} ms | {1000 * p99:.0f} ms "
-        f"| {batch:.1f} | {stages} |"
+        f"| {batch:.1f} | {encoders} | {stages} |"
     )
 
 
@@ -171,8 +173,8 @@ def main() -> None:
                     print("worker:", line.strip())
             feeder = Feeder(redis, data, args.size)
             print(f"\n{args.size} px, {args.networks} networks, {args.device}, max batch {args.max_batch}")
-            print("| format | in flight | images/s | p50 | p99 | mean batch | median stage ms |")
-            print("|---|---|---|---|---|---|---|")
+            print("| format | in flight | images/s | p50 | p99 | mean batch | encoder | median stage ms |")
+            print("|---|---|---|---|---|---|---|---|")
             for fmt in args.formats.split(","):
                 for inflight in (int(x) for x in args.inflight.split(",")):
                     rows = feeder.run(fmt, inflight, args.seconds, max(args.warmup, inflight))
