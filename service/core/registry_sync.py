@@ -71,13 +71,19 @@ def _marker(root: Path, folder: str) -> Path:
 def local_version(root: Path, folder: str, store: ObjectStore | None = None) -> str | None:
     """The version of the store's bundle that the local folder holds; None when it did not come from the
     store (installed here, or from another store: `store` given, its identity must match)."""
+    return _read_marker(root, folder, store).get("version")
+
+
+def _read_marker(root: Path, folder: str, store: ObjectStore | None = None) -> dict:
+    """The local bundle's marker (version, store, manifest tag); {} when there is none, or when it names
+    another store than `store`."""
     try:
-        marker = json.loads(_marker(root, folder).read_text())
+        marker = json.loads(_marker(Path(root), folder).read_text())
     except (OSError, ValueError):
-        return None
+        return {}
     if store is not None and marker.get("store") != store.identity:
-        return None
-    return marker.get("version")
+        return {}
+    return marker
 
 
 def publish(store: ObjectStore, root: Path, folder: str) -> str:
@@ -123,15 +129,6 @@ def _write_marker(store: ObjectStore, root: Path, folder: str, version: str, tag
     atomic_write_bytes(marker, json.dumps({"version": version, "store": store.identity, "tag": tag}).encode())
 
 
-def _local_tag(root: Path, folder: str, store: ObjectStore) -> str:
-    """The manifest tag the local bundle was last checked against ("" when none)."""
-    try:
-        marker = json.loads(_marker(root, folder).read_text())
-    except (OSError, ValueError):
-        return ""
-    return marker.get("tag", "") if marker.get("store") == store.identity else ""
-
-
 def pull(store: ObjectStore, root: Path, prefix: str = "styles/") -> PullReport:
     """Make the local bundles under `prefix` ("styles/") match the store's manifests: one listing, and a
     GET for each manifest whose tag changed since this host last read it."""
@@ -144,7 +141,7 @@ def pull(store: ObjectStore, root: Path, prefix: str = "styles/") -> PullReport:
     # 1. New or changed bundles.
     for folder in sorted(remote):
         tag = remote[folder].tag
-        if tag and tag == _local_tag(root, folder, store):
+        if tag and tag == _read_marker(root, folder, store).get("tag"):
             continue  # the manifest this host already read
         _update(store, root, folder, _remote_manifest(store, folder), tag, report)
     # 2. Bundles retired elsewhere (only those that came from this store: a marker says so).
@@ -164,7 +161,7 @@ def pull_folder(store: ObjectStore, root: Path, folder: str) -> PullReport:
     if manifest is None:
         _remove_retired(store, root, folder, report)
     else:
-        _update(store, root, folder, manifest, _local_tag(root, folder, store), report)
+        _update(store, root, folder, manifest, _read_marker(root, folder, store).get("tag", ""), report)
     return report
 
 
@@ -173,8 +170,9 @@ def _update(store: ObjectStore, root: Path, folder: str, manifest: dict | None, 
     `tag`, so that an unchanged manifest is not read again."""
     if manifest is None:  # retired between the listing and the read
         return
-    if manifest["version"] == local_version(root, folder, store):
-        if tag != _local_tag(root, folder, store):
+    marker = _read_marker(root, folder, store)
+    if manifest["version"] == marker.get("version"):
+        if tag != marker.get("tag", ""):
             _write_marker(store, root, folder, manifest["version"], tag)
         return
     try:
