@@ -121,7 +121,7 @@ def prepare(rt: Runtime, jobs: list[StylizeJob], ahead: bool = False) -> Outcome
     done = _ids(_advance(rt, finished, "generate", 0.8, out))
     # 4. Post-process (resize, or paste back every face) and encode, in the pool; JPEG crops on the device.
     finishing = [i for i in aligned if i in done]
-    on_device = [i for i in finishing if rt.device_jpeg is not None and _device_encodable(by_job[i][0].job)]
+    on_device = [i for i in finishing if _device_encodable(by_job[i][0].job)]
     rows = {i: [(rendered[m.key][1], rendered[m.key][2]) for m in by_job[i]] for i in finishing}
     device_encoded = _encode_on_device(rt, [(by_job[i], rows[i]) for i in on_device])
     for job_id in finishing:
@@ -242,11 +242,12 @@ def _encode_on_device(
     """Step 4 of the batch's JPEG crops (`_device_encodable`: one face each): each resized on the device,
     all encoded in one call of the device encoder, in a pool thread; a future per job. A job whose row the
     device encoder does not encode (the call failed, or it refused that row) is finished on the host
-    instead (`_finish`, Pillow), so a GPU encoder's failure costs time, not the job."""
-    futures: dict[str, Future[Encoded]] = {faces[0].job.job_id: Future() for faces, _ in jobs}
+    instead (`_finish`, Pillow), so a GPU encoder's failure costs time, not the job. No futures when the
+    worker has no device encoder: the jobs go to the pool as the others do."""
     encoder = rt.device_jpeg
     if not jobs or encoder is None:
-        return futures
+        return {}
+    futures: dict[str, Future[Encoded]] = {faces[0].job.job_id: Future() for faces, _ in jobs}
 
     def run() -> None:
         started = time.perf_counter()
