@@ -28,7 +28,15 @@ from models.inference.compiled import (
     resolve_compile_mode,
 )
 from models.inference.device import pick_device
-from models.inference.speed_choices import FLAGS, KeptChoices, SpeedChoice, measure, set_flag
+from models.inference.speed_choices import (
+    FLAGS,
+    PREFERRED,
+    KeptChoices,
+    SpeedChoice,
+    initial_flag,
+    measure,
+    set_flag,
+)
 from models.inference.stylizer import Stylizer, configure_fp32, resolve_precision
 from models.networks.attribute_classifier import AttributeClassifier
 from models.networks.attribute_generator import AttributeAwareGenerator
@@ -91,7 +99,7 @@ class Runtime:
         self.programs = Programs(CompileConfig(compile_mode, buckets))
         # The speed flags (models/inference/speed_choices.py): NHWC feature maps, the upsampling blur folded
         # into its convolution. Fixed by their settings, or measured in `warm_up`.
-        self.flags = {"channels_last": settings.channels_last != "off", "fold_blur": settings.fold_blur == "on"}
+        self.flags = {flag: initial_flag(flag, getattr(settings, flag)) for flag in FLAGS}
         self.speed_choices: dict[str, SpeedChoice] = {}
         self._inverters: dict[str, Inverter] = {}
         self._styles: OrderedDict[str, tuple[tuple[float, float], Stylizer]] = OrderedDict()
@@ -261,7 +269,8 @@ class Runtime:
                     log.exception("loading style %s failed", info.id)
         # 1. The speed choices: fixed by their settings, kept from an earlier start, or measured now.
         kept = KeptChoices(self.settings.compile_cache / "speed-choices.json")
-        for flag, setting in (("channels_last", self.settings.channels_last), ("fold_blur", self.settings.fold_blur)):
+        for flag in FLAGS:
+            setting = getattr(self.settings, flag)
             if stylizers and (setting == "measure" or (setting == "auto" and self.device.type == "cuda")):
                 key = self._speed_key(flag, stylizers[0])
                 choice = kept.get(key)
@@ -313,7 +322,7 @@ class Runtime:
     @torch.inference_mode()
     def _measure(self, flag: str, stylizer: Stylizer) -> SpeedChoice:
         """Encoder + generator at the largest batch this worker runs, at its precision, `flag` both ways
-        (a tie keeps the flag's setting on the CPU: channels-last on, the blur unfolded)."""
+        (a tie keeps its `PREFERRED` side)."""
         batch = self.max_batch if self.device.type == "cuda" else 1
         size = stylizer.inverter.config.encoder.input_size
         x = torch.zeros(batch, 3, size, size, device=self.device)
@@ -323,7 +332,7 @@ class Runtime:
                 wplus = stylizer.inverter(x).wplus[:, : stylizer.generator.n_latent]
                 stylizer.generator(wplus, space="wplus")
 
-        return measure([stylizer.inverter, stylizer.generator], flag, run, prefer=flag == "channels_last")
+        return measure([stylizer.inverter, stylizer.generator], flag, run, prefer=PREFERRED[flag])
 
 
 _RUNTIME: Runtime | None = None

@@ -32,7 +32,14 @@ from torch import nn
 from service.core.checkpoint_files import atomic_write_bytes
 
 FLAGS = ("channels_last", "fold_blur")
+PREFERRED = {"channels_last": True, "fold_blur": False}  # the side a tie keeps, and `auto` before measuring
 TIE = 1.02  # within 2 %: a tie
+
+
+def initial_flag(flag: str, setting: str) -> bool:
+    """A flag's side for its setting (on, off, auto, measure) before any measurement: `on` and `off` as
+    named, else the preferred side (the CPU's: channels-last on, the blur unfolded)."""
+    return setting == "on" or (setting != "off" and PREFERRED[flag])
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models.inference.launches import count_launches
-from models.inference.speed_choices import measure, set_flag, uses
+from models.inference.speed_choices import FLAGS, initial_flag, measure, set_flag, uses
 from models.networks.encoder import Inverter
 from models.networks.stylegan2 import Generator
 from service.core.configs import EncoderConfig, GeneratorConfig, InverterConfig
@@ -126,3 +126,9 @@ def test_a_measured_choice_is_kept_for_the_next_start(tmp_path) -> None:
     assert kept.get("channels_last | NVIDIA H200") is None  # another device measures anew
     kept.path.write_text("{not json")
     assert kept.get("channels_last | cpu") is None  # a damaged file: measured again
+
+
+def test_a_flag_starts_on_its_setting_or_its_preferred_side() -> None:
+    """Before any measurement: `on`/`off` as named; `auto` and `measure` on the preferred (CPU) side."""
+    table = {flag: [initial_flag(flag, s) for s in ("on", "off", "auto", "measure")] for flag in FLAGS}
+    assert table == {"channels_last": [True, False, True, True], "fold_blur": [True, False, False, False]}
