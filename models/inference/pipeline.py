@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -215,12 +214,6 @@ def to_pixels(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[B, 3, S, S] in [-1, 1] → [B, S, S, 3] uint8 on the host, converted on the images' device and copied
-    once."""
-    return to_pixels(images).cpu().numpy()
-
-
 def resize_pixels(pixels: torch.Tensor, size: int) -> torch.Tensor:
     """[S, S, 3] or [B, S, S, 3] uint8 → the same at `size` px, on the pixels' device: antialiased bicubic
     (PIL's BICUBIC filter when shrinking), rounded. The result sizes the API offers (256, 512, 1024) from
@@ -250,4 +243,4 @@ def _sync(device: torch.device) -> None:
 
 def to_image(chw: torch.Tensor) -> Image.Image:
     """One image [3, S, S] in [-1, 1] → 8-bit RGB."""
-    return Image.fromarray(to_uint8(chw[None])[0], "RGB")
+    return Image.fromarray(to_pixels(chw[None])[0].cpu().numpy(), "RGB")
