@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
-from service.core.configs import AlignerConfig  # noqa: E402
-from service.core.media.alignment import FaceAligner  # noqa: E402
-from service.core.media.images import load_image  # noqa: E402
+from service.portrait.configs import AlignerConfig  # noqa: E402
+from service.portrait.media.alignment import FaceAligner  # noqa: E402
+from service.portrait.media.images import load_image  # noqa: E402
 
 PHOTO = Path(__file__).resolve().parents[1] / "tests" / "data" / "faces" / "obama.jpg"
 

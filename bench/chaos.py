@@ -64,8 +64,8 @@ from bench.service import faceless_jpeg, free_port, one_megapixel_jpeg, wait_unt
 from tests.reliability import media_cases  # noqa: E402
 from tests.s3_server import ACCESS_KEY, SECRET_KEY, s3_store, start_s3_server, wait_until_serving  # noqa: E402
 from tests.store_proxy import StoreProxy  # noqa: E402
-from workers.demo import demo_registry  # noqa: E402
-from workers.redis_server import start_redis  # noqa: E402
+from workers.launcher.demo import demo_registry  # noqa: E402
+from workers.launcher.redis_server import start_redis  # noqa: E402
 
 KEY = "chaos-operator-key-000000001"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -122,7 +122,10 @@ class Processes:
 
     def _start(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", *args], env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "workers.launcher.cli", *args],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -606,7 +609,7 @@ def main() -> None:
         demo_registry(data / "registry", size=64, tiny=True)
         sefa = ["directions", "sefa", str(data / "registry/base/generator"), "--k", "4"]
         out = ["--out", str(data / "registry/directions/sefa.npz")]  # the edits abuse case needs a direction
-        subprocess.run([sys.executable, "-m", "workers.cli", *sefa, *out], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "workers.launcher.cli", *sefa, *out], check=True, capture_output=True)
         procs = Processes(tmp_path / "l", data, {"AGILEGAN_ALIGN_TRANSFORM_SIZE": "1024"})
         try:
             if not args.skip_load:

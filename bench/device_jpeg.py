@@ -1,4 +1,4 @@
-"""JPEG results of a batch: on the device (workers/device_jpeg.py) against the host path, in one script.
+"""JPEG results of a batch: on the device (workers/serving/device_jpeg.py) against the host path, in one script.
 
 Usage:
     python bench/device_jpeg.py [--device cuda|cpu] [--batches 1,32] [--size 1024] [--threads N] [--runs 5]
@@ -31,8 +31,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from service.core.media.images import encode_image  # noqa: E402
-from workers.device_jpeg import open_device_jpeg  # noqa: E402
+from service.portrait.media.images import encode_image  # noqa: E402
+from workers.serving.device_jpeg import open_device_jpeg  # noqa: E402
 
 FACES = ROOT / "tests" / "data" / "faces"
 PHOTOS = ("obama.jpg", "biden.jpg", "alex-lacamoire.png", "two_people.jpg")

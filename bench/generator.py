@@ -64,7 +64,7 @@ def _build(model: str, size: int, device: str):
 
     from models.networks.encoder import Inverter
     from models.networks.stylegan2 import Generator
-    from service.core.configs import GeneratorConfig, InverterConfig
+    from service.portrait.configs import GeneratorConfig, InverterConfig
 
     if model == "encoder":
         with torch.device("meta"):

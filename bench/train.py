@@ -70,7 +70,7 @@ def run(
     from models.networks.stylegan2 import Generator
     from models.training.exemplars import tensor_exemplars
     from models.training.transfer import Trainer
-    from service.core.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
+    from service.portrait.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
 
     torch.manual_seed(0)
     g = Generator(GeneratorConfig(size=size)).eval()

@@ -42,10 +42,10 @@ from models.inference.video import VideoConfig, VideoStylizer, crop_centres, fil
 from models.inference.video_run import find_tracks, run_video  # noqa: E402
 from models.networks.encoder import Inverter  # noqa: E402
 from models.networks.stylegan2 import Generator  # noqa: E402
-from service.core.configs import AlignerConfig, GeneratorConfig, InverterConfig  # noqa: E402
-from service.core.media.alignment import FaceAligner  # noqa: E402
-from service.core.media.video_io import VideoLimits, read_frames, write_video  # noqa: E402
-from workers.demo import demo_configs  # noqa: E402
+from service.portrait.configs import AlignerConfig, GeneratorConfig, InverterConfig  # noqa: E402
+from service.portrait.media.alignment import FaceAligner  # noqa: E402
+from service.portrait.media.video_io import VideoLimits, read_frames, write_video  # noqa: E402
+from workers.launcher.demo import demo_configs  # noqa: E402
 
 PHOTO = ROOT / "tests" / "data" / "faces" / "obama.jpg"
 

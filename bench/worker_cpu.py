@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT))
 import httpx2 as httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from service.core.configs import AlignerConfig  # noqa: E402
-from service.core.media.alignment import FaceAligner, align_landmarks  # noqa: E402
-from service.core.media.images import encode_image, load_image  # noqa: E402
-from workers.demo import demo_registry  # noqa: E402
-from workers.redis_server import start_redis  # noqa: E402
+from service.portrait.configs import AlignerConfig  # noqa: E402
+from service.portrait.media.alignment import FaceAligner, align_landmarks  # noqa: E402
+from service.portrait.media.images import encode_image, load_image  # noqa: E402
+from workers.launcher.demo import demo_registry  # noqa: E402
+from workers.launcher.redis_server import start_redis  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_service", ROOT / "bench" / "service.py")
 _service = importlib.util.module_from_spec(_spec)

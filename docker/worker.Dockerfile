@@ -4,7 +4,7 @@
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
-# gpu: nvJPEG through nvImageCodec, for JPEG results encoded on the GPU (workers/device_jpeg.py)
+# gpu: nvJPEG through nvImageCodec, for JPEG results encoded on the GPU (workers/serving/device_jpeg.py)
 ARG EXTRAS=gpu
 ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -1,4 +1,4 @@
-"""The `agilegan` CLI run in this test process: the same entry point (`workers.cli.main`) and argv as the
+"""The `agilegan` CLI run in this test process: the same entry point (`workers.launcher.cli.main`) and argv as the
 console script, with its stdout, stderr and exit status captured, but without a process start and a
 torch import per command (about 3 s each on a 2-core machine, a minute or two over the suite).
 
@@ -14,7 +14,7 @@ import io
 import os
 from pathlib import Path
 
-from workers.cli import main
+from workers.launcher.cli import main
 
 
 @dataclasses.dataclass(frozen=True)

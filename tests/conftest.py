@@ -16,8 +16,8 @@ import torch
 from redis import Redis
 
 from models.networks.stylegan2 import Generator
-from service.core.configs import AttributeGeneratorConfig, GeneratorConfig
-from workers.redis_server import redis_answers, start_redis
+from service.portrait.configs import AttributeGeneratorConfig, GeneratorConfig
+from workers.launcher.redis_server import redis_answers, start_redis
 
 # Under pytest-xdist two test processes share the 2 cores (with the workers they start): one thread each, or
 # torch's OpenMP threads spin against each other (a 0.5 s gradient check took 38 s beside another process).

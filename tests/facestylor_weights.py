@@ -141,7 +141,7 @@ def tiny_encoder_entries() -> list[list]:
     """A FaceStylor encoder checkpoint's layout at test size: `encoder.*` of a mu-only IR-SE encoder
     (64 px input, 10 codes), `decoder.*` an MMGen 64 px generator, and train-only LPIPS keys."""
     from models.networks.encoder import VAEStyleEncoder
-    from service.core.configs import EncoderConfig
+    from service.portrait.configs import EncoderConfig
 
     config = EncoderConfig(
         input_size=64,

@@ -92,7 +92,7 @@ def start_s3_server(directory: Path, timeout_s: float = 60) -> S3Server:
 
 def s3_store(endpoint: str, prefix: str, timeout_s: float = 10.0):
     """A store on the test server's bucket, under its own key prefix (one per test)."""
-    from service.core.objectstore import S3Store
+    from service.platform.objectstore import S3Store
 
     return S3Store("agilegan", endpoint, ACCESS_KEY, SECRET_KEY, prefix=prefix, timeout_s=timeout_s)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.core.configs import GeneratorConfig
+from service.portrait.configs import GeneratorConfig
 
 DATA = Path(__file__).parent / "data"
 

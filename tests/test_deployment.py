@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service.core.settings import Settings
-from workers.cli import build_parser
+from service.platform.settings import Settings
+from workers.launcher.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

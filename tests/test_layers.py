@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT = Path(sys.executable).with_name("lint-imports")
-CONTRACTS = 4
+CONTRACTS = 6
 
 
 def _lint(root: Path) -> subprocess.CompletedProcess[str]:
@@ -23,9 +23,12 @@ def _lint(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(LINT), "--no-cache"], cwd=root, env=env, capture_output=True, text=True, timeout=120)
 
 
-def _scratch_copy(root: Path) -> Path:
+def _scratch_copy(root: Path, with_console: bool = False) -> Path:
+    """The three packages and pyproject.toml under `root` (the console's files only when asked: the API serves
+    them, the import graph does not need them)."""
+    skip = ("__pycache__",) if with_console else ("__pycache__", "console")
     for package in ("models", "service", "workers"):
-        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__", "console"))
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns(*skip))
     shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
     return root
 
@@ -40,9 +43,11 @@ def test_the_contracts_hold(tmp_path: Path) -> None:
     assert clean.returncode == 0 and f"{CONTRACTS} kept, 0 broken" in clean.stdout, clean.stdout[-2000:]
 
 
-NO_TORCH, FLOORS, NO_WEB, NO_CYCLE = (
+NO_TORCH, FLOORS, WORKER_FLOORS, PORTRAIT_ONLY, NO_WEB, NO_CYCLE = (
     "the API and the platform import no torch",
-    "three floors",
+    "the floors:",
+    "the worker floors:",
+    "the torch library reads only the portrait domain",
     "the platform imports no web framework",
     "no import cycle",
 )
@@ -52,9 +57,41 @@ NO_TORCH, FLOORS, NO_WEB, NO_CYCLE = (
     ("module", "line", "contract", "edge"),
     [
         ("service/api/edits.py", "import torch", NO_TORCH, "service.api.edits -> torch"),
-        ("service/core/registry.py", "from service.api import errors", FLOORS, "service.core.registry -> service.api"),
+        (
+            "service/platform/registry.py",
+            "from service.api import errors",
+            FLOORS,
+            "service.platform.registry -> service.api",
+        ),
+        (
+            "service/portrait/configs.py",
+            "import service.platform.jobstore",
+            FLOORS,
+            "service.portrait.configs -> service.platform",
+        ),
         ("models/networks/encoder.py", "import service.api.schemas", FLOORS, "models.networks.encoder -> service"),
-        ("service/core/jobstore.py", "import fastapi", NO_WEB, "service.core.jobstore -> fastapi"),
+        (
+            "models/networks/encoder.py",
+            "import service.platform.registry",
+            PORTRAIT_ONLY,
+            "models.networks.encoder -> service.platform",
+        ),
+        ("service/platform/jobstore.py", "import fastapi", NO_WEB, "service.platform.jobstore -> fastapi"),
+        ("service/portrait/media/images.py", "import anyio", NO_WEB, "service.portrait.media.images -> anyio"),
+        (
+            "workers/worker.py",
+            "from workers.launcher import up",
+            WORKER_FLOORS,
+            "workers.worker -> workers.launcher.up",
+        ),
+        (
+            "workers/serving/cache.py",
+            "import workers.kinds.stylize",
+            WORKER_FLOORS,
+            "workers.serving.cache -> workers.kinds",
+        ),
+        ("workers/lifecycle.py", "import workers.serving.cache", WORKER_FLOORS, "workers.lifecycle -> workers.serving"),
+        ("workers/context.py", "import workers.lifecycle", WORKER_FLOORS, "workers.context -> workers.lifecycle"),
         ("models/cli/common.py", "from models.cli import directions", NO_CYCLE, "cycles are allowed in models.cli"),
     ],
 )
@@ -70,14 +107,19 @@ def test_a_wrong_import_is_caught(tmp_path: Path, module: str, line: str, contra
     assert edge in broken.stdout, broken.stdout[-3000:]
 
 
-def test_every_job_function_and_callback_the_contract_names_exists() -> None:
-    """The API enqueues by dotted path (it cannot import the workers): each path resolves to a function."""
+def test_every_kind_names_a_job_function_and_callback_that_exist() -> None:
+    """The API enqueues by dotted path (it cannot import the workers): each kind's function and failure
+    callback resolve to functions of its module under workers/kinds/, and every module there is a kind."""
     import importlib
 
-    from service.core import contract
+    from service.platform.job_kinds import KINDS, LEGACY_FUNCTIONS, kind_of_function
 
-    paths = {name: value for name, value in vars(contract).items() if name.endswith(("_FUNCTION", "_CALLBACK"))}
-    assert len(paths) == 6, paths
-    for name, path in paths.items():
-        module, _, attribute = path.rpartition(".")
-        assert callable(getattr(importlib.import_module(module), attribute)), name
+    assert list(KINDS) == ["stylize", "animate", "fit_direction", "train"]
+    for kind in KINDS.values():
+        for path in (kind.function, kind.on_failure):
+            module, _, attribute = path.rpartition(".")
+            assert callable(getattr(importlib.import_module(module), attribute)), path
+        assert kind_of_function(kind.function) is kind
+    modules = {p.stem for p in (ROOT / "workers" / "kinds").glob("*.py") if p.stem != "__init__"}
+    assert modules == set(KINDS)
+    assert {kind_of_function(path).name for path in LEGACY_FUNCTIONS} == set(KINDS)

@@ -1,7 +1,7 @@
 """Claimed jobs whose worker died before starting them, put back at the front of their queue.
 
 rq's dequeue parks a job in its queue's intermediate list until the job starts. A batching worker
-claims several jobs at once and registers an execution for each (workers/batching.py); when it is
+claims several jobs at once and registers an execution for each (workers/serving/batching.py); when it is
 killed, those executions expire with their heartbeat, but rq recovers only *started* jobs from the
 started registry and leaves the others to its intermediate-list cleanup, which acts a minute after
 it first sees them (plus a maintenance interval). Here, on every maintenance pass, a job is requeued
@@ -13,12 +13,16 @@ with several workers running the pass, one of them wins and the job is pushed ba
 
 from __future__ import annotations
 
+import logging
 import time
 
 from rq import Queue
 from rq.job import JobStatus
 
-MARK = "agilegan:orphan-seen:{}"  # when a pass first saw the claim without an execution
+from service.platform.job_kinds import JobKind, kind_of_function
+from service.platform.redis_keys import orphan_seen_key
+
+log = logging.getLogger("agilegan.worker")
 
 
 def requeue_orphaned_claims(queue: Queue, after_s: float) -> list[str]:
@@ -31,7 +35,7 @@ def requeue_orphaned_claims(queue: Queue, after_s: float) -> list[str]:
     started = set(queue.started_job_registry.get_job_ids())
     now, requeued = time.time(), []
     for job_id in claimed:
-        mark = MARK.format(job_id)
+        mark = orphan_seen_key(job_id)
         if job_id in started:
             redis.delete(mark)
             continue
@@ -49,5 +53,11 @@ def requeue_orphaned_claims(queue: Queue, after_s: float) -> list[str]:
         ):
             queue.push_job_id(job_id, at_front=True)
             requeued.append(job_id)
+            kind = kind_of_function(job.func_name)
+            log.warning("requeued %s job %s: claimed by a worker that died before starting it", kind_name(kind), job_id)
         redis.delete(mark)  # a started job is rq's to recover (abandoned-job handling, with its retries)
     return requeued
+
+
+def kind_name(kind: JobKind | None) -> str:
+    return kind.name if kind is not None else "an unknown"

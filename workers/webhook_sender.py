@@ -1,9 +1,9 @@
 """Webhook deliveries (issue 28), sent by threads of every worker process, never by a job's own thread:
 a slow or dead receiver delays only its own deliveries.
 
-Each sender thread claims a due delivery (service/core/webhooks.py: leased, so one killed mid-delivery is
+Each sender thread claims a due delivery (service/platform/webhooks.py: leased, so one killed mid-delivery is
 sent again later), POSTs the job's public record (what `GET /v1/jobs/{id}` answers) signed with the
-owner's secret, through the SSRF guard of service/core/outbound.py, and logs the attempt on the job:
+owner's secret, through the SSRF guard of service/platform/outbound.py, and logs the attempt on the job:
 - a 2xx answer: delivered;
 - a refused address (private, loopback, link-local, … and not in AGILEGAN_WEBHOOK_ALLOW; also after a
   redirect or a DNS answer) or an invalid URL: refused, not retried;
@@ -24,11 +24,11 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service.core.job_view import public_job
-from service.core.jobstore import JobStore
-from service.core.outbound import AddressRefused, OutboundPolicy, UrlInvalid, post
-from service.core.settings import Settings
-from service.core.webhooks import Delivery, WebhookQueue, WebhookSecrets, record_delivery, sign
+from service.platform.job_view import public_job
+from service.platform.jobstore import JobStore
+from service.platform.outbound import AddressRefused, OutboundPolicy, UrlInvalid, post
+from service.platform.settings import Settings
+from service.platform.webhooks import Delivery, WebhookQueue, WebhookSecrets, record_delivery, sign
 
 log = logging.getLogger("agilegan.webhooks")
 MAX_GAP_S = 300.0

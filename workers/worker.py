@@ -12,7 +12,7 @@ stays valid. It has two traps that `WarmWorker` fixes (design notes, rq 3.0.0):
   intermediate list; here they are requeued within a heartbeat TTL (workers/orphans.py);
 - one job at a time leaves the GPU idle while a batch's results are encoded: here, while a batch's jobs
   finish, the jobs waiting by then are claimed and prepared (crops, networks) in a thread, up to
-  `MAX_CHAIN` batches back to back (workers/batching.py);
+  `MAX_CHAIN` batches back to back (workers/serving/batching.py);
 - its command thread (pub/sub) waits up to 60 s per pass, and redis-py ≥ 8.2 joins that thread on
   stop: a worker told to stop could take a minute to exit (so `up` killed it and tests waited 20 s
   for it). Here the pass is `PUBSUB_PASS_S`.
@@ -27,14 +27,16 @@ import time
 
 from redis import Redis
 from rq import Queue, SimpleWorker
-from rq.job import Job
+from rq.job import UNEVALUATED, Job
 from rq.worker import WorkerStatus
 
-from service.core.contract import QUEUES, STYLIZE_QUEUE, VIDEO_QUEUE
-from service.core.settings import Settings
-from workers import batching, stylize_pipeline
-from workers import runtime as runtime_module
+from service.platform.contract import QUEUES
+from service.platform.job_kinds import ANIMATE, STYLIZE, kind_of_function
+from service.platform.settings import Settings
+from workers.context import JobContext, configure_context
 from workers.orphans import requeue_orphaned_claims
+from workers.serving import batching, stylize_pipeline
+from workers.serving.cache import configure_serving, serving_cache
 from workers.webhook_sender import WebhookSender
 
 log = logging.getLogger("agilegan.worker")
@@ -45,9 +47,10 @@ MAX_CHAIN = 16  # batches run back to back before rq's own loop (maintenance, it
 
 
 class WarmWorker(SimpleWorker):
+    context: JobContext  # the process's job context (set by run_worker)
     heartbeat_interval: float = 5.0
     job_heartbeat_ttl: int = 20
-    max_batch: int = 1  # stylize jobs taken at once (workers/batching.py); 1 = one at a time
+    max_batch: int = 1  # stylize jobs taken at once (workers/serving/batching.py); 1 = one at a time
     batch_wait_s: float = 0.005
     _claimed: frozenset[str] = frozenset()  # ids of the jobs the batcher claimed for the batch being run
 
@@ -58,13 +61,11 @@ class WarmWorker(SimpleWorker):
         """rq's maintenance, then the requeue of claims whose worker died before starting them."""
         super().clean_registries()
         for queue in self.queues:
-            try:
-                requeued = requeue_orphaned_claims(queue, after_s=self.job_heartbeat_ttl)
+            try:  # each requeued job is logged with its kind
+                requeue_orphaned_claims(queue, after_s=self.job_heartbeat_ttl)
             except Exception:  # maintenance is retried on the next pass
                 log.exception("requeuing orphaned claims of %s failed", queue.name)
                 continue
-            if requeued:
-                log.warning("requeued %d jobs claimed by a worker that died before starting them", len(requeued))
 
     def subscribe(self) -> None:
         """rq's command channel (stop-job, shutdown), with a thread whose waits are short enough that
@@ -89,7 +90,7 @@ class WarmWorker(SimpleWorker):
             # 2. Every claimed job's execution registered and heartbeating before any work starts.
             executions = self._register(batch, pairs, first_dequeued_by_rq=True)
             beat.start()
-            # 3. The networks once per group (workers/stylize_pipeline.py).
+            # 3. The networks once per group (workers/serving/stylize_pipeline.py).
             if len(batch) > 1:
                 self._prepare(batch)
             for link in range(MAX_CHAIN):
@@ -114,7 +115,7 @@ class WarmWorker(SimpleWorker):
             stop.set()
             if beat.is_alive():
                 beat.join(timeout=5)
-            runtime_module.get_runtime().prepared.clear()
+            serving_cache().prepared.clear()
         self.set_state(WorkerStatus.IDLE)
 
     def _register(self, batch: list, pairs: list, first_dequeued_by_rq: bool = False) -> list:
@@ -126,12 +127,13 @@ class WarmWorker(SimpleWorker):
         return executions
 
     def _prepare(self, batch: list, ahead: bool = False) -> None:
-        """The batch's images (workers/stylize_pipeline.py), found by each job's own run. `ahead`: prepared
+        """The batch's images (workers/serving/stylize_pipeline.py), found by each job's own run. `ahead`: prepared
         while the previous batch finished."""
-        rt = runtime_module.get_runtime()
+        cache = serving_cache()
         payloads = [j.args[0] for j, _ in batch if batching.batchable(j)]
         try:
-            rt.prepared.update(stylize_pipeline.prepare(rt, stylize_pipeline.payload_jobs(payloads), ahead))
+            jobs = stylize_pipeline.payload_jobs(payloads)
+            cache.prepared.update(stylize_pipeline.prepare(self.context, cache, jobs, ahead))
         except Exception:  # Redis, say: each job then runs its own steps (and retries) alone
             log.exception("preparing a batch failed; its jobs run one by one")
 
@@ -141,6 +143,7 @@ class WarmWorker(SimpleWorker):
         list). The batcher claims from one queue whatever the worker's queues, so its jobs are taken out
         here, as they start: a claimed job left there is re-run as "stuck" a minute after it finished,
         and one that never started (its worker died first) is recovered from there."""
+        upgrade_legacy_paths(job)
         super().prepare_job_execution(job, remove_from_intermediate_queue or job.id in self._claimed)
 
     def _heartbeat_loop(self, claimed: list, stop: threading.Event) -> None:
@@ -164,16 +167,22 @@ class WarmWorker(SimpleWorker):
 
 
 def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> None:
+    """The worker's main: 1. its job context and serving cache, warmed up; 2. rq's worker on `queues`, with
+    the sweeper, the registry's pull loop and the webhook sender beside it. `burst`: stop when the queues
+    are empty (tests, tools)."""
     unknown = [q for q in queues if q not in QUEUES]
     if unknown:
         raise ValueError(f"unknown queue(s) {unknown}; known: {list(QUEUES)}")
     if settings.worker_nice:
         os.nice(settings.worker_nice)  # uploads wait on the API's CPU; jobs can yield it (README)
-    rt = runtime_module.configure(settings)
+    # 1. The context, and the serving cache warmed (compiled programs only where images are served).
+    ctx = configure_context(settings)
+    cache = configure_serving(ctx)
     redis = Redis.from_url(settings.redis_url)
     redis.ping()
-    seconds = rt.warm_up(serves_images=bool({STYLIZE_QUEUE, VIDEO_QUEUE} & set(queues)))
-    log.info("warm-up done in %.1f s on %s", seconds, rt.device)
+    seconds = cache.warm_up(serves_images=bool({STYLIZE.queue, ANIMATE.queue} & set(queues)))
+    log.info("warm-up done in %.1f s on %s", seconds, ctx.device)
+    # 2. rq's worker, and the loops beside it.
     worker = WarmWorker(
         [Queue(q, connection=redis) for q in queues],
         connection=redis,
@@ -181,35 +190,49 @@ def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> No
         worker_ttl=settings.worker_ttl_s,
         maintenance_interval=settings.maintenance_interval_s,
     )
+    worker.context = ctx
     worker.heartbeat_interval = settings.heartbeat_interval_s
     worker.job_heartbeat_ttl = settings.heartbeat_ttl_s
-    worker.max_batch = rt.max_batch
+    worker.max_batch = cache.max_batch
     worker.batch_wait_s = settings.batch_wait_ms / 1000
-    rt.worker_name = worker.name
-    rt.worker = worker
-    sweeper = threading.Thread(target=_sweep_loop, args=(rt, settings), daemon=True)
-    sweeper.start()
-    if rt.mirror.enabled:
-        threading.Thread(target=_mirror_loop, args=(rt, settings.registry_sync_s), daemon=True).start()
+    ctx.worker_name = worker.name
+    ctx.worker = worker
+    threading.Thread(target=_sweep_loop, args=(ctx,), daemon=True).start()
+    if ctx.mirror.enabled:
+        threading.Thread(target=_mirror_loop, args=(ctx, settings.registry_sync_s), daemon=True).start()
     WebhookSender(redis, settings).start(settings.webhook_threads)  # callbacks, off the jobs' thread
     worker.work(burst=burst, logging_level="INFO")  # no scheduler: retries are immediate (see workers/lifecycle.py)
 
 
-def _sweep_loop(rt: runtime_module.Runtime, settings: Settings) -> None:
+def upgrade_legacy_paths(job: Job) -> None:
+    """A job queued before the kinds' table (service/platform/job_kinds.py) names its function and failure
+    callback by their old paths: it runs, and fails, as the kind it was (both rewritten in its rq hash)."""
+    kind = kind_of_function(job.func_name)
+    if kind is None or job.func_name == kind.function:
+        return
+    log.info("job %s: queued as %s, run as the %s kind", job.id, job.func_name, kind.name)
+    job.func_name = kind.function
+    job._failure_callback_name = kind.on_failure
+    job._failure_callback = UNEVALUATED  # rq's cached import of the old callback, if it made one
+    job.connection.hset(job.key, mapping={"data": job.data, "failure_callback_name": kind.on_failure})
+
+
+def _sweep_loop(ctx: JobContext) -> None:
     """Delete results older than the result TTL, and inputs as old of jobs no longer queued or running,
     every few minutes (while Redis is down nothing is deleted)."""
+    ttl_s = ctx.settings.result_ttl_s
     while True:
         try:
-            removed = rt.storage.sweep(settings.result_ttl_s, rt.jobs.is_active)
+            removed = ctx.storage.sweep(ttl_s, ctx.jobs.is_active)
             if removed:
                 log.info("swept %d expired inputs/results", removed)
         except Exception:
             log.exception("sweep failed")
-        time.sleep(min(300, settings.result_ttl_s / 4))
+        time.sleep(min(300, ttl_s / 4))
 
 
-def _mirror_loop(rt: runtime_module.Runtime, every_s: float) -> None:
+def _mirror_loop(ctx: JobContext, every_s: float) -> None:
     """Pull the registry's bundles published by other hosts (a remote store) every `every_s`."""
     while True:
         time.sleep(every_s)
-        rt.mirror.pull()
+        ctx.mirror.pull()

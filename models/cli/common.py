@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.core.exemplar_files import IMAGE_SUFFIXES
+from service.portrait.exemplar_files import IMAGE_SUFFIXES
 
 __all__ = ["IMAGE_SUFFIXES", "CommandError", "check_out_suffix", "command_device"]
 

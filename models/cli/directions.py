@@ -93,7 +93,7 @@ def cmd_sefa(args: argparse.Namespace) -> None:
     from models.inference.directions import DirectionSet, parse_layers, sefa
     from models.networks.stylegan2 import Generator
     from models.weights import checkpoints
-    from service.core.checkpoint_files import w_space_id
+    from service.portrait.checkpoint_files import w_space_id
 
     check_out_suffix(args.out, (".npz",))
     model = checkpoints.load(args.generator, expected=Generator)
@@ -120,11 +120,11 @@ def cmd_fit(args: argparse.Namespace) -> None:
     from models.inference.directions import DirectionSet, fit_direction
     from models.networks.encoder import Inverter, image_to_tensor
     from models.weights import checkpoints
-    from service.core.checkpoint_files import w_space_id
-    from service.core.configs import AlignerConfig
-    from service.core.errors import InputError
-    from service.core.media.alignment import FaceAligner
-    from service.core.media.images import load_image
+    from service.portrait.checkpoint_files import w_space_id
+    from service.portrait.configs import AlignerConfig
+    from service.portrait.errors import InputError
+    from service.portrait.media.alignment import FaceAligner
+    from service.portrait.media.images import load_image
 
     check_out_suffix(args.out, (".npz",))
     device = command_device(args.device)
@@ -169,7 +169,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
 def cmd_import(args: argparse.Namespace) -> None:
     from models.inference.directions import from_array, parse_layers
-    from service.core.checkpoint_files import read_info, w_space_id
+    from service.portrait.checkpoint_files import read_info, w_space_id
 
     check_out_suffix(args.out, (".npz",))
     if args.file.suffix == ".npy":
@@ -211,7 +211,7 @@ def cmd_gallery(args: argparse.Namespace) -> None:
     from models.networks.attribute_generator import AttributeAwareGenerator
     from models.networks.stylegan2 import Generator
     from models.weights import checkpoints
-    from service.core.checkpoint_files import w_space_id
+    from service.portrait.checkpoint_files import w_space_id
 
     check_out_suffix(args.out, (".png", ".jpg", ".jpeg"))
     device = command_device(args.device)
@@ -261,7 +261,7 @@ def cmd_gallery(args: argparse.Namespace) -> None:
 def edits_for(args: argparse.Namespace, model, checkpoint: Path) -> list:
     """`generate --edit …` → `models.inference.directions.Edit`s checked against the checkpoint's w space."""
     from models.inference.directions import Edit, load, parse_layers
-    from service.core.checkpoint_files import w_space_id
+    from service.portrait.checkpoint_files import w_space_id
 
     layers = parse_layers(args.edit_layers, model.n_latent) if args.edit_layers else None
     space = w_space_id(checkpoint)
@@ -299,9 +299,9 @@ def _invert_photo(photo: Path, encoder: Path, aligned: bool, device: str):
 
     from models.networks.encoder import Inverter, image_to_tensor
     from models.weights import checkpoints
-    from service.core.configs import AlignerConfig
-    from service.core.media.alignment import FaceAligner
-    from service.core.media.images import load_image
+    from service.portrait.configs import AlignerConfig
+    from service.portrait.media.alignment import FaceAligner
+    from service.portrait.media.images import load_image
 
     inverter = checkpoints.load(encoder, expected=Inverter, device=device)
     image = load_image(photo, AlignerConfig().max_pixels).image

@@ -24,7 +24,8 @@ from models.cli.directions import add_direction_commands, add_edit_arguments, ed
 from models.cli.stylize import add_stylize_command
 from models.cli.video import add_video_command
 from models.networks.synthesis import NOISE_MODES
-from service.core.exemplar_files import MIN_EXEMPLARS, too_few_exemplars
+from service.portrait.configs import TransferConfig
+from service.portrait.exemplar_files import MIN_EXEMPLARS, too_few_exemplars
 
 IMPORT_FORMATS = (  # models.weights.importers.FORMATS, without importing torch for --help
     "rosinality",
@@ -39,6 +40,18 @@ IMPORT_FORMATS = (  # models.weights.importers.FORMATS, without importing torch 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the model subcommands on the top-level parser's subparsers."""
+    add_weights_commands(sub)
+    add_generate_command(sub)
+    add_invert_command(sub)
+    add_align_command(sub)
+    add_direction_commands(sub)
+    add_video_command(sub)
+    add_stylize_command(sub)
+    add_training_commands(sub)
+
+
+def add_weights_commands(sub: argparse._SubParsersAction) -> None:
+    """`weights import | download | list`."""
     weights = sub.add_parser("weights", help="import public weights into our checkpoint format")
     wsub = weights.add_subparsers(dest="weights_command", required=True)
     imp = wsub.add_parser("import", help="convert a pickled checkpoint to safetensors + config.json")
@@ -60,6 +73,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ls = wsub.add_parser("list", help="public releases `weights download` knows")
     ls.set_defaults(handler=cmd_weights_list)
 
+
+def add_generate_command(sub: argparse._SubParsersAction) -> None:
     gen = sub.add_parser("generate", help="render latents (or seeded samples) with a generator checkpoint")
     gen.add_argument("checkpoint", type=Path)
     gen.add_argument("--latents", type=Path, help=".npy of z [N, D] / z+ [N, L, D], w [N, D] or w+ [N, L, D]")
@@ -77,6 +92,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_edit_arguments(gen)
     gen.set_defaults(handler=cmd_generate)
 
+
+def add_invert_command(sub: argparse._SubParsersAction) -> None:
     inv = sub.add_parser("invert", help="encode an aligned face crop to z+ (mu) or w+")
     inv.add_argument("checkpoint", type=Path, help="an Inverter checkpoint (encoder + source mapping)")
     inv.add_argument("image", type=Path, help="aligned face crop (resized to the encoder input when needed)")
@@ -85,11 +102,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     inv.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, …")
     inv.set_defaults(handler=cmd_invert)
 
-    add_align_command(sub)
-    add_direction_commands(sub)
-    add_video_command(sub)
-    add_stylize_command(sub)
 
+def add_training_commands(sub: argparse._SubParsersAction) -> None:
+    """`fit-attribute-classifier` and `train-style`."""
     fit = sub.add_parser(
         "fit-attribute-classifier", help="fit the attribute=auto classifier from labelled photos (label subfolders)"
     )
@@ -142,10 +157,10 @@ def add_align_command(sub: argparse._SubParsersAction) -> None:
 def cmd_align(args: argparse.Namespace) -> None:
     import json
 
-    from service.core.configs import AlignerConfig
-    from service.core.errors import InputError
-    from service.core.media.alignment import FaceAligner
-    from service.core.media.images import load_image
+    from service.portrait.configs import AlignerConfig
+    from service.portrait.errors import InputError
+    from service.portrait.media.alignment import FaceAligner
+    from service.portrait.media.images import load_image
 
     config = AlignerConfig(
         output_size=args.size,
@@ -211,9 +226,9 @@ def cmd_fit_attribute_classifier(args: argparse.Namespace) -> None:
     from models.networks.encoder import Inverter
     from models.training.exemplars import iter_files, load_exemplars
     from models.weights import checkpoints
-    from service.core.checkpoint_files import Provenance
-    from service.core.configs import AlignerConfig
-    from service.core.media.alignment import FaceAligner
+    from service.portrait.checkpoint_files import Provenance
+    from service.portrait.configs import AlignerConfig
+    from service.portrait.media.alignment import FaceAligner
 
     inverter = checkpoints.load(args.encoder, expected=Inverter)
     size = inverter.config.encoder.input_size
@@ -244,20 +259,13 @@ def cmd_train_style(args: argparse.Namespace) -> None:
     from models.training.exemplars import iter_files, load_exemplars
     from models.training.transfer_run import train_style
     from models.weights import checkpoints
-    from service.core.configs import AlignerConfig, TransferConfig
-    from service.core.media.alignment import FaceAligner
+    from service.portrait.configs import AlignerConfig
+    from service.portrait.media.alignment import FaceAligner
 
+    # 1. The recipe, the source networks and the exemplars.
     if args.micro_batch is not None and args.micro_batch < 1:
         raise CommandError(f"--micro-batch must be at least 1, got {args.micro_batch}")
-    overrides = {}
-    if args.config is not None:
-        try:
-            overrides = json.loads(args.config.read_text())
-        except (OSError, ValueError) as e:
-            raise CommandError(f"--config {args.config}: {e}") from e
-    if args.minutes is not None:
-        overrides["minutes"] = args.minutes
-    config = TransferConfig().with_overrides(overrides)
+    config = _transfer_config(args.config, args.minutes)
     device = command_device(args.device)
     source_g = checkpoints.load(args.base, expected=Generator, device=device)
     if not (args.base / "discriminator" / "config.json").is_file():
@@ -283,26 +291,46 @@ def cmd_train_style(args: argparse.Namespace) -> None:
     refusal = too_few_exemplars(len(exemplars), args.min_exemplars)
     if refusal is not None:
         raise CommandError(refusal)
-
-    def bar(info: dict) -> None:
-        losses = " ".join(f"{k} {v:.3f}" for k, v in info["losses"].items() if k != "ada_p")
-        best = f" | best {info['best_score']:.4f}" if info["best_score"] != float("inf") else ""
-        eta = int(info["eta_s"])
-        print(
-            f"\rstep {info['step']}/{info['max_steps']} | {losses}{best} | ETA {eta // 60}:{eta % 60:02d}   ",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-
+    # 2. Train, with a progress line on stderr.
     result = train_style(
-        source_g, source_d, exemplars, config, args.out, device=device, progress=bar, micro_batch=args.micro_batch
+        source_g,
+        source_d,
+        exemplars,
+        config,
+        args.out,
+        device=device,
+        progress=_training_bar,
+        micro_batch=args.micro_batch,
     )
     print(file=sys.stderr)
     print(
         f"{result.stop_reason} after {result.steps} steps; best score {result.best_score:.4f} at step "
         f"{result.best_step}; style written to {result.out_dir}"
     )
+
+
+def _transfer_config(path: Path | None, minutes: float | None) -> TransferConfig:
+    """The TransferConfig of `--config` (a JSON file of overrides) and `--minutes`."""
+    import json
+
+    overrides = {}
+    if path is not None:
+        try:
+            overrides = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise CommandError(f"--config {path}: {e}") from e
+    if minutes is not None:
+        overrides["minutes"] = minutes
+    return TransferConfig().with_overrides(overrides)
+
+
+def _training_bar(info: dict) -> None:
+    """One progress line of training, rewritten in place on stderr."""
+    losses = " ".join(f"{k} {v:.3f}" for k, v in info["losses"].items() if k != "ada_p")
+    best = f" | best {info['best_score']:.4f}" if info["best_score"] != float("inf") else ""
+    eta = int(info["eta_s"])
+    line = f"\rstep {info['step']}/{info['max_steps']} | {losses}{best} | ETA {eta // 60}:{eta % 60:02d}   "
+    print(line, end="", file=sys.stderr, flush=True)
 
 
 def cmd_weights_list(args: argparse.Namespace) -> None:
@@ -482,8 +510,8 @@ def _write_output(images: np.ndarray, out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run a parsed command; user errors become one line on stderr and status 1."""
     from models.weights.importers import ImportFailure
-    from service.core.checkpoint_files import CheckpointError
-    from service.core.configs import ConfigError
+    from service.portrait.checkpoint_files import CheckpointError
+    from service.portrait.configs import ConfigError
 
     try:
         args.handler(args)

@@ -35,10 +35,10 @@ def cmd_stylize(args: argparse.Namespace) -> None:
     from models.networks.encoder import Inverter
     from models.networks.stylegan2 import Generator
     from models.weights import checkpoints
-    from service.core.configs import AlignerConfig
-    from service.core.errors import InputError
-    from service.core.media.alignment import FaceAligner, paste_faces
-    from service.core.media.images import load_image
+    from service.portrait.configs import AlignerConfig
+    from service.portrait.errors import InputError
+    from service.portrait.media.alignment import FaceAligner, paste_faces
+    from service.portrait.media.images import load_image
 
     check_out_suffix(args.out, IMAGE_SUFFIXES)
     if args.faces == "all" and args.output != "full":

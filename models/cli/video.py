@@ -50,10 +50,10 @@ def cmd_animate(args: argparse.Namespace) -> None:
     from models.networks.encoder import Inverter
     from models.networks.stylegan2 import Generator
     from models.weights import checkpoints
-    from service.core.configs import AlignerConfig
-    from service.core.media.alignment import FaceAligner
-    from service.core.media.images import load_image
-    from service.core.media.video_io import VideoLimits, check_limits, probe
+    from service.portrait.configs import AlignerConfig
+    from service.portrait.media.alignment import FaceAligner
+    from service.portrait.media.images import load_image
+    from service.portrait.media.video_io import VideoLimits, check_limits, probe
 
     check_out_suffix(args.out, (".mp4", ".webm", ".gif", ".zip"))
     kind = args.out.suffix.lower().lstrip(".")

@@ -15,7 +15,7 @@ frozen source mapping), so a direction found in that w space (older, smiling, he
 - **Imported**: a [D] or [L, D] array from elsewhere (`from_array`).
 
 Every set records the *w space* it lives in: `w_space`, the fingerprint of the mapping network that
-produced it (`service.core.checkpoint_files.w_space_id`). An edit is refused for a style served through an
+produced it (`service.portrait.checkpoint_files.w_space_id`). An edit is refused for a style served through an
 encoder whose mapping has another fingerprint: the same numbers mean nothing there.
 
 Editing (`apply_edits`): w'[l] = w[l] + α·d (d[l] for per-layer directions) for l in the edit's
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.core.index_spec import parse_indices
+from service.portrait.index_spec import parse_indices
 
 FORMAT_VERSION = 1
 KINDS = ("sefa", "supervised", "imported")

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from service.core.checkpoint_files import atomic_write_bytes
+from service.portrait.checkpoint_files import atomic_write_bytes
 
 FLAGS = ("channels_last", "fold_blur")
 PREFERRED = {"channels_last": True, "fold_blur": False}  # the side a tie keeps, and `auto` before measuring

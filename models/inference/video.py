@@ -35,7 +35,7 @@ from scipy.signal import savgol_filter
 from models.inference.directions import parse_layers
 from models.inference.pipeline import RenderRequest, check_request, encode_crops, render_latents, stylize_batch
 from models.inference.stylizer import Stylizer
-from service.core.media.alignment import AlignedFace, align_landmarks, paste_back, paste_faces
+from service.portrait.media.alignment import AlignedFace, align_landmarks, paste_back, paste_faces
 
 MODES = ("stylize", "retarget")
 FILTERS = ("savgol", "one_euro", "none")
@@ -150,7 +150,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def crop_centres(tracks: np.ndarray) -> np.ndarray:
     """[T, 68, 2] → [T, 2]: the centre of each frame's FFHQ crop quad (what jitters on screen)."""
-    from service.core.media.alignment import Face
+    from service.portrait.media.alignment import Face
 
     return np.stack([Face((0, 0, 0, 0), 0.0, t.astype(np.float64)).quad()[0].mean(0) for t in tracks])
 

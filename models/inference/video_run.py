@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from models.inference.video import VideoState, VideoStylizer, fill_gaps, smooth_tracks
-from service.core.media.alignment import Face, FaceAligner
-from service.core.media.video_io import InputError, VideoLimits, probe, read_frames, write_video
+from service.portrait.media.alignment import Face, FaceAligner
+from service.portrait.media.video_io import InputError, VideoLimits, probe, read_frames, write_video
 
 CHUNK_FRAMES = 16
 Progress = Callable[[dict[str, Any]], None]

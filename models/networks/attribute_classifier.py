@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service.core.configs import AttributeClassifierConfig
+from service.portrait.configs import AttributeClassifierConfig
 
 
 class AttributeClassifier(nn.Module):

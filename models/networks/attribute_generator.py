@@ -27,7 +27,7 @@ from models.networks.stylegan2 import (
     stage_resolutions,
 )
 from models.networks.synthesis import NoiseMode, run_stages
-from service.core.configs import AttributeGeneratorConfig
+from service.portrait.configs import AttributeGeneratorConfig
 
 BranchSpec = str | int | Sequence[str | int] | torch.Tensor
 

@@ -19,7 +19,7 @@ from models.networks import gradfix
 from models.networks.derived import derived
 from models.networks.layers import Blur, EqualConv2d, EqualLinear, FusedLeakyReLU
 from models.networks.ops import fold_fir
-from service.core.configs import DiscriminatorConfig
+from service.portrait.configs import DiscriminatorConfig
 
 
 class ConvLayer(nn.Sequential):

@@ -22,7 +22,7 @@ from torch import nn
 from models.networks.irse import build_body
 from models.networks.layers import EqualLinear, MappingNetwork
 from models.networks.synthesis import seeded_normal
-from service.core.configs import EncoderConfig, InverterConfig
+from service.portrait.configs import EncoderConfig, InverterConfig
 
 
 class GradualStyleBlock(nn.Module):

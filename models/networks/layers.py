@@ -26,7 +26,7 @@ from models.networks.ops import (
     transposed_fir_padding,
     upfirdn2d,
 )
-from service.core.configs import MappingConfig
+from service.portrait.configs import MappingConfig
 
 
 class PixelNorm(nn.Module):

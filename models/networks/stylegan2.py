@@ -19,7 +19,7 @@ from torch import nn
 
 from models.networks.layers import ConstantInput, MappingNetwork, StyledConv, ToRGB
 from models.networks.synthesis import NoiseMode, noise_inputs, noise_rows, run_stages
-from service.core.configs import GeneratorConfig
+from service.portrait.configs import GeneratorConfig
 
 SPACES = ("z", "w", "wplus")
 

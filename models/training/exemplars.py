@@ -13,10 +13,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from service.core.errors import InputError
-from service.core.exemplar_files import IMAGE_SUFFIXES, label_of
-from service.core.media.alignment import FaceAligner
-from service.core.media.images import load_image
+from service.portrait.errors import InputError
+from service.portrait.exemplar_files import IMAGE_SUFFIXES, label_of
+from service.portrait.media.alignment import FaceAligner
+from service.portrait.media.images import load_image
 
 
 @dataclass

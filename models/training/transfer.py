@@ -49,8 +49,8 @@ from models.training.losses import d_loss, g_loss, path_lengths, path_projection
 from models.training.metrics import SourceFeatures, downsample_to
 from models.training.transfer_eval import EarlyStopping, Evaluator
 from models.weights import checkpoints
-from service.core.checkpoint_files import Provenance, atomic_write_bytes
-from service.core.configs import AttributeGeneratorConfig, TransferConfig
+from service.portrait.checkpoint_files import Provenance, atomic_write_bytes
+from service.portrait.configs import AttributeGeneratorConfig, TransferConfig
 
 log = logging.getLogger("agilegan.train")
 STATE_DIR, BEST_DIR, REPORT_FILE = "train_state", "best", "training.json"
@@ -274,8 +274,30 @@ class Trainer:
         real = sample_reals(real_pool, batch, rng, cfg.mirror_exemplars)
         w = self._latents(batch, rng)
         losses: dict[str, torch.Tensor] = {}  # read once, at the end of the step (one host synchronisation)
-
         # 1. Discriminator step (R1 every r1_every steps, lazily scaled).
+        self._d_step(d, real, w, k, rng, losses)
+        # 2. Generator step on fresh latents (as rosinality and FaceStylor): adversarial + source
+        #    consistency (+ path length every pl_every steps, on latents of its own).
+        self._g_step(d, k, rng, losses)
+        # 3. EMA of the generator (StyleGAN2-ADA's ramp-up: see `ema_beta`).
+        beta = ema_beta(cfg, s)
+        with torch.no_grad():  # one multi-tensor kernel on CUDA
+            torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.g.parameters()), 1 - beta)
+        self.step += 1
+        return {**read_scalars(losses), "ema_beta": beta, "ada_p": self.ada.p}
+
+    def _d_step(
+        self,
+        d: Discriminator,
+        real: torch.Tensor,
+        w: torch.Tensor,
+        k: int,
+        rng: torch.Generator,
+        losses: dict[str, torch.Tensor],
+    ) -> None:
+        """One update of discriminator `d` (of branch `k`) on `real` against renders of `w`; its losses
+        into `losses`; the ADA probability observed and adjusted."""
+        cfg, s, batch = self.config, self.step, self.config.batch_size
         for p in self.d_params:
             p.requires_grad_(True)
         with torch.no_grad(), self._autocast():
@@ -297,8 +319,10 @@ class Trainer:
         if (s + 1) % cfg.ada_every == 0:
             self.ada.update(batch * cfg.ada_every)
 
-        # 2. Generator step on fresh latents (as rosinality and FaceStylor): adversarial + source
-        #    consistency (+ path length every pl_every steps, on latents of its own).
+    def _g_step(self, d: Discriminator, k: int, rng: torch.Generator, losses: dict[str, torch.Tensor]) -> None:
+        """One update of the generator against `d` (branch `k`), whole or in micro-batches (see
+        `train_step`); its losses into `losses`."""
+        cfg, s, batch = self.config, self.step, self.config.batch_size
         for p in self.d_params:
             p.requires_grad_(False)
         w = self._latents(batch, rng)
@@ -323,13 +347,6 @@ class Trainer:
             shrunk = max(1, batch // cfg.pl_batch_shrink)
             losses["pl"] = self._path_length_step(self._latents(shrunk, rng), k, rng)
         self.g_opt.step()
-
-        # 3. EMA of the generator (StyleGAN2-ADA's ramp-up: see `ema_beta`).
-        beta = ema_beta(cfg, s)
-        with torch.no_grad():  # one multi-tensor kernel on CUDA
-            torch._foreach_lerp_(list(self.g_ema.parameters()), list(self.g.parameters()), 1 - beta)
-        self.step += 1
-        return {**read_scalars(losses), "ema_beta": beta, "ada_p": self.ada.p}
 
     def _g_objective(
         self,

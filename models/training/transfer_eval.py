@@ -36,7 +36,7 @@ from torch import nn
 
 from models.networks.discriminator import Discriminator
 from models.training.metrics import SourceFeatures, kid
-from service.core.configs import TransferConfig
+from service.portrait.configs import TransferConfig
 
 EVAL_CHUNK = 8  # images per network pass in evaluation: 64 images at 1024 px at once need tens of GB
 MIN_REFERENCE = 1e-8  # a reference this small (exemplars indistinguishable from source portraits) is clamped

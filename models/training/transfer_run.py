@@ -23,8 +23,8 @@ from models.networks.discriminator import Discriminator
 from models.networks.stylegan2 import Generator
 from models.training.exemplars import ExemplarSet
 from models.training.transfer import BEST_DIR, REPORT_FILE, Trainer, log
-from service.core.checkpoint_files import atomic_write_bytes
-from service.core.configs import TransferConfig
+from service.portrait.checkpoint_files import atomic_write_bytes
+from service.portrait.configs import TransferConfig
 
 
 class TrainingCanceled(Exception):
@@ -108,38 +108,50 @@ def train_style(
         evaluated = None
         if trainer.step % config.eval_every == 0:
             with clock.timing("eval"):
-                evaluated = trainer.evaluate()
-                trainer.curve.append(evaluated)
-                if trainer.stopper.update(evaluated["score"], trainer.step, evaluated["score_noise"]):
-                    trainer.save_best()
+                evaluated = _evaluate(trainer)
             trainer.elapsed = time.monotonic() - started
         if trainer.step % config.checkpoint_every == 0:
             trainer.save_state()
         if progress is not None:
-            progress(
-                {
-                    "step": trainer.step,
-                    "max_steps": config.max_steps,
-                    "losses": losses,
-                    "score": evaluated["score"] if evaluated else None,
-                    # the EMA generator just scored (for previews; read it in the callback, don't keep it)
-                    "model": trainer.g_ema if evaluated else None,
-                    "best_score": trainer.stopper.best,
-                    "elapsed_s": trainer.elapsed,
-                    "eta_s": clock.eta(config.max_steps - trainer.step, config.eval_every, budget_s - trainer.elapsed),
-                }
-            )
+            eta_s = clock.eta(config.max_steps - trainer.step, config.eval_every, budget_s - trainer.elapsed)
+            progress(_progress_info(trainer, losses, evaluated, eta_s))
         if trainer.stopper.should_stop:
             stop_reason = "early_stopping"
             break
         if trainer.elapsed >= budget_s:
             stop_reason = "time_budget"
             break
+    return _finish(trainer, stop_reason, exemplars)
+
+
+def _evaluate(trainer: Trainer) -> dict[str, Any]:
+    """An evaluation of the current step, onto the curve; the best generator kept when it is the best."""
+    evaluated = trainer.evaluate()
+    trainer.curve.append(evaluated)
+    if trainer.stopper.update(evaluated["score"], trainer.step, evaluated["score_noise"]):
+        trainer.save_best()
+    return evaluated
+
+
+def _progress_info(trainer: Trainer, losses: dict, evaluated: dict | None, eta_s: float) -> dict[str, Any]:
+    """What the progress callback gets after a step."""
+    return {
+        "step": trainer.step,
+        "max_steps": trainer.config.max_steps,
+        "losses": losses,
+        "score": evaluated["score"] if evaluated else None,
+        # the EMA generator just scored (for previews; read it in the callback, don't keep it)
+        "model": trainer.g_ema if evaluated else None,
+        "best_score": trainer.stopper.best,
+        "elapsed_s": trainer.elapsed,
+        "eta_s": eta_s,
+    }
+
+
+def _finish(trainer: Trainer, stop_reason: str, exemplars: ExemplarSet) -> TrainingResult:
+    """The last step scored (unless the time budget ran out), a best generator chosen, the style published."""
     if not trainer.curve or (trainer.curve[-1]["step"] != trainer.step and stop_reason != "time_budget"):
-        evaluated = trainer.evaluate()
-        trainer.curve.append(evaluated)
-        if trainer.stopper.update(evaluated["score"], trainer.step, evaluated["score_noise"]):
-            trainer.save_best()
+        _evaluate(trainer)
     if trainer.stopper.best_step < 0:  # the time budget ended the run in its warm-up: its last step is the best
         if trainer.curve[-1]["step"] != trainer.step:
             trainer.curve.append(trainer.evaluate())

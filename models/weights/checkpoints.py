@@ -23,7 +23,7 @@ from models.networks.discriminator import Discriminator
 from models.networks.encoder import Inverter
 from models.networks.lpips import LPIPS
 from models.networks.stylegan2 import Generator
-from service.core.checkpoint_files import (
+from service.portrait.checkpoint_files import (
     FORMAT_VERSION,
     TENSORS_FILE,
     CheckpointError,
@@ -33,7 +33,7 @@ from service.core.checkpoint_files import (
     sha256_file,
     write_info,
 )
-from service.core.configs import (
+from service.portrait.configs import (
     AttributeClassifierConfig,
     AttributeGeneratorConfig,
     ConfigError,

@@ -39,8 +39,8 @@ from models.networks.discriminator import Discriminator
 from models.networks.encoder import Inverter
 from models.networks.stylegan2 import Generator
 from models.weights import checkpoints
-from service.core.checkpoint_files import Provenance, sha256_file
-from service.core.configs import (
+from service.portrait.checkpoint_files import Provenance, sha256_file
+from service.portrait.configs import (
     AttributeGeneratorConfig,
     DiscriminatorConfig,
     EncoderConfig,
@@ -326,7 +326,7 @@ def _import_agilegan_dual(ckpt: dict, dest: Path, provenance: Provenance) -> Imp
 
 def _import_lpips(heads_path: Path, vgg_path: Path, dest: Path) -> ImportResult:
     from models.networks.lpips import LPIPS
-    from service.core.configs import LPIPSConfig
+    from service.portrait.configs import LPIPSConfig
 
     heads = _tensors(load_pickle(heads_path), heads_path.name)
     vgg = _tensors(load_pickle(vgg_path), vgg_path.name)

@@ -1,37 +1,25 @@
-"""Admitting a stylize job atomically: idempotency keys reserved before any work, the queue cap checked
-and the job enqueued under one lock.
+"""Idempotency keys of job-creating requests, reserved before any work (`Reservation`).
 
-- Idempotency (`Reservation`): the first request with a key reserves it with SET NX before it decodes
-  anything; a concurrent duplicate waits (asynchronously) for the first to finish and replays its job;
-  if the first fails, the reservation is dropped so the client may retry. A key whose job record has
-  expired is treated as unused (it used to replay a `queued` job that then answered 404).
-- Queue cap (`enqueue_capped`): the depth check and the enqueue happen under a Redis lock shared by all
-  API processes, so 12 parallel requests against a cap of 5 admit exactly 5 (11 got through before).
+The first request with a key reserves it with SET NX before it decodes anything; a concurrent duplicate
+waits (asynchronously) for the first to finish and replays its job; if the first fails, the reservation is
+dropped so the client may retry. A key whose job record has expired is treated as unused (it used to replay
+a `queued` job that then answered 404). The queue cap is the submit's (service/platform/queueing.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from redis import Redis
-from rq import Queue
 
 from service.api.errors import ApiError
 
 PENDING = "pending"
 WAIT_FOR_FIRST_S = 30.0
-LOCK_NAME = "agilegan:lock:stylize-enqueue"
-LOCK_POLL_S = 0.002  # the lock is held for two Redis round trips: redis-py's default 0.1 s poll added 100 ms steps
-
-
-def idem_key(key_id: str, key: str) -> str:
-    return f"agilegan:idem:{key_id}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 @dataclass
@@ -80,16 +68,3 @@ class Reservation:
         if self.owned:
             self.redis.delete(self.key)
             self.owned = False
-
-
-def enqueue_capped(redis: Redis, queue: Queue, max_depth: int, enqueue: Callable[[], Any]) -> None:
-    """Run `enqueue` only while fewer than `max_depth` jobs wait, atomically across API processes.
-    Blocking (a Redis lock): call it from a worker thread."""
-    with redis.lock(LOCK_NAME, timeout=10, sleep=LOCK_POLL_S, blocking_timeout=10):
-        if queue.count >= max_depth:
-            raise queue_full()
-        enqueue()
-
-
-def queue_full() -> ApiError:
-    return ApiError(503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"})

@@ -15,7 +15,6 @@ import anyio.to_thread
 from fastapi import FastAPI
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from rq import Queue
 
 from service.api import console, docs, errors
 from service.api.faces import FaceFinder, default_concurrency
@@ -23,17 +22,17 @@ from service.api.memory import return_large_allocations
 from service.api.middleware import AuthGate, BodyLimit, RequestContext, RequestMetrics, SecurityHeaders
 from service.api.routes import animate, directions, health, jobs, style_training, styles
 from service.api.routes import keys as key_routes
-from service.core.auth import KeyStore
-from service.core.configs import AlignerConfig
-from service.core.contract import QUEUES
-from service.core.jobstore import JobStore
-from service.core.media.alignment import FaceAligner
-from service.core.objectstore import open_store
-from service.core.registry import Registry
-from service.core.registry_sync import RegistryMirror
-from service.core.settings import Settings, get_settings
-from service.core.storage import Storage
-from service.core.style_records import StyleRecords
+from service.platform.auth import KeyStore
+from service.platform.jobstore import JobStore
+from service.platform.objectstore import open_store
+from service.platform.queueing import JobQueues
+from service.platform.registry import Registry
+from service.platform.registry_sync import RegistryMirror
+from service.platform.settings import Settings, get_settings
+from service.platform.storage import Storage
+from service.platform.style_records import StyleRecords
+from service.portrait.configs import AlignerConfig
+from service.portrait.media.alignment import FaceAligner
 
 log = logging.getLogger("agilegan.api")
 
@@ -85,8 +84,8 @@ def create_app(settings: Settings | None = None, aligner: FaceAligner | None = N
     )
     # 1. Shared resources.
     app.state.settings, app.state.redis, app.state.aredis, app.state.keys = settings, redis, aredis, keys
-    app.state.queues = {name: Queue(name, connection=redis) for name in QUEUES}
     app.state.jobs = JobStore(redis, settings.result_ttl_s)
+    app.state.job_queues = JobQueues(redis, app.state.jobs, settings)
     app.state.storage = Storage(settings.data_dir, open_store(settings))
     remote = app.state.storage.store if app.state.storage.store.local_root is None else None
     app.state.registry = Registry(settings.registry_dir, StyleRecords(redis) if remote else None)

@@ -1,23 +1,31 @@
-"""FastAPI dependencies: the shared resources on app.state, and the caller's identity."""
+"""FastAPI dependencies: the shared resources the app factory put on `app.state`, and the caller's identity.
+
+Routes get what they use through these `Annotated` aliases alone (no route reads `app.state`), and pass plain
+values to the helpers they call.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from rq import Queue
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from service.api.errors import ApiError
-from service.core.auth import Principal, bearer_key, refusal_message
-from service.core.contract import STYLIZE_QUEUE, metrics_key
-from service.core.jobstore import JobStore
-from service.core.registry import Registry
-from service.core.settings import Settings
-from service.core.storage import Storage
+from service.api.faces import FaceFinder
+from service.api.job_views import JobViews
+from service.api.rate_limit import RateBudget
+from service.platform.auth import Principal, bearer_key, refusal_message
+from service.platform.jobstore import JobStore
+from service.platform.queueing import JobQueues
+from service.platform.registry import Registry
+from service.platform.registry_sync import RegistryMirror
+from service.platform.settings import Settings
+from service.platform.storage import Storage
+from service.platform.webhooks import WebhookSecrets
 
 log = logging.getLogger("agilegan.api")
 
@@ -38,8 +46,48 @@ def get_registry(request: Request) -> Registry:
     return request.app.state.registry
 
 
-def get_stylize_queue(request: Request) -> Queue:
-    return request.app.state.queues[STYLIZE_QUEUE]
+def get_redis(request: Request) -> Redis:
+    return request.app.state.redis
+
+
+def get_async_redis(request: Request) -> AsyncRedis:
+    """The asyncio client: what a handler that waits (a long-poll) reads with, holding no thread."""
+    return request.app.state.aredis
+
+
+def get_mirror(request: Request) -> RegistryMirror:
+    return request.app.state.mirror
+
+
+def get_faces(request: Request) -> FaceFinder:
+    return request.app.state.faces
+
+
+def get_job_queues(request: Request) -> JobQueues:
+    return request.app.state.job_queues
+
+
+def get_request_id(request: Request) -> str:
+    """The request's id (service/api/middleware.py), which error bodies and job views carry."""
+    return request.state.request_id
+
+
+def get_job_views(
+    request_id: Annotated[str, Depends(get_request_id)],
+    redis: Annotated[Redis, Depends(get_redis)],
+    jobs: Annotated[JobStore, Depends(get_jobs)],
+) -> JobViews:
+    return JobViews(redis, jobs, request_id)
+
+
+def get_rate_budget(
+    redis: Annotated[Redis, Depends(get_redis)], settings: Annotated[Settings, Depends(get_settings)]
+) -> RateBudget:
+    return RateBudget(redis, settings.rate_limit_per_minute)
+
+
+def get_webhook_secrets(redis: Annotated[Redis, Depends(get_redis)]) -> WebhookSecrets:
+    return WebhookSecrets(redis)
 
 
 # Declares the bearer scheme in the OpenAPI document (so /docs can send a key); the key itself is
@@ -70,43 +118,18 @@ def require_operator(principal: Annotated[Principal, Depends(authenticate)]) -> 
     return principal
 
 
-# Sliding-window limiter, atomic in Redis: drop entries older than the window, refuse when full
-# (returning the oldest entry's time for Retry-After), else record this request.
-_RATE_LIMIT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[1] - 60)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
-end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
-redis.call('EXPIRE', KEYS[1], 120)
-return false
-"""
-
-
-def charge_rate_limit(request: Request, principal: Principal) -> None:
-    """At most `rate_limit_per_minute` requests per key in any 60 s (shared by every API process).
-
-    Called by the handler once the request has passed its cheap checks: a request refused before any
-    work (unknown style, invalid form, a replayed idempotency key, a 429) costs nothing of the budget;
-    one that reached the image decoder counts, whatever the photo turns out to be.
-    """
-    limit = request.app.state.settings.rate_limit_per_minute
-    if limit <= 0:
-        return
-    now = time.time()
-    script = request.app.state.redis.register_script(_RATE_LIMIT)
-    oldest = script(keys=[metrics_key(f"rate:{principal.key_id}")], args=[now, limit, f"{now}:{uuid.uuid4().hex}"])
-    if oldest is not None:
-        retry = max(1, int(float(oldest) + 60 - now) + 1)
-        raise ApiError(
-            429, "rate_limited", f"more than {limit} requests per minute for this key", {"Retry-After": str(retry)}
-        )
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 JobsDep = Annotated[JobStore, Depends(get_jobs)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
-StylizeQueueDep = Annotated[Queue, Depends(get_stylize_queue)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+AsyncRedisDep = Annotated[AsyncRedis, Depends(get_async_redis)]
+MirrorDep = Annotated[RegistryMirror, Depends(get_mirror)]
+FacesDep = Annotated[FaceFinder, Depends(get_faces)]
+JobQueuesDep = Annotated[JobQueues, Depends(get_job_queues)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]
+JobViewsDep = Annotated[JobViews, Depends(get_job_views)]
+RateBudgetDep = Annotated[RateBudget, Depends(get_rate_budget)]
+WebhookSecretsDep = Annotated[WebhookSecrets, Depends(get_webhook_secrets)]
 ClientDep = Annotated[Principal, Depends(authenticate)]
 OperatorDep = Annotated[Principal, Depends(require_operator)]

@@ -17,10 +17,10 @@ import math
 from typing import Any
 
 from service.api.errors import ApiError
-from service.core.configs import n_latent
-from service.core.contract import STYLE_ID, EditSpec
-from service.core.index_spec import parse_indices
-from service.core.registry import Registry, StyleInfo
+from service.platform.contract import STYLE_ID, EditSpec
+from service.platform.registry import Registry, StyleInfo
+from service.portrait.configs import n_latent
+from service.portrait.index_spec import parse_indices
 
 MAX_EDITS = 8
 MAX_LAYERS = n_latent(1024)  # w+ layers of the largest generator, for a style whose resolution is unknown
@@ -81,7 +81,7 @@ def _one(
 
 def _layers(key: str, text: Any, layers_max: int | None) -> list[int] | None:
     """ "A-B,C" → sorted w+ indices below `layers_max`; None / "all" → None (the set's default). The
-    parse is bounded by the index range, not by the text (service/core/index_spec.py)."""
+    parse is bounded by the index range, not by the text (service/portrait/index_spec.py)."""
     if text is None or text == "all":
         return None
     limit = layers_max or MAX_LAYERS

@@ -11,8 +11,9 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from service.core.errors import InputError
-from service.core.objectstore import StoreUnavailable
+from service.platform.objectstore import StoreUnavailable
+from service.platform.queueing import QueueFull
+from service.portrait.errors import InputError
 
 log = logging.getLogger("agilegan.api")
 
@@ -85,6 +86,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(InputError)
     async def _input_error(request: Request, exc: InputError) -> JSONResponse:
         return error_response(request, INPUT_ERROR_STATUS.get(exc.code, 422), exc.code, exc.message)
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(request: Request, exc: QueueFull) -> JSONResponse:
+        return error_response(
+            request, 503, "queue_full", "too many jobs are waiting; retry later", {"Retry-After": "10"}
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

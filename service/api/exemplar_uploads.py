@@ -1,5 +1,6 @@
 """The exemplars of a style or direction upload, read safely: one file at a time, zip archives through the
-bounded reader of service/core/media/archive.py (entry count, expanded total, per-entry size and ratio, unsafe paths,
+bounded reader of service/portrait/media/archive.py
+(entry count, expanded total, per-entry size and ratio, unsafe paths,
 encrypted and corrupt entries: see there).
 
 Nothing here holds more than one exemplar in memory. A refused entry is listed in the per-file answer
@@ -15,13 +16,14 @@ from pathlib import PurePosixPath
 from typing import IO, Any
 
 import anyio.to_thread
-from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from service.api.faces import FaceFinder
-from service.core.errors import InputError
-from service.core.exemplar_files import IMAGE_SUFFIXES, hidden, label_of
-from service.core.media.archive import Archive, ArchiveError, ArchiveLimits
+from service.platform.settings import Settings
+from service.platform.storage import Storage
+from service.portrait.errors import InputError
+from service.portrait.exemplar_files import IMAGE_SUFFIXES, hidden, label_of
+from service.portrait.media.archive import Archive, ArchiveError, ArchiveLimits
 
 __all__ = [
     "ArchiveError",
@@ -91,10 +93,19 @@ async def check_exemplar(
     return {"file": name, "accepted": True, "label": label_of(name), "landmarks": landmarks}, data
 
 
-def too_few(request: Request, code: str, message: str, files: list[dict]) -> JSONResponse:
+def too_few(request_id: str, code: str, message: str, files: list[dict]) -> JSONResponse:
     """The 422 of an upload with too few usable images: the error body plus the per-file report."""
-    body = {"code": code, "request_id": request.state.request_id, "files": files, "message": message}
+    body = {"code": code, "request_id": request_id, "files": files, "message": message}
     return JSONResponse(status_code=422, content=body)
+
+
+@dataclass(frozen=True)
+class Uploads:
+    """What staging an upload's exemplars uses: the face finder, the storage they are staged in, the limits."""
+
+    faces: FaceFinder
+    storage: Storage
+    settings: Settings
 
 
 def upload_limits(settings: Any) -> ArchiveLimits:
@@ -107,16 +118,14 @@ def upload_limits(settings: Any) -> ArchiveLimits:
 
 
 async def stage_exemplars(
-    request: Request, staging: Any, entries: list[Entry], report: list[dict], label: str | None = None
+    uploads: Uploads, staging: Any, entries: list[Entry], report: list[dict], label: str | None = None
 ) -> None:
     """Each entry through `check_exemplar`, one at a time: its report row appended to `report` (with
     `label` when given), its bytes, when accepted, staged as file number len(report) in `staging`."""
-    settings, storage = request.app.state.settings, request.app.state.storage
+    settings, storage = uploads.settings, uploads.storage
     max_entry = settings.max_upload_bytes
     for entry in entries:
-        row, data = await check_exemplar(
-            request.app.state.faces, entry, max_entry, settings.max_pixels, settings.min_face_size
-        )
+        row, data = await check_exemplar(uploads.faces, entry, max_entry, settings.max_pixels, settings.min_face_size)
         if label is not None:
             row["label"] = label
         if data is not None:

@@ -20,9 +20,9 @@ from contextlib import AbstractContextManager
 import anyio
 import anyio.to_thread
 
-from service.core.errors import FaceIndexOutOfRange, NoFaceFound, TooManyFaces
-from service.core.media.alignment import FaceAligner, none_large_enough
-from service.core.media.images import load_for_analysis
+from service.portrait.errors import FaceIndexOutOfRange, NoFaceFound, TooManyFaces
+from service.portrait.media.alignment import FaceAligner, none_large_enough
+from service.portrait.media.images import load_for_analysis
 
 ANALYSIS_MAX_SIDE = 2048  # px: faces are found on a copy this large at most (landmarks scaled back)
 

@@ -11,9 +11,9 @@ from pydantic import BeforeValidator, Field
 from service.api.errors import ApiError
 from service.api.schemas import null_is_none
 from service.api.style_policy import SIZES
-from service.core.outbound import OutboundPolicy, UrlInvalid, allowed, check_url
-from service.core.settings import Settings
-from service.core.webhooks import DEFAULT_EVENTS, WebhookSpec, parse_events
+from service.platform.outbound import OutboundPolicy, UrlInvalid, allowed, check_url
+from service.platform.settings import Settings
+from service.platform.webhooks import DEFAULT_EVENTS, WebhookSpec, parse_events
 
 StyleField = Annotated[
     str, Form(min_length=1, max_length=64, description="style id (GET /v1/styles)", examples=["demo"])

@@ -13,8 +13,8 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service.core.auth import bearer_key, refusal_message
-from service.core.contract import metrics_key
+from service.platform.auth import bearer_key, refusal_message
+from service.platform.redis_keys import metrics_key
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

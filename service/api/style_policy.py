@@ -5,8 +5,8 @@ sizes. Refusals are ApiErrors with their codes."""
 from __future__ import annotations
 
 from service.api.errors import ApiError
-from service.core.contract import StyleState
-from service.core.registry import StyleInfo
+from service.platform.contract import StyleState
+from service.platform.registry import StyleInfo
 
 SIZES = [256, 512, 1024]  # the side of an aligned result
 DELETED = (StyleState.RETIRED, StyleState.CANCELED)  # what DELETE /v1/styles/{id} leaves: gone from the API

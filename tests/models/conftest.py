@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.demo import demo_registry
+from workers.launcher.demo import demo_registry
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from service.core.configs import AlignerConfig
-from service.core.errors import (
+from service.portrait.configs import AlignerConfig
+from service.portrait.errors import (
     FaceIndexOutOfRange,
     FaceTooSmall,
     ImageTooLarge,
@@ -22,8 +22,8 @@ from service.core.errors import (
     NoFaceFound,
     UnsupportedFormat,
 )
-from service.core.media.alignment import AlignedFace, FaceAligner, ffhq_quad, packaged_model_dir, paste_back
-from service.core.media.images import load_image
+from service.portrait.media.alignment import AlignedFace, FaceAligner, ffhq_quad, packaged_model_dir, paste_back
+from service.portrait.media.images import load_image
 
 pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests
 

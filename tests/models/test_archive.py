@@ -1,5 +1,5 @@
-"""The bounded zip reader behind every upload of archives (service/core/media/archive.py): entries counted before the
-directory is parsed, sizes and ratios checked before a read, corrupt and encrypted entries typed."""
+"""The bounded zip reader behind every upload of archives (service/portrait/media/archive.py): entries counted
+before the directory is parsed, sizes and ratios checked before a read, corrupt and encrypted entries typed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from service.core.media.archive import Archive, ArchiveError, ArchiveLimits, declared_entries
+from service.portrait.media.archive import Archive, ArchiveError, ArchiveLimits, declared_entries
 from tests.reliability.media_cases import zip_of
 
 LIMITS = ArchiveLimits(max_total=50 << 20, max_entry=8 << 20, max_files=100)

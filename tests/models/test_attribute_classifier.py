@@ -13,9 +13,9 @@ from models.inference.stylizer import Stylizer
 from models.networks.attribute_classifier import AttributeClassifier, fit_classifier
 from models.networks.attribute_generator import AttributeAwareGenerator
 from models.weights import checkpoints
-from service.core.configs import AttributeClassifierConfig, AttributeGeneratorConfig
+from service.portrait.configs import AttributeClassifierConfig, AttributeGeneratorConfig
 from tests.conftest import seeded
-from workers.demo import demo_configs
+from workers.launcher.demo import demo_configs
 
 FACES = Path(__file__).parents[1] / "data" / "faces"
 
@@ -57,7 +57,7 @@ def test_the_stylizer_takes_the_branch_from_the_request_the_classifier_or_the_de
 
 
 def test_the_fit_command(tmp_path: Path) -> None:
-    from workers.demo import demo_registry
+    from workers.launcher.demo import demo_registry
 
     demo_registry(tmp_path / "registry", size=32, tiny=True)
     for label, names in {"obama": ["obama.jpg"], "biden": ["biden.jpg"]}.items():

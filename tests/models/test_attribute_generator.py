@@ -7,7 +7,7 @@ import torch
 
 from models.networks.attribute_generator import AttributeAwareGenerator
 from models.networks.stylegan2 import Generator
-from service.core.configs import AttributeGeneratorConfig, ConfigError, GeneratorConfig
+from service.portrait.configs import AttributeGeneratorConfig, ConfigError, GeneratorConfig
 from tests.conftest import seeded
 from tests.seeded_weights import rel_l2
 

@@ -10,7 +10,7 @@ import torch
 
 from models.training.augment import AdaptiveP, apply_colour, apply_geometric, augment, colour_matrix, geometric_matrix
 from models.training.transfer import sample_reals
-from service.core.configs import TransferConfig
+from service.portrait.configs import TransferConfig
 
 
 def smooth_images(b: int = 8, size: int = 32) -> torch.Tensor:

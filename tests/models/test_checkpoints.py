@@ -14,8 +14,8 @@ from models.networks.discriminator import Discriminator
 from models.networks.encoder import Inverter
 from models.networks.stylegan2 import Generator
 from models.weights import checkpoints
-from service.core.checkpoint_files import CheckpointError, Provenance, read_info, sha256_file
-from service.core.configs import (
+from service.portrait.checkpoint_files import CheckpointError, Provenance, read_info, sha256_file
+from service.portrait.configs import (
     AttributeGeneratorConfig,
     DiscriminatorConfig,
     EncoderConfig,

@@ -15,7 +15,7 @@ from PIL import Image
 from models.networks.encoder import Inverter, image_to_tensor
 from models.networks.stylegan2 import Generator
 from models.weights import checkpoints
-from service.core.configs import EncoderConfig, InverterConfig, MappingConfig
+from service.portrait.configs import EncoderConfig, InverterConfig, MappingConfig
 from tests.cli import agilegan
 from tests.conftest import seeded
 

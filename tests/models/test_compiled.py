@@ -16,7 +16,7 @@ from models.inference.compiled import CompileConfig, Programs, default_buckets, 
 from models.inference.stylizer import Stylizer
 from models.networks.encoder import Inverter
 from models.networks.stylegan2 import Generator
-from service.core.configs import EncoderConfig, GeneratorConfig, InverterConfig
+from service.portrait.configs import EncoderConfig, GeneratorConfig, InverterConfig
 from tests.conftest import seeded
 
 BACKEND = "aot_eager"
@@ -122,7 +122,7 @@ def test_default_buckets_and_config_checks() -> None:
 def test_cuda_graphs_are_the_default_on_cuda_only() -> None:
     """Issue 26: `auto` (the setting's default) replays CUDA graphs on CUDA, where a batch-1 forward is
     bound by kernel launches, and compiles nothing on the CPU; a named mode is kept on either."""
-    from service.core.settings import Settings
+    from service.platform.settings import Settings
 
     assert Settings.model_fields["compile"].default == "auto"
     assert resolve_compile_mode("auto", "cuda") == "reduce-overhead"

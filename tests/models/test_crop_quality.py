@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from service.core.configs import AlignerConfig
-from service.core.contract import ALIGNED_SIZE
-from service.core.media.alignment import FaceAligner, align_landmarks
-from service.core.media.images import load_image
-from service.core.settings import Settings
+from service.platform.contract import ALIGNED_SIZE
+from service.platform.settings import Settings
+from service.portrait.configs import AlignerConfig
+from service.portrait.media.alignment import FaceAligner, align_landmarks
+from service.portrait.media.images import load_image
 
 FACES = Path(__file__).parents[1] / "data" / "faces"
 CASES = [("astronaut", 1.0), ("obama.jpg", 1.0), ("biden.jpg", 1.0), ("alex-lacamoire.png", 1.0)]

@@ -14,7 +14,7 @@ from PIL import Image
 from models.inference.directions import load, sefa
 from models.networks.stylegan2 import Generator
 from models.weights import checkpoints
-from service.core.checkpoint_files import w_space_id
+from service.portrait.checkpoint_files import w_space_id
 from tests.cli import agilegan
 from tests.exemplar_data import FACES, labelled_photo_zips
 

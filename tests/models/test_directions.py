@@ -21,7 +21,7 @@ from models.inference.directions import (
     sefa,
 )
 from models.networks.stylegan2 import Generator
-from service.core.configs import GeneratorConfig
+from service.portrait.configs import GeneratorConfig
 from tests.conftest import seeded
 from tests.seeded_weights import rosinality_weights
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from models.networks.discriminator import Discriminator
-from service.core.configs import DiscriminatorConfig
+from service.portrait.configs import DiscriminatorConfig
 from tests.conftest import seeded
 
 

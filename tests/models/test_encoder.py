@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from models.networks.encoder import Inverter, VAEStyleEncoder, image_to_tensor, kl_divergence
-from service.core.configs import EncoderConfig, InverterConfig, MappingConfig
+from service.portrait.configs import EncoderConfig, InverterConfig, MappingConfig
 from tests.conftest import seeded
 from tests.seeded_weights import DATA, encoder_checkpoint, encoder_image, encoder_manifest, rel_l2
 

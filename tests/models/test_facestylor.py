@@ -175,7 +175,7 @@ def test_interpolated_generators_are_cached_per_quantised_strength(g64) -> None:
     """The worker's Stylizer interpolates once per (style, strength step), keeps a few, and renders
     a blend equal to interpolating on the spot."""
     from models.inference.stylizer import INTERPOLATED_CACHE, IncompatibleModels, Stylizer
-    from service.core.configs import EncoderConfig, InverterConfig, MappingConfig
+    from service.portrait.configs import EncoderConfig, InverterConfig, MappingConfig
 
     source, style = g64
     config = InverterConfig(

@@ -20,7 +20,7 @@ from models.networks.derived import kept_tensors
 from models.networks.layers import Upsample
 from models.networks.ops import make_kernel, transposed_fir_padding, upfirdn2d
 from models.networks.stylegan2 import Generator
-from service.core.configs import GeneratorConfig
+from service.portrait.configs import GeneratorConfig
 from tests.conftest import seeded
 
 # One forward of `GeneratorConfig.tiny(256)` before this change (main at fa7c5c9), measured with `count_launches`:

@@ -17,7 +17,7 @@ from models.networks.discriminator import Discriminator
 from models.networks.ops import make_kernel, upfirdn2d
 from models.networks.stylegan2 import Generator
 from models.training.losses import path_lengths, path_projection, r1_penalty
-from service.core.configs import DiscriminatorConfig, GeneratorConfig
+from service.portrait.configs import DiscriminatorConfig, GeneratorConfig
 
 F64 = torch.float64
 

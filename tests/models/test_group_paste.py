@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from service.api.faces import group_faces
-from service.core.configs import AlignerConfig
-from service.core.media.alignment import FaceAligner, align_landmarks, face_layer, paste_faces
+from service.portrait.configs import AlignerConfig
+from service.portrait.media.alignment import FaceAligner, align_landmarks, face_layer, paste_faces
 from tests.group_photos import STYLIZED, group_photo
 
 COLOURS = [(230, 20, 20), (20, 20, 230), (20, 200, 20), (240, 240, 20)]

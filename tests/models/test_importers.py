@@ -16,7 +16,13 @@ from models.networks.encoder import Inverter
 from models.networks.stylegan2 import Generator
 from models.weights import checkpoints
 from models.weights.importers import ImportFailure, import_weights, infer_generator_config
-from service.core.configs import AttributeGeneratorConfig, EncoderConfig, GeneratorConfig, InverterConfig, MappingConfig
+from service.portrait.configs import (
+    AttributeGeneratorConfig,
+    EncoderConfig,
+    GeneratorConfig,
+    InverterConfig,
+    MappingConfig,
+)
 from tests.conftest import seeded
 from tests.seeded_weights import DATA, rosinality_weights
 

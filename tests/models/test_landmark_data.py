@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service.core.configs import AlignerConfig
-from service.core.media.alignment import FaceAligner
-from service.core.media.images import load_image
+from service.portrait.configs import AlignerConfig
+from service.portrait.media.alignment import FaceAligner
+from service.portrait.media.images import load_image
 
 DATA = Path(__file__).parents[1] / "data"
 

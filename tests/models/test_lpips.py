@@ -11,7 +11,7 @@ import torch
 from models.networks.lpips import LPIPS
 from models.weights import checkpoints
 from models.weights.importers import ImportFailure, import_weights
-from service.core.configs import LPIPSConfig, TransferConfig
+from service.portrait.configs import LPIPSConfig, TransferConfig
 
 
 def _official_files(tmp_path: Path) -> tuple[Path, Path, LPIPS]:
@@ -52,7 +52,7 @@ def test_training_uses_lpips_when_configured(tmp_path: Path) -> None:
     from models.networks.stylegan2 import Generator
     from models.training.exemplars import tensor_exemplars
     from models.training.transfer_run import train_style
-    from service.core.configs import DiscriminatorConfig, GeneratorConfig
+    from service.portrait.configs import DiscriminatorConfig, GeneratorConfig
     from tests.conftest import seeded
 
     heads, vgg, _ = _official_files(tmp_path)

@@ -6,7 +6,7 @@ import torch
 
 from models.networks.discriminator import Discriminator
 from models.training.metrics import SourceFeatures, kid
-from service.core.configs import DiscriminatorConfig
+from service.portrait.configs import DiscriminatorConfig
 from tests.conftest import seeded
 
 

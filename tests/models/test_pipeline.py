@@ -21,8 +21,8 @@ from models.networks.attribute_classifier import AttributeClassifier
 from models.networks.attribute_generator import AttributeAwareGenerator
 from models.networks.encoder import Inverter
 from models.networks.stylegan2 import Generator
-from service.core.configs import AttributeClassifierConfig, AttributeGeneratorConfig
-from workers.demo import demo_configs
+from service.portrait.configs import AttributeClassifierConfig, AttributeGeneratorConfig
+from workers.launcher.demo import demo_configs
 
 FACES = Path(__file__).parents[1] / "data" / "faces"
 

@@ -12,7 +12,7 @@ from models.networks.encoder import Inverter
 from models.networks.stylegan2 import Generator
 from models.weights import checkpoints
 from tests.exemplar_data import FACES
-from workers.demo import demo_registry
+from workers.launcher.demo import demo_registry
 
 
 def test_auto_is_bf16_on_cuda_only() -> None:

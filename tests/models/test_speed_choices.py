@@ -13,7 +13,7 @@ from models.inference.launches import count_launches
 from models.inference.speed_choices import FLAGS, initial_flag, measure, set_flag, uses
 from models.networks.encoder import Inverter
 from models.networks.stylegan2 import Generator
-from service.core.configs import EncoderConfig, GeneratorConfig, InverterConfig
+from service.portrait.configs import EncoderConfig, GeneratorConfig, InverterConfig
 from tests.conftest import seeded
 
 pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests
@@ -88,7 +88,7 @@ def test_the_discriminator_folds_its_downsampling_blurs_with_the_same_logits_and
 
     from models.networks.discriminator import Discriminator
     from models.training.losses import r1_penalty
-    from service.core.configs import DiscriminatorConfig
+    from service.portrait.configs import DiscriminatorConfig
 
     d = seeded(Discriminator(DiscriminatorConfig.tiny(64)), 2)
     x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))

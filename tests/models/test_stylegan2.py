@@ -10,7 +10,7 @@ import torch
 
 from models.networks.stylegan2 import Generator
 from models.networks.synthesis import mix_styles
-from service.core.configs import GeneratorConfig
+from service.portrait.configs import GeneratorConfig
 from tests.conftest import seeded
 from tests.seeded_weights import DATA, rel_l2, rosinality_cases, rosinality_weights
 

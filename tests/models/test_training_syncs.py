@@ -17,7 +17,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from models.training.transfer import Trainer
-from service.core.configs import TransferConfig
+from service.portrait.configs import TransferConfig
 from tests.models.test_transfer import FAST, exemplars, source  # noqa: F401 - the fixture
 
 READS = {"item", "__float__", "__int__", "__bool__", "__index__", "tolist", "allclose", "equal", "numpy"}

@@ -19,8 +19,8 @@ from models.training.transfer import Trainer, _split, ema_beta, training_precisi
 from models.training.transfer_eval import EarlyStopping
 from models.training.transfer_run import StepClock, TrainingCanceled, train_style
 from models.weights import checkpoints
-from service.core.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
-from service.core.exemplar_files import MIN_EXEMPLARS
+from service.portrait.configs import DiscriminatorConfig, GeneratorConfig, TransferConfig
+from service.portrait.exemplar_files import MIN_EXEMPLARS
 from tests.conftest import seeded
 from tests.exemplar_data import exemplar_zip_bytes
 

@@ -17,9 +17,9 @@ from models.inference.video_run import VideoCanceled, run_video
 from models.networks.encoder import Inverter
 from models.networks.stylegan2 import Generator
 from models.weights import checkpoints
-from service.core.configs import AlignerConfig
-from service.core.media.alignment import FaceAligner
-from service.core.media.video_io import InputError, VideoLimits, check_limits, probe, read_frames, write_video
+from service.portrait.configs import AlignerConfig
+from service.portrait.media.alignment import FaceAligner
+from service.portrait.media.video_io import InputError, VideoLimits, check_limits, probe, read_frames, write_video
 from tests.cli import agilegan
 from tests.exemplar_data import FACES
 
@@ -186,7 +186,7 @@ def test_a_stopped_run_resumes_from_its_finished_chunks(tiny_registry: Path, tmp
 
 
 def test_torch_is_not_needed_to_probe() -> None:
-    import service.core.media.video_io as io_module
+    import service.portrait.media.video_io as io_module
 
     assert "torch" not in io_module.__dict__ and torch is not None
 

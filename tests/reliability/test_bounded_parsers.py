@@ -16,7 +16,7 @@ import pytest
 PROBE = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-from service.core.index_spec import parse_indices
+from service.portrait.index_spec import parse_indices
 try:
     parse_indices(sys.argv[1], 18)
 except ValueError as e:
@@ -31,7 +31,7 @@ def test_an_index_list_is_refused_by_its_meaning_in_bounded_memory(spec: str) ->
 
 
 def test_index_lists_within_the_limit_parse() -> None:
-    from service.core.index_spec import MAX_SPEC_CHARS, parse_indices
+    from service.portrait.index_spec import MAX_SPEC_CHARS, parse_indices
 
     assert parse_indices("0-17", 18) == list(range(18))
     assert parse_indices("3, 1-2,3", 18) == [1, 2, 3]

@@ -23,10 +23,10 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from service.api.app import create_app
-from service.core.settings import Settings
+from service.platform.settings import Settings
 from tests.reliability import hooks
 from tests.service.conftest import FACES, KEYS, OPERATOR_KEY, free_port, serve_api, stop_process
-from workers.demo import demo_registry
+from workers.launcher.demo import demo_registry
 
 HEADERS = {"Authorization": f"Bearer {OPERATOR_KEY}"}
 EXCLUDED = [getattr(schemathesis.checks, name) for name in hooks.REPLACED]

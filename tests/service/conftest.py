@@ -22,12 +22,12 @@ from models.inference.directions import DirectionSet, sefa
 from models.networks.stylegan2 import Generator
 from models.weights import checkpoints
 from service.api.app import create_app
-from service.core.checkpoint_files import w_space_id
-from service.core.configs import AlignerConfig
-from service.core.media.alignment import FaceAligner
-from service.core.settings import Settings
+from service.platform.settings import Settings
+from service.portrait.checkpoint_files import w_space_id
+from service.portrait.configs import AlignerConfig
+from service.portrait.media.alignment import FaceAligner
 from tests.conftest import free_port
-from workers.demo import demo_registry
+from workers.launcher.demo import demo_registry
 
 FACES = Path(__file__).parents[1] / "data" / "faces"
 CLIENT_KEY, OTHER_KEY, OPERATOR_KEY = "client-key-0000000001", "client-key-0000000002", "operator-key-000000001"
@@ -86,29 +86,39 @@ def make_settings(redis: Redis, redis_url: str, tiny_data_dir: Path) -> Callable
 
 
 @pytest.fixture
-def runtime(make_settings: Callable[..., Settings], redis: Redis, monkeypatch: pytest.MonkeyPatch):
-    """A worker's runtime in this process (the one job functions find), on the tiny registry."""
-    from workers import runtime as runtime_module
+def job_ctx(make_settings: Callable[..., Settings], redis: Redis, monkeypatch: pytest.MonkeyPatch):
+    """A worker's job context in this process (the one job functions find), on the tiny registry."""
+    from workers import context
 
-    rt = runtime_module.Runtime(make_settings(), redis)
-    monkeypatch.setattr(runtime_module, "_RUNTIME", rt)
-    yield rt
-    rt.cpu_pool.shutdown()
+    ctx = context.JobContext.from_settings(make_settings(), redis)
+    monkeypatch.setattr(context, "_CONTEXT", ctx)
+    return ctx
 
 
-def queue_stylize_job(rt, aligner: FaceAligner, photo: str = "obama.jpg", data: bytes | None = None, **fields):
+@pytest.fixture
+def serving(job_ctx, monkeypatch: pytest.MonkeyPatch):
+    """The worker's serving cache in this process (the one the stylize, animate and fit_direction kinds find)."""
+    from workers.serving import cache as cache_module
+
+    cache = cache_module.ServingCache(job_ctx)
+    monkeypatch.setattr(cache_module, "_CACHE", cache)
+    yield cache
+    cache.cpu_pool.shutdown()
+
+
+def queue_stylize_job(ctx, aligner: FaceAligner, photo: str = "obama.jpg", data: bytes | None = None, **fields):
     """A stylize job as the API leaves it (its upload stored, its record queued, landmarks found in
-    `photo`), not on any queue: its payload, for `workers.jobs.stylize_job` or the batch pipeline."""
+    `photo`), not on any queue: its payload, for `workers.kinds.stylize.run` or the batch pipeline."""
     import uuid
 
     from PIL import Image
 
-    from service.core.contract import StylizeJob
+    from service.platform.contract import StylizeJob
 
     landmarks = aligner.detect(Image.open(FACES / photo).convert("RGB"))[0].landmarks.tolist()
     job = StylizeJob(job_id=uuid.uuid4().hex, style="demo", landmarks=landmarks, **{"size": 256, **fields})
-    rt.storage.write_input(job.job_id, data if data is not None else (FACES / photo).read_bytes())
-    rt.jobs.create(job.job_id, CLIENT_KEY, "stylize", {})
+    ctx.storage.write_input(job.job_id, data if data is not None else (FACES / photo).read_bytes())
+    ctx.jobs.create(job.job_id, CLIENT_KEY, "stylize", {})
     return job
 
 
@@ -154,7 +164,7 @@ class WorkerProcess:
         self.log = log
         out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker", "--queues", queues],
+            [sys.executable, "-m", "workers.launcher.cli", "worker", "--queues", queues],
             env=settings_env(settings),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -205,7 +215,7 @@ def serve_api(settings: Settings, port: int, log: Path) -> subprocess.Popen:
     env = settings_env(settings)
     env["AGILEGAN_PORT"] = str(port)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "serve"],
+        [sys.executable, "-m", "workers.launcher.cli", "serve"],
         env=env,
         stdout=open(log, "ab"),  # noqa: SIM115
         stderr=subprocess.STDOUT,

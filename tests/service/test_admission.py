@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2 as httpx
 from redis import Redis
 
-from service.api.admission import idem_key
-from service.core.auth import digest
+from service.platform.auth import digest
+from service.platform.redis_keys import idempotency_key as idem_key
 from tests.service.conftest import CLIENT_KEY, FACES, auth
 
 PHOTO = (FACES / "obama.jpg").read_bytes()

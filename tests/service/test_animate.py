@@ -14,7 +14,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from service.core.media.video_io import probe, read_frames
+from service.portrait.media.video_io import probe, read_frames
 from tests.exemplar_data import FACES
 from tests.service.conftest import auth, wait_for
 

@@ -18,9 +18,9 @@ def test_importing_the_service_does_not_import_torch() -> None:
     """The API process loads neither torch nor anything of models/ or workers/: its image holds `service/`
     only (docker/api.Dockerfile). Every route module and the app factory's whole start-up are imported."""
     code = (
-        "import sys, service.api.app, service.api.routes.jobs, service.core.registry; "
-        "import service.core.media.alignment, service.core.media.images; "
-        "from service.core.settings import Settings; "
+        "import sys, service.api.app, service.api.routes.jobs, service.platform.registry; "
+        "import service.portrait.media.alignment, service.portrait.media.images; "
+        "from service.platform.settings import Settings; "
         "service.api.app.create_app(Settings(api_keys='x' * 16 + ':client')).openapi(); "
         "assert 'torch' not in sys.modules, 'torch was imported'; "
         "ours = sorted(m for m in sys.modules if m.split('.')[0] in ('models', 'workers')); "
@@ -310,7 +310,7 @@ def test_attribute_auto_uses_the_registry_classifier(make_client, make_settings,
     from models.networks.attribute_classifier import AttributeClassifier
     from models.networks.attribute_generator import AttributeAwareGenerator
     from models.weights import checkpoints
-    from service.core.configs import AttributeClassifierConfig, AttributeGeneratorConfig
+    from service.portrait.configs import AttributeClassifierConfig, AttributeGeneratorConfig
 
     registry = tiny_data_dir / "registry"
     source = checkpoints.load(registry / "base" / "generator")

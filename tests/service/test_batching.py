@@ -14,10 +14,10 @@ import pytest
 from rq import Queue
 from rq.job import Job
 
-from service.core.contract import cancel_key
+from service.platform.redis_keys import cancel_key
 from tests.exemplar_data import FACES as FACES_DIR
 from tests.service.conftest import auth, post_photo, wait_for
-from workers.batching import claim_more
+from workers.serving.batching import claim_more
 
 pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests
 
@@ -136,7 +136,7 @@ def test_kill_during_a_batch_recovers_every_job(make_client, make_settings, star
     assert all(r["status"] == "succeeded" for r in results), [r["status"] for r in results]
     # the claims that never started were requeued by our pass (a heartbeat TTL), not by rq's minute-long
     # intermediate-list cleanup ("stuck in intermediate queue" would fail them as an attempt)
-    assert "died before starting them" in rescuer.log.read_text()
+    assert "died before starting it" in rescuer.log.read_text()
 
 
 def test_the_bounded_wait(redis, make_client, make_settings, start_worker) -> None:
@@ -166,9 +166,10 @@ def test_the_bounded_wait(redis, make_client, make_settings, start_worker) -> No
 
 
 def test_the_style_cache_is_sized_in_measured_bytes(make_settings, redis, second_style) -> None:
-    from workers.runtime import Runtime
+    from workers.context import JobContext
+    from workers.serving.cache import ServingCache
 
-    roomy = Runtime(make_settings(style_cache_size=8), redis)
+    roomy = ServingCache(JobContext.from_settings(make_settings(style_cache_size=8), redis))
     roomy.stylizer("demo")
     one = roomy.style_cache_bytes()  # the demo style: its generator and its source generator
     generator = roomy.stylizer("demo").generator
@@ -176,7 +177,9 @@ def test_the_style_cache_is_sized_in_measured_bytes(make_settings, redis, second
     roomy.stylizer(second_style)
     assert list(roomy._styles) == ["demo", second_style] and roomy.style_cache_bytes() > one
 
-    tight = Runtime(make_settings(style_cache_size=8, style_cache_bytes=int(one * 1.5)), redis)
+    tight = ServingCache(
+        JobContext.from_settings(make_settings(style_cache_size=8, style_cache_bytes=int(one * 1.5)), redis)
+    )
     tight.stylizer("demo")
     tight.stylizer(second_style)  # two styles do not fit: the least recently used goes
     assert list(tight._styles) == [second_style] and tight.style_cache_bytes() <= int(one * 1.5)
@@ -190,12 +193,13 @@ def test_an_out_of_memory_batch_is_split_not_failed(make_settings, redis, monkey
     from PIL import Image
     from torch.cuda import OutOfMemoryError
 
-    from service.core.contract import StylizeJob
-    from service.core.media.alignment import align_landmarks
-    from workers import stylize_pipeline
-    from workers.runtime import Runtime
+    from service.platform.contract import StylizeJob
+    from service.portrait.media.alignment import align_landmarks
+    from workers.context import JobContext
+    from workers.serving import stylize_pipeline
+    from workers.serving.cache import ServingCache
 
-    rt = Runtime(make_settings(), redis)
+    cache = ServingCache(JobContext.from_settings(make_settings(), redis))
     real_render, tried = stylize_pipeline.stylize_batch, []
 
     def render(stylizer, crops, request):
@@ -212,7 +216,7 @@ def test_an_out_of_memory_batch_is_split_not_failed(make_settings, redis, monkey
         stylize_pipeline._Member(StylizeJob(job_id=f"{i:032x}", style="demo", landmarks=landmarks), photo, aligned, 0.0)
         for i in range(5)
     ]
-    prepared = stylize_pipeline._run_group(rt, members)
+    prepared = stylize_pipeline._run_group(cache, members)
     assert tried == [5, 2, 3, 1, 2] and sorted(prepared) == [m.key for m in members]
     assert sorted(p[3] for p in prepared.values()) == [1, 2, 2, 2, 2]
 
@@ -221,8 +225,8 @@ def _landmarks() -> list[list[float]]:
     """Obama's 68 landmarks, found by the real aligner."""
     from PIL import Image
 
-    from service.core.configs import AlignerConfig
-    from service.core.media.alignment import FaceAligner
+    from service.portrait.configs import AlignerConfig
+    from service.portrait.media.alignment import FaceAligner
 
     photo = Image.open(FACES_DIR / "obama.jpg").convert("RGB")
     return FaceAligner(AlignerConfig()).detect(photo)[0].landmarks.tolist()

@@ -75,9 +75,10 @@ def test_a_compiling_worker_warms_at_start_and_serves_compiled(make_client, make
 
 def test_the_runtime_applies_its_memory_format_and_compiles_only_to_serve_images(make_settings) -> None:
     from models.inference.speed_choices import uses
-    from workers.runtime import Runtime
+    from workers.context import JobContext
+    from workers.serving.cache import ServingCache
 
-    rt = Runtime(make_settings(compile="default", channels_last="off"))
+    rt = ServingCache(JobContext.from_settings(make_settings(compile="default", channels_last="off")))
     rt.warm_up(serves_images=False)  # a train-only worker: nothing to compile
     assert rt.programs.stats.warmed == [] and rt.speed_choices == {}
     stylizer = rt.stylizer("demo")
@@ -85,5 +86,10 @@ def test_the_runtime_applies_its_memory_format_and_compiles_only_to_serve_images
     rt.set_flag("channels_last", True)  # what a measurement decides reaches every loaded network
     assert uses(stylizer.generator, "channels_last") and uses(stylizer.inverter, "channels_last")
     rt.set_flag("fold_blur", True)
-    assert uses(stylizer.generator, "fold_blur") and not Runtime(make_settings()).flags["fold_blur"]
-    assert Runtime(make_settings()).flags["channels_last"]  # auto on the CPU: channels-last (measured faster)
+    assert (
+        uses(stylizer.generator, "fold_blur")
+        and not ServingCache(JobContext.from_settings(make_settings())).flags["fold_blur"]
+    )
+    assert ServingCache(JobContext.from_settings(make_settings())).flags[
+        "channels_last"
+    ]  # auto on the CPU: channels-last (measured faster)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.core.configs import AlignerConfig
-from service.core.media.alignment import FaceAligner
+from service.portrait.configs import AlignerConfig
+from service.portrait.media.alignment import FaceAligner
 from tests.service.conftest import FACES, auth, free_port, serve_api, stop_process
 
 pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests

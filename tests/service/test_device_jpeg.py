@@ -1,4 +1,4 @@
-"""JPEG results encoded on the networks' device (workers/device_jpeg.py), through the real nvImageCodec.
+"""JPEG results encoded on the networks' device (workers/serving/device_jpeg.py), through the real nvImageCodec.
 
 On this CPU-only machine nvImageCodec encodes with libjpeg-turbo, byte for byte what Pillow writes; a GPU
 host runs the same calls on device tensors with nvJPEG. So: the encoder's bytes are Pillow's; a row it
@@ -21,10 +21,10 @@ import pytest
 import torch
 from PIL import Image
 
-from service.core.media.images import encode_image
+from service.portrait.media.images import encode_image
 from tests.service.conftest import FACES, queue_stylize_job
-from workers import stylize_pipeline
-from workers.device_jpeg import DeviceJpeg, open_device_jpeg
+from workers.serving import stylize_pipeline
+from workers.serving.device_jpeg import DeviceJpeg, open_device_jpeg
 
 CPU = torch.device("cpu")
 
@@ -60,7 +60,7 @@ def test_a_worker_asked_for_it_refuses_to_start_where_it_cannot_encode(make_sett
     runtime's construction with DeviceJpegUnavailable; `auto` starts on Pillow."""
     script = (
         "import sys; sys.modules['nvidia.nvimgcodec'] = None\n"
-        "from workers.device_jpeg import DeviceJpegUnavailable, open_device_jpeg\n"
+        "from workers.serving.device_jpeg import DeviceJpegUnavailable, open_device_jpeg\n"
         "import torch\n"
         "assert open_device_jpeg('auto', torch.device('cpu')) is None\n"
         "try:\n"
@@ -75,26 +75,31 @@ def test_a_worker_asked_for_it_refuses_to_start_where_it_cannot_encode(make_sett
 
 
 @pytest.fixture
-def runtimes(make_settings, redis, monkeypatch):
-    """Two worker runtimes on the tiny registry: Pillow's, and one encoding JPEG on its device."""
-    from workers import runtime as runtime_module
+def workers(make_settings, redis, monkeypatch):
+    """Two workers' (job context, serving cache) on the tiny registry: Pillow's, and one encoding JPEG on its
+    device."""
+    from workers.context import JobContext
+    from workers.serving.cache import ServingCache
 
-    made = {name: runtime_module.Runtime(make_settings(jpeg_encoder=name), redis) for name in ("pillow", "nvimgcodec")}
+    made = {}
+    for name in ("pillow", "nvimgcodec"):
+        ctx = JobContext.from_settings(make_settings(jpeg_encoder=name), redis)
+        made[name] = (ctx, ServingCache(ctx))
     yield made
-    for rt in made.values():
-        rt.cpu_pool.shutdown()
+    for _, cache in made.values():
+        cache.cpu_pool.shutdown()
 
 
-def test_a_batch_encodes_its_jpeg_crops_on_the_device_with_pillows_bytes(runtimes, aligner) -> None:
+def test_a_batch_encodes_its_jpeg_crops_on_the_device_with_pillows_bytes(workers, aligner) -> None:
     results = {}
-    for name, rt in runtimes.items():
+    for name, (ctx, cache) in workers.items():
         jobs = [
-            queue_stylize_job(rt, aligner, "obama.jpg", format="jpeg"),
-            queue_stylize_job(rt, aligner, "biden.jpg", format="png"),
-            queue_stylize_job(rt, aligner, "biden.jpg", format="jpeg", size=512),
-            queue_stylize_job(rt, aligner, "obama.jpg", format="jpeg", output="full"),
+            queue_stylize_job(ctx, aligner, "obama.jpg", format="jpeg"),
+            queue_stylize_job(ctx, aligner, "biden.jpg", format="png"),
+            queue_stylize_job(ctx, aligner, "biden.jpg", format="jpeg", size=512),
+            queue_stylize_job(ctx, aligner, "obama.jpg", format="jpeg", output="full"),
         ]
-        prepared = stylize_pipeline.prepare(rt, jobs)
+        prepared = stylize_pipeline.prepare(ctx, cache, jobs)
         results[name] = [prepared[j.job_id].encoded.result() for j in jobs]
     device, pillow = results["nvimgcodec"], results["pillow"]
     assert [e.encoder for e in device] == ["nvimgcodec-cpu", "pillow", "nvimgcodec-cpu", "pillow"]
@@ -106,45 +111,47 @@ def test_a_batch_encodes_its_jpeg_crops_on_the_device_with_pillows_bytes(runtime
         assert image.format == kind and image.size == (encoded.width, encoded.height)
 
 
-def test_the_result_record_names_the_encoder(runtimes, aligner, monkeypatch) -> None:
-    from workers import runtime as runtime_module
-    from workers.jobs import stylize_job
+def test_the_result_record_names_the_encoder(workers, aligner, monkeypatch) -> None:
+    from workers import context
+    from workers.kinds.stylize import run as run_stylize
+    from workers.serving import cache as cache_module
 
-    rt = runtimes["nvimgcodec"]
-    monkeypatch.setattr(runtime_module, "_RUNTIME", rt)
-    jobs = [queue_stylize_job(rt, aligner, "obama.jpg", format=f) for f in ("jpeg", "png")]
-    results = [stylize_job(j.model_dump()) for j in jobs]
+    ctx, cache = workers["nvimgcodec"]
+    monkeypatch.setattr(context, "_CONTEXT", ctx)
+    monkeypatch.setattr(cache_module, "_CACHE", cache)
+    jobs = [queue_stylize_job(ctx, aligner, "obama.jpg", format=f) for f in ("jpeg", "png")]
+    results = [run_stylize(j.model_dump()) for j in jobs]
     assert [r["encoder"] for r in results] == ["nvimgcodec-cpu", "pillow"]
-    stored = Image.open(rt.storage.result(jobs[0].job_id).path)
+    stored = Image.open(ctx.storage.result(jobs[0].job_id).path)
     assert (stored.format, stored.size) == ("JPEG", (256, 256))
 
 
-def test_a_failed_device_encode_falls_back_to_pillow(runtimes, aligner, monkeypatch) -> None:
+def test_a_failed_device_encode_falls_back_to_pillow(workers, aligner, monkeypatch) -> None:
     """The device encoder failing for a whole call (injected: a GPU out of memory, say) costs the batch's
     JPEG crops time, not their jobs: Pillow makes the same bytes on the host."""
-    rt = runtimes["nvimgcodec"]
+    ctx, cache = workers["nvimgcodec"]
 
     def out_of_memory(rows):
         raise RuntimeError("nvJPEG: out of device memory")
 
-    monkeypatch.setattr(rt.device_jpeg, "encode", out_of_memory)
-    jobs = [queue_stylize_job(rt, aligner, p, format="jpeg") for p in ("obama.jpg", "biden.jpg")]
-    prepared = stylize_pipeline.prepare(rt, jobs)
+    monkeypatch.setattr(cache.device_jpeg, "encode", out_of_memory)
+    jobs = [queue_stylize_job(ctx, aligner, p, format="jpeg") for p in ("obama.jpg", "biden.jpg")]
+    prepared = stylize_pipeline.prepare(ctx, cache, jobs)
     encoded = [prepared[j.job_id].encoded.result(timeout=60) for j in jobs]
     assert [e.encoder for e in encoded] == ["pillow", "pillow"]
-    host = runtimes["pillow"]
+    host, host_cache = workers["pillow"]
     again = [queue_stylize_job(host, aligner, p, format="jpeg") for p in ("obama.jpg", "biden.jpg")]
-    expected = stylize_pipeline.prepare(host, again)
+    expected = stylize_pipeline.prepare(host, host_cache, again)
     assert [e.data for e in encoded] == [expected[j.job_id].encoded.result().data for j in again]
 
 
-def test_a_row_neither_encoder_can_take_fails_only_its_job(runtimes, aligner) -> None:
+def test_a_row_neither_encoder_can_take_fails_only_its_job(workers, aligner) -> None:
     """The batch's device encodes are one call: a row it refuses (here four channels, as a broken render
     would give) goes to Pillow, which refuses it too, so its job fails with that error alone; the other
     rows keep the device's bytes."""
-    rt = runtimes["nvimgcodec"]
-    jobs = [queue_stylize_job(rt, aligner, p, format="jpeg") for p in ("obama.jpg", "biden.jpg")]
-    prepared = stylize_pipeline.prepare(rt, jobs)
+    ctx, cache = workers["nvimgcodec"]
+    jobs = [queue_stylize_job(ctx, aligner, p, format="jpeg") for p in ("obama.jpg", "biden.jpg")]
+    prepared = stylize_pipeline.prepare(ctx, cache, jobs)
     batch = prepared[jobs[0].job_id].batch
     broken = dataclasses.replace(batch, pixels=torch.cat([batch.pixels, batch.pixels[..., :1]], -1))
     members = [stylize_pipeline._Member(j, Image.new("RGB", (8, 8)), None, 0.0) for j in jobs]  # type: ignore[arg-type]
@@ -152,7 +159,7 @@ def test_a_row_neither_encoder_can_take_fails_only_its_job(runtimes, aligner) ->
         ([members[0]], [(broken, prepared[jobs[0].job_id].index)]),
         ([members[1]], [(batch, prepared[jobs[1].job_id].index)]),
     ]
-    futures = stylize_pipeline._encode_on_device(rt, items)
+    futures = stylize_pipeline._encode_on_device(ctx, cache, items)
     with pytest.raises(ValueError):
         futures[jobs[0].job_id].result(timeout=30)
     good = futures[jobs[1].job_id].result(timeout=30)

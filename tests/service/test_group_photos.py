@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from service.api.faces import group_faces
-from service.core.configs import AlignerConfig
-from service.core.media.alignment import AlignedFace, FaceAligner, align_landmarks
+from service.portrait.configs import AlignerConfig
+from service.portrait.media.alignment import AlignedFace, FaceAligner, align_landmarks
 from tests.group_photos import STYLIZED, group_photo
 from tests.service.conftest import FACES, auth, post_photo, wait_for
 

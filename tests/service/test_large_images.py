@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from service.api.faces import face_landmarks
-from service.core.media.alignment import FaceAligner
+from service.portrait.media.alignment import FaceAligner
 from tests.service.conftest import FACES, auth, free_port, serve_api, stop_process
 from tests.service.test_upload_abuse import peak_rss_mb
 

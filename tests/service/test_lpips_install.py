@@ -17,12 +17,12 @@ from redis import Redis
 from models.networks.lpips import LPIPS
 from models.weights import checkpoints
 from models.weights.downloads import LPIPS_FILES
-from service.core.contract import TrainJob
-from service.core.registry import Registry
+from service.platform.contract import TrainJob
+from service.platform.registry import Registry
 from tests.http_files import serve_folder
 from tests.models.test_lpips import _official_files
-from workers import style_install
-from workers.style_install import InstallError, install_lpips
+from workers.launcher import style_install
+from workers.launcher.style_install import InstallError, install_lpips, lpips_for_training
 
 
 @pytest.fixture(scope="module")
@@ -65,30 +65,42 @@ def test_install_imports_both_files_once_and_refuses_a_bad_checksum(lpips_folder
     assert model.config.version == "0.1"
 
 
-def test_a_training_job_installs_lpips_and_keeps_its_choice(
+def test_a_train_worker_installs_lpips_at_start_and_a_job_keeps_its_choice(
     make_settings, redis: Redis, lpips_folder: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    from workers.runtime import Runtime
-    from workers.training_job import _perceptual
+    """LPIPS-VGG is installed when a train worker starts (`lpips_for_training`, AGILEGAN_TRAIN_LPIPS=auto),
+    never inside a job: a job uses what is installed, decided once per style and kept in its style.json."""
+    from workers.context import JobContext
+    from workers.kinds.train import StyleRecord, _perceptual
 
     data = tmp_path / "data"
     registry = Registry(data / "registry")
-    registry.write_style_meta("online", {"name": "online", "status": "pending"})
-    registry.write_style_meta("offline", {"name": "offline", "status": "pending"})
+    for style in ("offline", "online"):
+        registry.write_style_meta(style, {"name": style, "status": "pending"})
     job = TrainJob(job_id="0" * 32, style_id="offline")
-    # offline (nothing listens on port 9): the fallback, remembered
+    # offline (nothing listens on port 9): the worker starts anyway, and its jobs train without LPIPS
     settings = make_settings(data_dir=data, train_lpips="auto", download_mirror="http://127.0.0.1:9")
     settings = settings.model_copy(update={"download_timeout_s": 2.0})
-    assert _perceptual(Runtime(settings, redis), job) == {"lpips_path": None}
+    assert lpips_for_training(settings) is False and not registry.lpips_dir.exists()
+    ctx = JobContext.from_settings(settings, redis)
+    offline = StyleRecord.load(registry, "offline")
+    assert _perceptual(ctx, offline, job) == {"lpips_path": None}
     assert registry.read_style_meta("offline")["lpips_path"] is None
+    # off: no download, whatever the network
+    assert lpips_for_training(settings.model_copy(update={"train_lpips": "off"})) is False
     with serve_folder(lpips_folder) as server:
         monkeypatch.setattr(style_install, "LPIPS_FILES", _releases(lpips_folder, server.base_url))
-        online = Runtime(settings.model_copy(update={"download_mirror": server.base_url}), redis)
-        chosen = _perceptual(online, job.model_copy(update={"style_id": "online"}))
-        assert chosen == {"lpips_path": str(registry.lpips_dir)}
+        online_settings = settings.model_copy(update={"download_mirror": server.base_url})
+        assert lpips_for_training(online_settings) is True  # installed at this start
+        assert lpips_for_training(online_settings) is False  # the next worker's start: already there
+        before = len(server.requests)
+        online = JobContext.from_settings(online_settings, redis)
+        online_job = job.model_copy(update={"style_id": "online"})
+        chosen = _perceptual(online, StyleRecord.load(registry, "online"), online_job)
+        assert chosen == {"lpips_path": str(registry.lpips_dir)} and len(server.requests) == before  # no job download
         assert (registry.lpips_dir / "config.json").is_file()
         # a resumed run keeps what it started with, even now that LPIPS is installed
-        assert _perceptual(online, job) == {"lpips_path": None}
+        assert _perceptual(online, StyleRecord.load(registry, "offline"), job) == {"lpips_path": None}
         # explicit overrides win
         explicit = job.model_copy(update={"overrides": {"lpips_path": None}})
-        assert _perceptual(online, explicit) == {}
+        assert _perceptual(online, offline, explicit) == {}

@@ -1,4 +1,4 @@
-"""The object store (service/core/objectstore.py, issue 27) against a real S3-compatible server (SeaweedFS,
+"""The object store (service/platform/objectstore.py, issue 27) against a real S3-compatible server (SeaweedFS,
 started here on 127.0.0.1) and the local directory: the same contract for both; an unreachable store is
 `StoreUnavailable` (the API answers 503 `unavailable`); and a stylize job between an API and a worker that
 share no folder at all, only Redis and the store."""
@@ -18,7 +18,7 @@ from urllib.request import urlopen
 import pytest
 from PIL import Image
 
-from service.core.objectstore import LocalStore, ObjectMissing, StoreUnavailable
+from service.platform.objectstore import LocalStore, ObjectMissing, StoreUnavailable
 from tests.s3_server import S3Server, s3_settings, s3_store
 from tests.service.conftest import auth, post_photo, wait_for
 
@@ -54,7 +54,7 @@ def test_the_store_contract(store) -> None:
 def test_files_and_streams_through_the_store(store, tmp_path: Path) -> None:
     """put_file / get_file / open of both stores; on S3 a file above MULTIPART_BYTES goes up in parts
     (its ETag says so) and comes back byte for byte."""
-    from service.core.objectstore import MULTIPART_BYTES
+    from service.platform.objectstore import MULTIPART_BYTES
 
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(MULTIPART_BYTES + 12345))
@@ -123,7 +123,7 @@ def test_api_and_worker_share_only_redis_and_the_store(
 def test_a_style_upload_is_visible_only_once_published(s3_server: S3Server, tmp_path: Path) -> None:
     """Exemplars go up file by file, the manifest last: an upload cut off before its manifest is
     invisible to the training worker (ObjectMissing, a permanent `input_missing`)."""
-    from service.core.storage import Storage
+    from service.platform.storage import Storage
 
     storage = Storage(tmp_path, s3_store(s3_server.endpoint, uuid.uuid4().hex))
     storage.store.put("style-uploads/cut/0000", b"half")  # a publish that died before its manifest

@@ -12,7 +12,7 @@ import pytest
 from redis import Redis
 
 from tests.service.conftest import CLIENT_KEY, FACES, auth, post_photo, serve_api, wait_for
-from workers.demo import demo_registry
+from workers.launcher.demo import demo_registry
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_a_recovered_job_reads_queued_with_its_attempts(
     (for minutes, while it waited for a free worker). It now reads `queued`, with the attempt count."""
     from rq.registry import StartedJobRegistry
 
-    from workers import runtime
+    from workers import context
 
     settings = make_settings(data_dir=slow_data_dir, align_transform_size=4096)
     client = make_client(data_dir=slow_data_dir, align_transform_size=4096)
@@ -123,11 +123,11 @@ def test_a_recovered_job_reads_queued_with_its_attempts(
     doomed.proc.wait()
     time.sleep(settings.heartbeat_ttl_s + 1)  # the dead worker's execution entry expires
     # the maintenance pass a live worker runs (here in this process, so that no worker takes the job)
-    runtime.configure(settings)
+    context.configure_context(settings)
     try:
         StartedJobRegistry("stylize", connection=redis).cleanup()
     finally:
-        runtime._RUNTIME = None
+        context._CONTEXT = None
     requeued = client.get(f"/v1/jobs/{job['id']}", headers=auth()).json()
     assert requeued["status"] == "queued" and requeued["attempts"] == 1 and requeued["stage"] is None, requeued
     assert requeued["position"] == 0

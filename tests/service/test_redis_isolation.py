@@ -12,7 +12,7 @@ import uuid
 import pytest
 from redis import Redis
 
-from workers.redis_server import redis_answers
+from workers.launcher.redis_server import redis_answers
 
 SHARED = "redis://127.0.0.1:6379/13"
 

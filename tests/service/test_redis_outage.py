@@ -12,7 +12,7 @@ import httpx2 as httpx
 import pytest
 
 from tests.service.conftest import FACES, auth, free_port, stop_process
-from workers.redis_server import start_redis
+from workers.launcher.redis_server import start_redis
 
 pytestmark = pytest.mark.serial  # timing or memory bounds: run alone (Makefile), not beside other tests
 

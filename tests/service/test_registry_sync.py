@@ -1,4 +1,4 @@
-"""The registry across machines (service/core/registry_sync.py, issue 27), against a real SeaweedFS: a style
+"""The registry across machines (service/platform/registry_sync.py, issue 27), against a real SeaweedFS: a style
 published on one host is pulled on another, byte for byte; a re-publish replaces it and its old files
 leave the store; a bundle without its manifest (an upload cut off) is never seen; a file that does not
 match its manifest is refused and the host keeps what it had; a style retired on one host goes from the
@@ -11,8 +11,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-from service.core import registry_sync
-from service.core.registry import Registry
+from service.platform import registry_sync
+from service.platform.registry import Registry
 from tests.s3_server import s3_store
 
 
@@ -144,10 +144,11 @@ def test_hosts_see_a_style_another_host_published(
     host serves it at its first job (a pull on the miss), and an API host lists it within a sync pass."""
     import time
 
-    from service.core.registry_sync import RegistryMirror
+    from service.platform.registry_sync import RegistryMirror
     from tests.s3_server import s3_settings
     from tests.service.conftest import auth
-    from workers.runtime import Runtime
+    from workers.context import JobContext
+    from workers.serving.cache import ServingCache
 
     prefix = uuid.uuid4().hex
     a, b = _hosts(tiny_data_dir, tmp_path)
@@ -155,7 +156,7 @@ def test_hosts_see_a_style_another_host_published(
     shutil.copytree(a / "styles" / "demo", a / "styles" / "fresh")
     (a / "styles" / "fresh" / "style.json").write_text(json.dumps({"name": "fresh", "status": "ready"}))
     s3 = {"storage": "s3", "s3_endpoint_url": s3_server.endpoint, "s3_prefix": prefix, **s3_settings()}
-    worker = Runtime(make_settings(data_dir=tmp_path / "c", **s3), redis)
+    worker = ServingCache(JobContext.from_settings(make_settings(data_dir=tmp_path / "c", **s3), redis))
     api = make_client(data_dir=tmp_path / "b", registry_sync_s=0.3, **s3)
     b.joinpath("styles").mkdir(exist_ok=True)
     assert api.get("/v1/styles/fresh", headers=auth()).status_code == 404
@@ -177,18 +178,19 @@ def test_a_fresh_host_gets_the_models_another_host_installed(
     """Host a installed the models (here: the demo registry); at its worker's start they are published.
     A new GPU host with an empty data directory serves the style after its own warm-up."""
     from tests.s3_server import s3_settings
-    from workers.runtime import Runtime
+    from workers.context import JobContext
+    from workers.serving.cache import ServingCache
 
     s3 = {"storage": "s3", "s3_endpoint_url": s3_server.endpoint, "s3_prefix": uuid.uuid4().hex, **s3_settings()}
     shutil.copytree(tiny_data_dir / "registry", tmp_path / "a" / "registry")
-    first = Runtime(make_settings(data_dir=tmp_path / "a", **s3), redis)
+    first = ServingCache(JobContext.from_settings(make_settings(data_dir=tmp_path / "a", **s3), redis))
     first.warm_up()
     assert {"base/encoder", "base/generator", "styles/demo"} <= {
         i.key[len("registry/") : -len(".json")]
         for i in first.mirror.store.list("registry/")
         if i.key.endswith(".json") and i.key.count("/") == 2
     }
-    fresh = Runtime(make_settings(data_dir=tmp_path / "new-host", **s3), redis)
+    fresh = ServingCache(JobContext.from_settings(make_settings(data_dir=tmp_path / "new-host", **s3), redis))
     assert fresh.registry.style("demo") is None
     fresh.warm_up()
     assert fresh.serve("demo").info.status == "ready"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from service.core.jobstore import JobStore
-from service.core.storage import Storage
+from service.platform.jobstore import JobStore
+from service.platform.storage import Storage
 from tests.service.conftest import post_photo, wait_for
 
 

@@ -1,6 +1,6 @@
 """A stylize job reads its style's registry files once (issue 23): the style record, and with edits the
-direction set, are read by one `Runtime.serve` per job, not again by each step that needs them. The job
-runs in-process through its real entry point (`workers.jobs.stylize_job`), on a real Redis and the tiny
+direction set, are read by one `ServingCache.serve` per job, not again by each step that needs them. The job
+runs in-process through its real entry point (`workers.kinds.stylize.stylize_job`), on a real Redis and the tiny
 demo registry; every `read_text`/`read_bytes` under the registry is counted."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.service.conftest import queue_stylize_job
-from workers.jobs import stylize_job
+from workers.kinds.stylize import run as run_stylize
 
 
 def _reads_during(monkeypatch, registry: Path, action) -> Counter:
@@ -33,13 +33,15 @@ def _reads_during(monkeypatch, registry: Path, action) -> Counter:
 
 
 @pytest.mark.parametrize("with_edit", [False, True], ids=["plain", "edited"])
-def test_a_stylize_job_reads_each_style_file_once(runtime, aligner, directions, monkeypatch, with_edit) -> None:
-    rt = runtime
+def test_a_stylize_job_reads_each_style_file_once(
+    job_ctx, serving, aligner, directions, monkeypatch, with_edit
+) -> None:
+    ctx, cache = job_ctx, serving
     edits = [{"direction": "sefa", "index": 0, "alpha": 2.0}] if with_edit else []
-    rt.stylizer("demo")  # the worker's warm-up: the networks are loaded before any job
-    payload = queue_stylize_job(rt, aligner, edits=edits).model_dump()
+    cache.stylizer("demo")  # the worker's warm-up: the networks are loaded before any job
+    payload = queue_stylize_job(ctx, aligner, edits=edits).model_dump()
     result: dict = {}
-    reads = _reads_during(monkeypatch, rt.registry.root, lambda: result.update(stylize_job(payload)))
+    reads = _reads_during(monkeypatch, ctx.registry.root, lambda: result.update(run_stylize(payload)))
     assert result.get("width") == 256, result
     assert reads["styles/demo/style.json"] == 1, reads
     assert all(count == 1 for count in reads.values()), reads

@@ -1,4 +1,4 @@
-"""Style records in Redis (service/core/style_records.py): with a remote store, every host's Registry reads
+"""Style records in Redis (service/platform/style_records.py): with a remote store, every host's Registry reads
 one record per style, whatever its own folder holds."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 from redis import Redis
 
-from service.core.registry import Registry
-from service.core.style_records import StyleRecords
+from service.platform.registry import Registry
+from service.platform.style_records import StyleRecords
 
 
 def test_hosts_share_a_styles_record_and_ignore_their_leftovers(redis: Redis, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from service.core.registry_sync import local_version
+from service.platform.registry_sync import local_version
 from tests.exemplar_data import exemplar_zip_bytes
 from tests.s3_server import S3Server, s3_settings, s3_store
 from tests.service.conftest import OPERATOR_KEY, auth, post_photo, wait_for

@@ -1,4 +1,4 @@
-"""The supervisor behind `agilegan up` (workers/supervisor.py), with real child processes: tiers stop in
+"""The supervisor behind `agilegan up` (workers/launcher/supervisor.py), with real child processes: tiers stop in
 reverse order, a child that ignores SIGTERM is killed and reaped, a dead child is restarted with a
 doubling backoff, and the ready line waits for /readyz."""
 
@@ -13,8 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from workers.supervisor import ChildSpec, Supervisor, SupervisorConfig
-from workers.up import ReadyLine
+from workers.launcher.supervisor import ChildSpec, Supervisor, SupervisorConfig
+from workers.launcher.up import ReadyLine
 
 # a child that records its SIGTERM with a timestamp, then exits after `delay` seconds
 RECORDER = """
@@ -103,7 +103,7 @@ def test_children_leave_with_the_supervisor_and_ignore_its_terminal_group(tmp_pa
     record = tmp_path / "terms"
     script = (
         "import sys, time; sys.path.insert(0, sys.argv[1]);"
-        "from workers.supervisor import ChildSpec, Supervisor;"
+        "from workers.launcher.supervisor import ChildSpec, Supervisor;"
         "from tests.service.test_supervisor import _recorder;"
         f"s = Supervisor([_recorder('child', 1, __import__('pathlib').Path({str(record)!r}))], log=print); s.start();"
         "print('PID', s.pids()['child'], flush=True); time.sleep(60)"

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx2 as httpx
 
 from tests.service.conftest import FACES, free_port
-from workers.redis_server import redis_answers
+from workers.launcher.redis_server import redis_answers
 
 
 def test_up_runs_the_whole_path_on_a_fresh_data_directory(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_up_runs_the_whole_path_on_a_fresh_data_directory(tmp_path: Path) -> Non
     env.pop("AGILEGAN_API_KEYS", None)
     log = tmp_path / "up.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "up"],
+        [sys.executable, "-m", "workers.launcher.cli", "up"],
         env=env,
         stdout=open(log, "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,

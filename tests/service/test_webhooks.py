@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from service.core.contract import job_key
-from service.core.jobstore import JobStore
-from service.core.outbound import OutboundPolicy, UrlInvalid, allowed, check_url
-from service.core.webhooks import DUE_KEY, WebhookSecrets, WebhookSpec, deliveries, verify
+from service.platform.jobstore import JobStore
+from service.platform.outbound import OutboundPolicy, UrlInvalid, allowed, check_url
+from service.platform.redis_keys import WEBHOOKS_DUE_KEY, progress_sent_key
+from service.platform.webhooks import WebhookSecrets, WebhookSpec, deliveries, verify
 from tests.service.conftest import CLIENT_KEY, OPERATOR_KEY, auth, post_photo, wait_for
 from tests.webhook_receiver import Receiver, Step
 from workers.webhook_sender import WebhookSender
@@ -92,7 +92,7 @@ def test_a_delivery_is_signed_retried_after_500s_and_timeouts_and_logged(make_se
     ]
     assert "timed out" in log[1]["error"] and 0.9 < log[1]["seconds"] < 2.0
     assert got[1].at - got[0].at >= 0.2 and got[2].at - got[1].at >= 0.4  # the backoff doubles
-    assert redis.zcard(DUE_KEY) == 0
+    assert redis.zcard(WEBHOOKS_DUE_KEY) == 0
 
 
 def test_a_delivery_gives_up_after_the_retry_window(make_settings, redis, receiver) -> None:
@@ -102,7 +102,7 @@ def test_a_delivery_gives_up_after_the_retry_window(make_settings, redis, receiv
     log = deliveries(redis, job_id)
     assert [d["outcome"] for d in log][-1] == "gave_up" and all(d["status"] == 503 for d in log)
     assert 2 <= len(log) <= 4 and json.loads(receiver.at("/down")[0].body)["status"] == "failed"
-    assert redis.zcard(DUE_KEY) == 0
+    assert redis.zcard(WEBHOOKS_DUE_KEY) == 0
     # a 4xx other than 408/429 is the receiver's no: not retried
     receiver.plans["/gone"] = [Step(410)]
     job_id = _finished_job(redis, receiver.url("/gone"))
@@ -143,7 +143,7 @@ def test_events_are_filtered_and_progress_is_throttled(make_settings, redis, rec
     jobs.mark_canceled(quiet)
     _drain(_sender(make_settings, redis), 5)
     assert [r.headers["X-AgileGAN-Event"] for r in receiver.at("/p")] == ["progress"]
-    assert not redis.exists(f"{job_key(quiet)}:progress-sent")
+    assert not redis.exists(progress_sent_key(quiet))
 
 
 def test_the_service_calls_back_without_waiting_for_a_slow_receiver(

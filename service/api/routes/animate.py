@@ -11,19 +11,29 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BeforeValidator, Field
 
-from service.api.admission import enqueue_capped
-from service.api.deps import ClientDep, JobsDep, RegistryDep, StorageDep, charge_rate_limit
+from service.api.deps import (
+    ClientDep,
+    FacesDep,
+    JobQueuesDep,
+    JobViewsDep,
+    RateBudgetDep,
+    RegistryDep,
+    SettingsDep,
+    StorageDep,
+)
 from service.api.edits import parse_edits
 from service.api.errors import ApiError
+from service.api.faces import FaceFinder
 from service.api.forms import (
     WEBHOOK_EVENTS_DEFAULT,
     EditsField,
@@ -38,16 +48,17 @@ from service.api.forms import (
     group_option,
     webhook_spec,
 )
-from service.api.job_views import accepted, queued_record
+from service.api.job_views import queued_record
 from service.api.schemas import ERROR_RESPONSES, JobStatus, null_is_none
 from service.api.style_policy import SIZES, ready_style, strength_controls
-from service.core.contract import ANIMATE_FUNCTION, JOB_FAILURE_CALLBACK, VIDEO_QUEUE, AnimateJob
-from service.core.media.video_io import VideoInfo, check_limits, probe
-from service.core.queueing import enqueue_job
-from service.core.webhooks import WebhookSpec
+from service.platform.contract import AnimateJob
+from service.platform.job_kinds import ANIMATE
+from service.platform.registry import Registry
+from service.platform.settings import Settings
+from service.platform.storage import Storage
+from service.portrait.media.video_io import VideoInfo, check_limits, probe
 
 router = APIRouter(prefix="/v1", tags=["video"], responses=ERROR_RESPONSES)
-VIDEO_TIMEOUT_S = 6 * 3600
 
 
 def _save_upload(upload: UploadFile, path: Path) -> None:
@@ -59,11 +70,14 @@ def _save_upload(upload: UploadFile, path: Path) -> None:
 
 @router.post("/animate", status_code=202, response_model=JobStatus, summary="Stylize a video, or retarget a portrait")
 async def animate(
-    request: Request,
     principal: ClientDep,
-    jobs: JobsDep,
+    settings: SettingsDep,
+    views: JobViewsDep,
     storage: StorageDep,
     registry: RegistryDep,
+    queues: JobQueuesDep,
+    finder: FacesDep,
+    budget: RateBudgetDep,
     video: Annotated[UploadFile, File(description="MP4, WebM, GIF, or a zip of frames")],
     style: StyleField,
     portrait: Annotated[
@@ -85,83 +99,67 @@ async def animate(
     webhook: WebhookField = None,
     webhook_events: WebhookEventsField = WEBHOOK_EVENTS_DEFAULT,
 ) -> JSONResponse:
-    if size not in SIZES:
-        raise ApiError(422, "invalid_request", "size: must be 256, 512 or 1024")
-    callback = webhook_spec(request.app.state.settings, webhook, webhook_events)
-    # 1. The style, its controls and edits; a portrait when retargeting.
-    info = ready_style(registry, style)
-    structure, strength = strength_controls(info, structure, strength)
-    edit_specs = parse_edits(edits, registry, info)
-    if mode == "retarget" and portrait is None:
-        raise ApiError(422, "portrait_required", "mode retarget animates a portrait: send it as `portrait`")
-    if faces == "all" and mode == "retarget":
-        raise ApiError(422, "faces_need_stylize_mode", "faces=all stylizes every face of the video: mode=stylize")
-    group_option(faces, output)  # faces=all needs output=full
-    await anyio.to_thread.run_sync(charge_rate_limit, request, principal)
-    job_id = uuid.uuid4().hex
-    payload = AnimateJob(
-        job_id=job_id,
-        style=style,
-        mode=mode,
-        output=output,
-        format=format,
-        size=size,
-        structure=structure,
-        strength=strength,
-        edits=edit_specs,
-        fps=fps,
-        faces=faces,
-    )
+    # 1. The style, its controls and edits; a portrait when retargeting; the key's budget.
+    callback = webhook_spec(settings, webhook, webhook_events)
+    request = {"style": style, "mode": mode, "output": output, "format": format, "size": size, "fps": fps}
+    payload = _checked_payload(registry, request, structure, strength, edits, faces, portrait is not None)
+    await anyio.to_thread.run_sync(budget.charge, principal)
+    job_id = payload.job_id
     try:
-        options = await _admit_animate(request, principal, jobs, storage, video, portrait, payload, callback)
+        # 2. The video to disk, its header against the limits (before any frame is decoded); the portrait's face.
+        inputs = VideoInputs(finder, storage, settings)
+        header = await _store_inputs(inputs, payload, video, portrait)
+        # 3. Record and queue on the video queue (under the queue cap).
+        options = {**payload.model_dump(exclude={"job_id", "portrait_landmarks", "fps"}), "frames": header.frames}
+        options["fps"] = header.fps
+        await anyio.to_thread.run_sync(queues.submit, ANIMATE, payload, principal.key_id, options, callback)
     except BaseException:
         storage.delete_video_work(job_id)
         raise
-    return accepted(request, job_id, queued_record("animate", options, callback))
+    return views.accepted(job_id, queued_record(ANIMATE.name, options, callback))
 
 
-async def _admit_animate(
-    request: Request,
-    principal,
-    jobs,
-    storage,
-    video: UploadFile,
-    portrait: UploadFile | None,
-    payload: AnimateJob,
-    callback: WebhookSpec | None,
-) -> dict:
-    """The inputs stored and checked, the job recorded and queued on the video queue (under the queue
-    cap); the job's options as its record shows them."""
-    settings = request.app.state.settings
-    # 2. The video to disk, its header against the limits (before any frame is decoded); the portrait's face.
-    header = await _store_inputs(request, storage, payload.job_id, video, portrait, payload)
-    # 3. Record and enqueue on the video queue (under the queue cap).
-    options = {**payload.model_dump(exclude={"job_id", "portrait_landmarks", "fps"}), "frames": header.frames}
-    options["fps"] = header.fps
-    queue = request.app.state.queues[VIDEO_QUEUE]
+def _checked_payload(
+    registry: Registry,
+    request: dict,
+    structure: int | None,
+    strength: float,
+    edits: str | None,
+    faces: str,
+    has_portrait: bool,
+) -> AnimateJob:
+    """The job's payload, its options checked (`request`: the form's style, mode, output, format, size and
+    fps); 4xx ApiErrors otherwise."""
+    if request["size"] not in SIZES:
+        raise ApiError(422, "invalid_request", "size: must be 256, 512 or 1024")
+    info = ready_style(registry, request["style"])
+    structure, strength = strength_controls(info, structure, strength)
+    edit_specs = parse_edits(edits, registry, info)
+    if request["mode"] == "retarget" and not has_portrait:
+        raise ApiError(422, "portrait_required", "mode retarget animates a portrait: send it as `portrait`")
+    if faces == "all" and request["mode"] == "retarget":
+        raise ApiError(422, "faces_need_stylize_mode", "faces=all stylizes every face of the video: mode=stylize")
+    group_option(faces, request["output"])  # faces=all needs output=full
+    return AnimateJob(
+        job_id=uuid.uuid4().hex, structure=structure, strength=strength, edits=edit_specs, faces=faces, **request
+    )
 
-    def enqueue() -> None:
-        jobs.create(payload.job_id, principal.key_id, "animate", options, callback)
-        enqueue_job(
-            queue,
-            ANIMATE_FUNCTION,
-            JOB_FAILURE_CALLBACK,
-            payload,
-            timeout_s=VIDEO_TIMEOUT_S,
-            retries=settings.job_retries,
-            ttl_s=settings.result_ttl_s,
-        )
 
-    await anyio.to_thread.run_sync(enqueue_capped, request.app.state.redis, queue, settings.max_queue_depth, enqueue)
-    return options
+@dataclass(frozen=True)
+class VideoInputs:
+    """What storing a video job's inputs uses: the face finder (a portrait), the storage, the limits."""
+
+    finder: FaceFinder
+    storage: Storage
+    settings: Settings
 
 
 async def _store_inputs(
-    request: Request, storage, job_id: str, video: UploadFile, portrait: UploadFile | None, payload: AnimateJob
+    inputs: VideoInputs, payload: AnimateJob, video: UploadFile, portrait: UploadFile | None
 ) -> VideoInfo:
     """The video in the job's folder, checked against the limits by its header; the portrait (a photo:
     the image cap, not the video one) with its face's landmarks set on `payload`."""
-    settings = request.app.state.settings
+    settings, storage, job_id = inputs.settings, inputs.storage, payload.job_id
     folder = storage.video_dir(job_id)
     limits = settings.video_limits()
     await anyio.to_thread.run_sync(_save_upload, video, folder / "video")
@@ -171,7 +169,7 @@ async def _store_inputs(
         data = await portrait.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             raise ApiError(413, "payload_too_large", f"portrait: at most {settings.max_upload_bytes} bytes")
-        landmarks = await request.app.state.faces.landmarks(data, settings.max_pixels, settings.min_face_size, 0)
+        landmarks = await inputs.finder.landmarks(data, settings.max_pixels, settings.min_face_size, 0)
         payload.portrait_landmarks = landmarks
         await anyio.to_thread.run_sync((folder / "portrait").write_bytes, data)
     await anyio.to_thread.run_sync(storage.publish_video_inputs, job_id)  # a remote store: up it goes

@@ -13,12 +13,22 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import JSONResponse
 
-from service.api.deps import ClientDep, JobsDep, OperatorDep, RegistryDep, StorageDep
+from service.api.deps import (
+    ClientDep,
+    FacesDep,
+    JobQueuesDep,
+    OperatorDep,
+    RegistryDep,
+    RequestIdDep,
+    SettingsDep,
+    StorageDep,
+)
 from service.api.errors import ApiError
 from service.api.exemplar_uploads import (
+    Uploads,
     manifest_of,
     open_archive,
     public_report,
@@ -28,21 +38,12 @@ from service.api.exemplar_uploads import (
 )
 from service.api.forms import WEBHOOK_EVENTS_DEFAULT, WebhookEventsField, WebhookField, webhook_spec
 from service.api.schemas import ERROR_RESPONSES
-from service.core.contract import (
-    FIT_DIRECTION_FUNCTION,
-    JOB_FAILURE_CALLBACK,
-    STYLE_ID,
-    TRAIN_QUEUE,
-    FitDirectionJob,
-    JobState,
-    StyleState,
-)
-from service.core.queueing import enqueue_job
-from service.core.registry import Registry
+from service.platform.contract import STYLE_ID, FitDirectionJob, JobState, StyleState
+from service.platform.job_kinds import FIT_DIRECTION
+from service.platform.registry import Registry
 
 router = APIRouter(prefix="/v1", tags=["directions"], responses=ERROR_RESPONSES)
 MIN_PER_CLASS = 4  # the fit's floor; 20+ per class give a usable accuracy estimate
-FIT_TIMEOUT_S = 3600
 
 
 def _public(meta: dict[str, Any], registry: Registry) -> dict[str, Any]:
@@ -78,11 +79,13 @@ def delete_direction(direction_id: str, _: OperatorDep, registry: RegistryDep) -
 
 @router.post("/directions", status_code=202, summary="Fit a direction from two labelled photo sets (operator)")
 async def fit_direction(
-    request: Request,
     principal: OperatorDep,
+    settings: SettingsDep,
+    request_id: RequestIdDep,
     registry: RegistryDep,
     storage: StorageDep,
-    jobs: JobsDep,
+    queues: JobQueuesDep,
+    finder: FacesDep,
     name: Annotated[str, Form(pattern=STYLE_ID.pattern, description="the direction's id, e.g. smile")],
     positive: Annotated[UploadFile, File(description="a zip of photos with the attribute")],
     negative: Annotated[UploadFile, File(description="a zip of photos without it")],
@@ -90,7 +93,6 @@ async def fit_direction(
     webhook: WebhookField = None,
     webhook_events: WebhookEventsField = WEBHOOK_EVENTS_DEFAULT,
 ) -> JSONResponse:
-    settings = request.app.state.settings
     callback = webhook_spec(settings, webhook, webhook_events)
     # 1. The name is free, the encoder exists.
     if registry.direction(name) is not None:
@@ -104,7 +106,7 @@ async def fit_direction(
         for label, upload in (("positive", positive), ("negative", negative)):
             zipped, entries = await anyio.to_thread.run_sync(open_archive, upload.file, upload_limits(settings))
             try:
-                await stage_exemplars(request, staging, entries, report, label)
+                await stage_exemplars(Uploads(finder, storage, settings), staging, entries, report, label)
             finally:
                 zipped.close()
     except BaseException:
@@ -114,21 +116,14 @@ async def fit_direction(
     if min(counts.values()) < MIN_PER_CLASS:
         storage.discard_staging(staging)
         message = f"usable photos {counts}; at least {MIN_PER_CLASS} of each are needed"
-        return too_few(request, "too_few_examples", message, public_report(report))
-    # 3. Store and enqueue on the train queue.
+        return too_few(request_id, "too_few_examples", message, public_report(report))
+    # 3. Store, record and queue on the train queue.
     accepted = [i for i, r in enumerate(report) if r["accepted"]]
     job_id = uuid.uuid4().hex
     upload_id = f"direction-{job_id[:12]}"
     storage.publish_staging(staging, upload_id, accepted, manifest_of(report, accepted))
-    jobs.create(job_id, principal.key_id, "fit_direction", {"direction": name, "encoder": encoder}, callback)
-    enqueue_job(
-        request.app.state.queues[TRAIN_QUEUE],
-        FIT_DIRECTION_FUNCTION,
-        JOB_FAILURE_CALLBACK,  # recorded once no retry is left
-        FitDirectionJob(job_id=job_id, name=name, upload_id=upload_id, encoder=encoder),
-        timeout_s=FIT_TIMEOUT_S,
-        retries=3,
-        ttl_s=settings.result_ttl_s,
-    )
+    payload = FitDirectionJob(job_id=job_id, name=name, upload_id=upload_id, encoder=encoder)
+    options = {"direction": name, "encoder": encoder}
+    await anyio.to_thread.run_sync(queues.submit, FIT_DIRECTION, payload, principal.key_id, options, callback)
     body = {"id": name, "job_id": job_id, "status": JobState.QUEUED, **counts, "files": public_report(report)}
     return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 from redis.exceptions import RedisError
 from rq import Worker
 
+from service.api.deps import JobQueuesDep, RedisDep, SettingsDep
 from service.api.schemas import ErrorBody, QueueReadiness, Readiness
-from service.core.contract import QUEUES, metrics_key
+from service.platform.contract import QUEUES
+from service.platform.redis_keys import metrics_key
 
 router = APIRouter(tags=["health"])
 
@@ -30,7 +32,9 @@ async def healthz() -> dict[str, str]:
     },
 )
 def readyz(
-    request: Request,
+    settings: SettingsDep,
+    redis: RedisDep,
+    job_queues: JobQueuesDep,
     queues: Annotated[
         str | None,
         Query(
@@ -43,13 +47,12 @@ def readyz(
     """Ready when Redis answers and a live worker listens on each required queue. Readiness is per role:
     a stylize-only deployment is ready without a train worker. The body reports every queue's workers
     and depth, and why it is not ready."""
-    required = [q.strip() for q in (queues or request.app.state.settings.ready_queues).split(",") if q.strip()]
-    redis = request.app.state.redis
+    required = [q.strip() for q in (queues or settings.ready_queues).split(",") if q.strip()]
     body = Readiness(ready=False, redis="ok")
     try:
         redis.ping()
         workers = Worker.all(connection=redis)
-        for name, queue in request.app.state.queues.items():
+        for name, queue in job_queues.queues.items():
             body.queues[name] = QueueReadiness(
                 workers=sum(1 for w in workers if name in w.queue_names()), depth=queue.count, required=name in required
             )
@@ -68,9 +71,8 @@ def readyz(
     response_class=PlainTextResponse,
     responses={503: {"model": ErrorBody, "description": "the job store (Redis) is unavailable"}},
 )
-def metrics(request: Request) -> PlainTextResponse:
+def metrics(redis: RedisDep, job_queues: JobQueuesDep) -> PlainTextResponse:
     """Prometheus text format: requests, queue depth, job latency by stage, failures."""
-    redis = request.app.state.redis
     lines = [
         "# HELP agilegan_http_requests_total HTTP requests by method, route and status.",
         "# TYPE agilegan_http_requests_total counter",
@@ -79,7 +81,7 @@ def metrics(request: Request) -> PlainTextResponse:
         method, path, status = field.decode().split("|")
         lines.append(f'agilegan_http_requests_total{{method="{method}",route="{path}",status="{status}"}} {int(count)}')
     lines += ["# HELP agilegan_queue_depth Jobs waiting per queue.", "# TYPE agilegan_queue_depth gauge"]
-    for name, queue in request.app.state.queues.items():
+    for name, queue in job_queues.queues.items():
         lines.append(f'agilegan_queue_depth{{queue="{name}"}} {queue.count}')
     lines += [
         "# HELP agilegan_job_stage_seconds Time spent per job stage.",

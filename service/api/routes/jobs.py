@@ -11,21 +11,29 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import BeforeValidator, Field
+from redis import Redis
 
-from service.api.admission import Reservation, enqueue_capped, idem_key, queue_full
+from service.api.admission import Reservation
 from service.api.deps import (
+    AsyncRedisDep,
     ClientDep,
+    FacesDep,
+    JobQueuesDep,
     JobsDep,
+    JobViewsDep,
+    RateBudgetDep,
+    RedisDep,
     RegistryDep,
+    RequestIdDep,
+    SettingsDep,
     StorageDep,
-    StylizeQueueDep,
-    charge_rate_limit,
 )
 from service.api.edits import parse_edits
 from service.api.errors import ApiError
+from service.api.faces import FaceFinder
 from service.api.forms import (
     WEBHOOK_EVENTS_DEFAULT,
     EditsField,
@@ -40,25 +48,21 @@ from service.api.forms import (
     group_option,
     webhook_spec,
 )
-from service.api.job_views import accepted, job_status, queued_record
+from service.api.job_views import queued_record
+from service.api.rate_limit import RateBudget
 from service.api.schemas import ERROR_RESPONSES, JobStatus, NotReady, null_is_none
 from service.api.style_policy import SIZES, ready_style, strength_controls
-from service.core.auth import Principal
-from service.core.contract import (
-    CONTENT_TYPES,
-    JOB_FAILURE_CALLBACK,
-    JOB_ID,
-    STYLIZE_FUNCTION,
-    JobState,
-    StylizeJob,
-    cancel_key,
-    job_key,
-)
-from service.core.objectstore import ObjectMissing
-from service.core.queueing import enqueue_job
-from service.core.settings import Settings
-from service.core.storage import Storage, StoredResult
-from service.core.webhooks import WebhookSpec
+from service.platform import redis_keys
+from service.platform.auth import Principal
+from service.platform.contract import CONTENT_TYPES, JOB_ID, JobState, StylizeJob
+from service.platform.job_kinds import STYLIZE, TRAIN
+from service.platform.jobstore import JobStore
+from service.platform.objectstore import ObjectMissing
+from service.platform.queueing import JobQueues, QueueFull
+from service.platform.redis_keys import JOB_PATTERN, cancel_key, job_id_of, job_key
+from service.platform.settings import Settings
+from service.platform.storage import Storage, StoredResult
+from service.platform.webhooks import WebhookSpec
 
 router = APIRouter(prefix="/v1", tags=["stylize"], responses=ERROR_RESPONSES)
 
@@ -72,12 +76,16 @@ RESULT_POLL_S = 0.1
     summary="Stylize a portrait (asynchronous: poll the returned job)",
 )
 async def stylize(
-    request: Request,
     principal: ClientDep,
+    settings: SettingsDep,
+    redis: RedisDep,
     jobs: JobsDep,
+    views: JobViewsDep,
     storage: StorageDep,
     registry: RegistryDep,
-    queue: StylizeQueueDep,
+    queues: JobQueuesDep,
+    finder: FacesDep,
+    budget: RateBudgetDep,
     image: Annotated[UploadFile, File(description="the photo: JPEG, PNG or WebP")],
     style: StyleField,
     output: OutputField = "aligned",
@@ -100,25 +108,27 @@ async def stylize(
     #    webhook checked.
     options = _stylize_options(registry, style, size, attribute, structure, strength, edits)
     options.update(output=output, format=format, face_index=face_index, **group_option(faces, output))
-    callback = webhook_spec(request.app.state.settings, webhook, webhook_events)
+    callback = webhook_spec(settings, webhook, webhook_events)
     # 2. Read the upload (already size-capped by the BodyLimit middleware).
     data = await image.read()
     # 3. A retried request with the same Idempotency-Key gets the job of the first.
     reservation = None
     if idem := idempotency_header or idempotency_key:
-        reservation = _reservation(request, principal, idem, data, options)
+        reservation = _reservation(redis, settings.idempotency_ttl_s, principal, idem, data, options)
         replay = await reservation.acquire(lambda job_id: jobs.get(job_id) is not None)
         if replay is not None:
-            return accepted(request, replay)
+            return views.accepted(replay)
     try:
-        job_id = await _admit_stylize(request, principal, queue, jobs, storage, data, options, callback)
+        await anyio.to_thread.run_sync(_check_budgets, budget, queues, principal)
+        payload = await _find_faces(finder, settings, data, options)
+        await anyio.to_thread.run_sync(_store_and_submit, queues, storage, principal, payload, data, options, callback)
     except BaseException:
         if reservation is not None:
             reservation.release()
         raise
     if reservation is not None:
-        reservation.complete(job_id)
-    return accepted(request, job_id, queued_record("stylize", options, callback))  # no Redis round trip
+        reservation.complete(payload.job_id)
+    return views.accepted(payload.job_id, queued_record(STYLIZE.name, options, callback))  # no Redis round trip
 
 
 def _stylize_options(
@@ -144,67 +154,48 @@ def _stylize_options(
     }
 
 
-def _reservation(request: Request, principal: Principal, idem: str, data: bytes, options: dict) -> Reservation:
+def _reservation(redis: Redis, ttl_s: int, principal: Principal, idem: str, data: bytes, options: dict) -> Reservation:
     """The Idempotency-Key's reservation: the same key with another photo or options is a conflict."""
     fingerprint = hashlib.sha256(data + json.dumps(options, sort_keys=True).encode()).hexdigest()
-    ttl_s = request.app.state.settings.idempotency_ttl_s
-    return Reservation(request.app.state.redis, idem_key(principal.key_id, idem), fingerprint, ttl_s)
+    return Reservation(redis, redis_keys.idempotency_key(principal.key_id, idem), fingerprint, ttl_s)
 
 
-async def _admit_stylize(
-    request: Request, principal: Principal, queue, jobs, storage, data: bytes, options, callback: WebhookSpec | None
-) -> str:
-    """Budgets, the face, then the upload stored, the job recorded and queued; the new job's id."""
-    settings = request.app.state.settings
-    # 1. The key's rate budget, then back-pressure, before any work (the cap is checked again,
-    #    atomically, at the enqueue).
-    await anyio.to_thread.run_sync(_check_budgets, request, principal, queue)
-    # 2. Decode and find the face (faces=all: every face) now, so a bad photo is refused at once (the
-    #    worker renders the crops).
+def _check_budgets(budget: RateBudget, queues: JobQueues, principal: Principal) -> None:
+    """1. The key's rate budget, then back-pressure, before any work (the cap is checked again, atomically,
+    at the submit). Blocking Redis calls: run in a worker thread."""
+    budget.charge(principal)
+    queues.check_room(STYLIZE)
+
+
+async def _find_faces(faces: FaceFinder, settings: Settings, data: bytes, options: dict) -> StylizeJob:
+    """2. Decode and find the face (faces=all: every face) now, so a bad photo is refused at once (the worker
+    renders the crops); the job's payload."""
     group = []
     if options.get("faces") == "all":
-        group = await request.app.state.faces.group(
-            data, settings.max_pixels, settings.min_face_size, settings.max_faces
-        )
+        group = await faces.group(data, settings.max_pixels, settings.min_face_size, settings.max_faces)
         landmarks = next(f["landmarks"] for f in group if f["landmarks"] is not None)
     else:
-        landmarks = await request.app.state.faces.landmarks(
-            data, settings.max_pixels, settings.min_face_size, options["face_index"]
-        )
-    # 3. Store the upload, record the job, enqueue it (the queue cap and the enqueue under one lock).
-    job_id = uuid.uuid4().hex
+        landmarks = await faces.landmarks(data, settings.max_pixels, settings.min_face_size, options["face_index"])
     fields = {k: v for k, v in options.items() if k not in ("face_index", "faces")}
-    payload = StylizeJob(job_id=job_id, landmarks=landmarks, faces=group, **fields)
-
-    def enqueue() -> None:
-        jobs.create(job_id, principal.key_id, "stylize", options, callback)
-        enqueue_job(
-            queue,
-            STYLIZE_FUNCTION,
-            JOB_FAILURE_CALLBACK,
-            payload,
-            timeout_s=settings.job_timeout_s,
-            retries=settings.job_retries,
-            ttl_s=settings.result_ttl_s,
-        )
-
-    def store_and_enqueue() -> None:
-        storage.write_input(job_id, data)
-        try:
-            enqueue_capped(request.app.state.redis, queue, settings.max_queue_depth, enqueue)
-        except ApiError:
-            storage.delete_input(job_id)
-            raise
-
-    await anyio.to_thread.run_sync(store_and_enqueue)  # disk and Redis: off the event loop
-    return job_id
+    return StylizeJob(job_id=uuid.uuid4().hex, landmarks=landmarks, faces=group, **fields)
 
 
-def _check_budgets(request: Request, principal: Principal, queue) -> None:
-    """The key's rate budget, then the queue cap (blocking Redis calls: run in a worker thread)."""
-    charge_rate_limit(request, principal)
-    if queue.count >= request.app.state.settings.max_queue_depth:
-        raise queue_full()
+def _store_and_submit(
+    queues: JobQueues,
+    storage: Storage,
+    principal: Principal,
+    payload: StylizeJob,
+    data: bytes,
+    options: dict,
+    callback: WebhookSpec | None,
+) -> None:
+    """3. Store the upload, then record and queue the job (under the queue cap); a refused job's upload goes."""
+    storage.write_input(payload.job_id, data)
+    try:
+        queues.submit(STYLIZE, payload, principal.key_id, options, callback)
+    except QueueFull:
+        storage.delete_input(payload.job_id)
+        raise
 
 
 def _visible_record(job_id: str, principal: Principal, jobs) -> dict:
@@ -217,20 +208,23 @@ def _visible_record(job_id: str, principal: Principal, jobs) -> dict:
 
 @router.get("/jobs", response_model=list[JobStatus], tags=["jobs"])
 def list_jobs(
-    request: Request, principal: ClientDep, jobs: JobsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    principal: ClientDep,
+    redis: RedisDep,
+    jobs: JobsDep,
+    views: JobViewsDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[JobStatus]:
     """The most recent jobs (newest first, at most `limit`): a client's own, every client's for operators."""
-    redis = request.app.state.redis
-    ids = [k.decode().rsplit(":", 1)[1] for k in redis.scan_iter(match="agilegan:job:*", count=500)]
+    ids = [job_id_of(k) for k in redis.scan_iter(match=JOB_PATTERN, count=500)]
     records = [(job_id, jobs.get(job_id)) for job_id in ids if JOB_ID.fullmatch(job_id)]
     records = [r for r in records if r[1] and (principal.is_operator or r[1].get("owner") == principal.key_id)]
     records = sorted(records, key=lambda r: r[1]["created_at"], reverse=True)
-    return [job_status(request, job_id, record) for job_id, record in records[:limit]]
+    return [views.status(job_id, record) for job_id, record in records[:limit]]
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, tags=["jobs"])
-def get_job(request: Request, job_id: str, principal: ClientDep, jobs: JobsDep) -> JobStatus:
-    return job_status(request, job_id, _visible_record(job_id, principal, jobs))
+def get_job(job_id: str, principal: ClientDep, jobs: JobsDep, views: JobViewsDep) -> JobStatus:
+    return views.status(job_id, _visible_record(job_id, principal, jobs))
 
 
 @router.get(
@@ -243,9 +237,11 @@ def get_job(request: Request, job_id: str, principal: ClientDep, jobs: JobsDep) 
     response_model=None,
 )
 async def get_result(
-    request: Request,
     job_id: str,
     principal: ClientDep,
+    settings: SettingsDep,
+    aredis: AsyncRedisDep,
+    request_id: RequestIdDep,
     jobs: JobsDep,
     storage: StorageDep,
     wait: Annotated[float, Query(ge=0, le=60, description="seconds to wait for the job to finish")] = 0,
@@ -257,7 +253,6 @@ async def get_result(
     """
     record = await anyio.to_thread.run_sync(_visible_record, job_id, principal, jobs)
     deadline = time.monotonic() + wait
-    aredis = request.app.state.aredis
     status = record["status"]
     while status in (JobState.QUEUED, JobState.RUNNING) and time.monotonic() < deadline:
         await asyncio.sleep(min(RESULT_POLL_S, max(0.0, deadline - time.monotonic())))
@@ -269,7 +264,7 @@ async def get_result(
         body = {
             "code": "not_ready",
             "message": f"the job is {status}",
-            "request_id": request.state.request_id,
+            "request_id": request_id,
             "status": status,
         }
         return JSONResponse(body, status_code=202, headers={"Retry-After": "1", "Location": f"/v1/jobs/{job_id}"})
@@ -278,7 +273,7 @@ async def get_result(
     found = await anyio.to_thread.run_sync(storage.result, job_id)
     if found is None:
         raise ApiError(410, "result_expired", "the result has expired")
-    return await anyio.to_thread.run_sync(_result_response, request.app.state.settings, storage, found)
+    return await anyio.to_thread.run_sync(_result_response, settings, storage, found)
 
 
 def _result_response(settings: Settings, storage: Storage, found: StoredResult) -> Response:
@@ -303,36 +298,39 @@ def _result_response(settings: Settings, storage: Storage, found: StoredResult) 
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobStatus, tags=["jobs"])
-def cancel_job(request: Request, job_id: str, principal: ClientDep, jobs: JobsDep) -> JobStatus:
+def cancel_job(
+    job_id: str, principal: ClientDep, settings: SettingsDep, redis: RedisDep, jobs: JobsDep, views: JobViewsDep
+) -> JobStatus:
     """Cancel: a queued job never runs, a running one stops at its next step (`stage: canceling`).
     The job stays visible as `canceled`; canceling a finished job changes nothing."""
     record = _visible_record(job_id, principal, jobs)
-    record = _cancel(request, job_id, record, jobs)
+    record = _cancel(redis, settings.job_timeout_s, job_id, record, jobs)
     if record["status"] == JobState.RUNNING:
         record = {**record, "stage": "canceling"}
-    return job_status(request, job_id, record)
+    return views.status(job_id, record)
 
 
 @router.delete("/jobs/{job_id}", status_code=204, tags=["jobs"])
-def delete_job(request: Request, job_id: str, principal: ClientDep, jobs: JobsDep, storage: StorageDep) -> Response:
+def delete_job(
+    job_id: str, principal: ClientDep, settings: SettingsDep, redis: RedisDep, jobs: JobsDep, storage: StorageDep
+) -> Response:
     """Delete the job: canceled first if it has not finished, then its record, upload and result are
     removed (afterwards the job is 404). A running job stops at its next step and stores nothing."""
     record = _visible_record(job_id, principal, jobs)
-    _cancel(request, job_id, record, jobs)
+    _cancel(redis, settings.job_timeout_s, job_id, record, jobs)
     jobs.delete(job_id)
     storage.delete_job_files(job_id)
     return Response(status_code=204)
 
 
-def _cancel(request: Request, job_id: str, record: dict, jobs) -> dict:
+def _cancel(redis: Redis, job_timeout_s: int, job_id: str, record: dict, jobs: JobStore) -> dict:
     """Flag the job canceled (the worker checks the flag between steps); returns the fresh record."""
     if jobs.is_terminal(record):
         return record
-    if record.get("kind") == "train":
+    if record.get("kind") == TRAIN.name:
         style = record.get("options", {}).get("style")
         raise ApiError(409, "cancel_via_style", f"a training job is canceled with DELETE /v1/styles/{style}")
-    redis = request.app.state.redis
-    redis.set(cancel_key(job_id), "1", ex=request.app.state.settings.job_timeout_s + 120)
+    redis.set(cancel_key(job_id), "1", ex=job_timeout_s + 120)
     if record["status"] == JobState.QUEUED:
         jobs.cancel_queued(job_id)
     return jobs.get(job_id) or record

@@ -11,15 +11,27 @@ from typing import Annotated
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BeforeValidator
 from redis import Redis
 
-from service.api.deps import JobsDep, OperatorDep, RegistryDep, StorageDep
+from service.api.deps import (
+    FacesDep,
+    JobQueuesDep,
+    JobsDep,
+    MirrorDep,
+    OperatorDep,
+    RedisDep,
+    RegistryDep,
+    RequestIdDep,
+    SettingsDep,
+    StorageDep,
+)
 from service.api.errors import ApiError
 from service.api.exemplar_uploads import (
     Entry,
+    Uploads,
     bounded_reader,
     manifest_of,
     open_archive,
@@ -31,26 +43,18 @@ from service.api.exemplar_uploads import (
 from service.api.forms import WEBHOOK_EVENTS_DEFAULT, WebhookEventsField, WebhookField, webhook_spec
 from service.api.schemas import ERROR_RESPONSES, StyleDeleted, null_is_none
 from service.api.style_policy import DELETED
-from service.core.configs import ConfigError, TransferConfig
-from service.core.contract import (
-    STYLE_ID,
-    TRAIN_FAILURE_CALLBACK,
-    TRAIN_FUNCTION,
-    TRAIN_QUEUE,
-    JobState,
-    StyleState,
-    TrainJob,
-    style_cancel_key,
-    style_progress_key,
-)
-from service.core.exemplar_files import too_few_exemplars
-from service.core.queueing import enqueue_job
-from service.core.registry import Registry
-from service.core.storage import Storage
-from service.core.webhooks import WebhookSpec
+from service.platform.auth import Principal
+from service.platform.contract import STYLE_ID, JobState, StyleState, TrainJob
+from service.platform.job_kinds import TRAIN
+from service.platform.queueing import JobQueues
+from service.platform.redis_keys import style_cancel_key, style_curve_key, style_progress_key
+from service.platform.registry import Registry
+from service.platform.storage import Storage
+from service.platform.webhooks import WebhookSpec
+from service.portrait.configs import ConfigError, TransferConfig
+from service.portrait.exemplar_files import too_few_exemplars
 
 router = APIRouter(prefix="/v1", tags=["styles"], responses=ERROR_RESPONSES)
-TRAIN_RETRIES = 10  # each worker crash or redeploy (SIGTERM: checkpoint, re-queue) uses one
 
 
 def style_id_for(name: str) -> str:
@@ -74,8 +78,7 @@ def _claim_name(registry: Registry, storage: Storage, redis: Redis, style_id: st
     if info is not None:
         registry.remove_style(style_id)
     storage.delete_style_files(style_id)  # left by a canceled run, or by an upload cut off mid-publish
-    progress = style_progress_key(style_id)
-    redis.delete(style_cancel_key(style_id), progress, progress + ":curve")
+    redis.delete(style_cancel_key(style_id), style_progress_key(style_id), style_curve_key(style_id))
 
 
 def json_object(text: str, field: str, code: str) -> dict:
@@ -96,11 +99,14 @@ def json_object(text: str, field: str, code: str) -> dict:
 
 @router.post("/styles", status_code=202, summary="Train a new style from exemplar images (operator)")
 async def create_style(
-    request: Request,
     principal: OperatorDep,
+    settings: SettingsDep,
+    request_id: RequestIdDep,
+    redis: RedisDep,
     registry: RegistryDep,
     storage: StorageDep,
-    jobs: JobsDep,
+    queues: JobQueuesDep,
+    finder: FacesDep,
     name: Annotated[str, Form(min_length=1, max_length=80)],
     files: Annotated[list[UploadFile], File(description="exemplar images")] = [],  # noqa: B006
     archive: Annotated[
@@ -112,25 +118,27 @@ async def create_style(
     webhook: WebhookField = None,
     webhook_events: WebhookEventsField = WEBHOOK_EVENTS_DEFAULT,
 ) -> JSONResponse:
-    settings = request.app.state.settings
     callback = webhook_spec(settings, webhook, webhook_events)
     # 1. Name, id, config overrides.
     style_id = style_id_for(name)
-    _claim_name(registry, storage, request.app.state.redis, style_id)
+    _claim_name(registry, storage, redis, style_id)
     overrides = _config_overrides(config, settings.train_minutes)
     # 2. Every exemplar through the aligner (detection and landmarks; the worker renders the crops), one
     #    file at a time; accepted ones go to a staging folder, so no more than one is held in memory.
     staging = storage.style_staging_dir()
-    report = await _stage_style_exemplars(request, staging, files, archive)
+    report = await _stage_style_exemplars(Uploads(finder, storage, settings), staging, files, archive)
     _apply_labels(report, json_object(labels, "labels", "invalid_labels"))
     accepted = [i for i, r in enumerate(report) if r["accepted"]]
     refusal = too_few_exemplars(len(accepted), settings.min_exemplars)
     if refusal is not None:
         storage.discard_staging(staging)
-        return too_few(request, "too_few_exemplars", refusal, public_report(report))
+        return too_few(request_id, "too_few_exemplars", refusal, public_report(report))
     # 3. Store, register as pending, enqueue on the train queue (timeout above the time budget).
     storage.publish_staging(staging, style_id, accepted, manifest_of(report, accepted))
-    job_id = _queue_training(request, principal, registry, jobs, style_id, name, description, overrides, callback)
+    record = {"name": name, "description": description}
+    job_id = await anyio.to_thread.run_sync(
+        _queue_training, queues, registry, principal, style_id, record, overrides, callback
+    )
     body = {
         "id": style_id,
         "status": StyleState.PENDING,
@@ -158,10 +166,10 @@ def _config_overrides(config: str, train_minutes: float) -> dict:
 
 
 async def _stage_style_exemplars(
-    request: Request, staging, files: list[UploadFile], archive: UploadFile | None
+    uploads: Uploads, staging, files: list[UploadFile], archive: UploadFile | None
 ) -> list[dict]:
     """The files and the archive's entries checked and staged (see `stage_exemplars`); the report rows."""
-    settings = request.app.state.settings
+    settings = uploads.settings
     limits = upload_limits(settings)
     entries = [
         Entry(f.filename or f"file-{i}", read=bounded_reader(f.file, limits.max_entry)) for i, f in enumerate(files)
@@ -174,9 +182,9 @@ async def _stage_style_exemplars(
             entries += more
         if len(entries) > settings.max_style_files:
             raise ApiError(413, "too_many_files", f"more than {settings.max_style_files} files")
-        await stage_exemplars(request, staging, entries, report)
+        await stage_exemplars(uploads, staging, entries, report)
     except BaseException:
-        request.app.state.storage.discard_staging(staging)
+        uploads.storage.discard_staging(staging)
         raise
     finally:
         if zipped is not None:
@@ -194,41 +202,23 @@ def _apply_labels(report: list[dict], given: dict) -> None:
 
 
 def _queue_training(
-    request: Request,
-    principal,
+    queues: JobQueues,
     registry: Registry,
-    jobs,
+    principal: Principal,
     style_id: str,
-    name: str,
-    description: str,
+    record: dict,
     overrides: dict,
     callback: WebhookSpec | None = None,
 ) -> str:
-    """The style registered as pending, its training job recorded and queued; the job's id."""
-    settings = request.app.state.settings
+    """The style registered as pending (`record`: its name and description), its training job recorded and
+    queued; the job's id. Blocking (files, Redis)."""
     job_id = uuid.uuid4().hex
-    minutes = float(overrides.get("minutes", settings.train_minutes))
-    registry.write_style_meta(
-        style_id,
-        {
-            "name": name,
-            "description": description,
-            "status": StyleState.PENDING,
-            "job_id": job_id,
-            "labels": [],
-            "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        },
-    )
-    jobs.create(job_id, principal.key_id, "train", {"style": style_id, "name": name}, callback)
-    enqueue_job(
-        request.app.state.queues[TRAIN_QUEUE],
-        TRAIN_FUNCTION,
-        TRAIN_FAILURE_CALLBACK,
-        TrainJob(job_id=job_id, style_id=style_id, overrides={"minutes": minutes, **overrides}),
-        timeout_s=int(minutes * 60 * 1.5 + 900),
-        retries=TRAIN_RETRIES,
-        ttl_s=settings.result_ttl_s,
-    )
+    minutes = float(overrides.get("minutes", queues.settings.train_minutes))
+    created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    meta = {**record, "status": StyleState.PENDING, "job_id": job_id, "labels": [], "created_at": created}
+    registry.write_style_meta(style_id, meta)
+    payload = TrainJob(job_id=job_id, style_id=style_id, overrides={"minutes": minutes, **overrides})
+    queues.submit(TRAIN, payload, principal.key_id, {"style": style_id, "name": record["name"]}, callback)
     return job_id
 
 
@@ -252,7 +242,13 @@ def style_preview(style_id: str, _: OperatorDep, registry: RegistryDep, storage:
     "/styles/{style_id}", response_model=StyleDeleted, summary="Cancel a style's training, or retire a ready style"
 )
 def delete_style(
-    request: Request, style_id: str, _: OperatorDep, registry: RegistryDep, jobs: JobsDep, storage: StorageDep
+    style_id: str,
+    _: OperatorDep,
+    redis: RedisDep,
+    registry: RegistryDep,
+    mirror: MirrorDep,
+    jobs: JobsDep,
+    storage: StorageDep,
 ) -> StyleDeleted:
     """Pending: canceled at once. Training: stops at its next step (`canceling`), nothing is published.
     Ready: retired (queued jobs for it fail with `style_unavailable`). Failed: removed. Afterwards the
@@ -262,13 +258,12 @@ def delete_style(
         raise ApiError(404, "unknown_style", f"no style {style_id!r}")
     if info.status == StyleState.READY:
         registry.update_style_meta(style_id, status=StyleState.RETIRED, retired_at=time.time())
-        request.app.state.mirror.publish_style(style_id)  # a remote store: every host sees it retired
+        mirror.publish_style(style_id)  # a remote store: every host sees it retired
         return StyleDeleted(id=style_id, status=StyleState.RETIRED)
     if info.status == StyleState.FAILED:
         registry.remove_style(style_id)
         storage.delete_style_files(style_id)
         return StyleDeleted(id=style_id, status="removed")
-    redis = request.app.state.redis
     redis.set(style_cancel_key(style_id), "1", ex=7 * 86400)
     job_id = registry.read_style_meta(style_id).get("job_id")
     record = jobs.get(job_id) if job_id else None

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from service.api.deps import ClientDep, RegistryDep
+from service.api.deps import ClientDep, RedisDep, RegistryDep
 from service.api.errors import ApiError
 from service.api.schemas import ERROR_RESPONSES, StyleList, StyleOut
 from service.api.style_policy import DELETED
-from service.core.auth import Principal
-from service.core.contract import StyleState, style_progress_key
+from service.platform.auth import Principal
+from service.platform.contract import StyleState
+from service.platform.redis_keys import style_curve_key, style_progress_key
 
 router = APIRouter(prefix="/v1", tags=["styles"], responses=ERROR_RESPONSES)
 
@@ -38,7 +39,7 @@ def list_styles(
 
 
 @router.get("/styles/{style_id}", response_model=StyleOut)
-def get_style(request: Request, style_id: str, principal: ClientDep, registry: RegistryDep) -> StyleOut:
+def get_style(style_id: str, principal: ClientDep, registry: RegistryDep, redis: RedisDep) -> StyleOut:
     """A style; while it trains, `training` has the step, losses, score curve and ETA (operators).
     A deleted (retired or canceled) style is 404."""
     info = registry.style(style_id)
@@ -46,10 +47,9 @@ def get_style(request: Request, style_id: str, principal: ClientDep, registry: R
         raise ApiError(404, "unknown_style", f"no style {style_id!r}")
     out = _out(info, principal, registry)
     if info.status in (StyleState.PENDING, StyleState.TRAINING):
-        redis = request.app.state.redis
         live = {k.decode(): v.decode() for k, v in redis.hgetall(style_progress_key(style_id)).items()}
         if live:
-            curve = [json.loads(x) for x in redis.lrange(style_progress_key(style_id) + ":curve", 0, -1)]
+            curve = [json.loads(x) for x in redis.lrange(style_curve_key(style_id), 0, -1)]
             out.training = {
                 "stage": live.get("stage", "training"),  # loading, aligning exemplars, training
                 "stage_done": int(live.get("stage_done", 0)),
