@@ -7,7 +7,8 @@ values to the helpers they call.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -30,41 +31,15 @@ from service.platform.webhooks import WebhookSecrets
 log = logging.getLogger("agilegan.api")
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+def _shared(name: str) -> Callable[[Request], Any]:
+    """The dependency that gives the app's shared resource `name` (an attribute the app factory set on
+    `app.state`; its type is the alias's, below)."""
 
+    def shared(request: Request) -> Any:
+        return getattr(request.app.state, name)
 
-def get_jobs(request: Request) -> JobStore:
-    return request.app.state.jobs
-
-
-def get_storage(request: Request) -> Storage:
-    return request.app.state.storage
-
-
-def get_registry(request: Request) -> Registry:
-    return request.app.state.registry
-
-
-def get_redis(request: Request) -> Redis:
-    return request.app.state.redis
-
-
-def get_async_redis(request: Request) -> AsyncRedis:
-    """The asyncio client: what a handler that waits (a long-poll) reads with, holding no thread."""
-    return request.app.state.aredis
-
-
-def get_mirror(request: Request) -> RegistryMirror:
-    return request.app.state.mirror
-
-
-def get_faces(request: Request) -> FaceFinder:
-    return request.app.state.faces
-
-
-def get_job_queues(request: Request) -> JobQueues:
-    return request.app.state.job_queues
+    shared.__name__ = f"get_{name}"
+    return shared
 
 
 def get_request_id(request: Request) -> str:
@@ -74,19 +49,19 @@ def get_request_id(request: Request) -> str:
 
 def get_job_views(
     request_id: Annotated[str, Depends(get_request_id)],
-    redis: Annotated[Redis, Depends(get_redis)],
-    jobs: Annotated[JobStore, Depends(get_jobs)],
+    redis: Annotated[Redis, Depends(_shared("redis"))],
+    jobs: Annotated[JobStore, Depends(_shared("jobs"))],
 ) -> JobViews:
     return JobViews(redis, jobs, request_id)
 
 
 def get_rate_budget(
-    redis: Annotated[Redis, Depends(get_redis)], settings: Annotated[Settings, Depends(get_settings)]
+    redis: Annotated[Redis, Depends(_shared("redis"))], settings: Annotated[Settings, Depends(_shared("settings"))]
 ) -> RateBudget:
     return RateBudget(redis, settings.rate_limit_per_minute)
 
 
-def get_webhook_secrets(redis: Annotated[Redis, Depends(get_redis)]) -> WebhookSecrets:
+def get_webhook_secrets(redis: Annotated[Redis, Depends(_shared("redis"))]) -> WebhookSecrets:
     return WebhookSecrets(redis)
 
 
@@ -118,15 +93,15 @@ def require_operator(principal: Annotated[Principal, Depends(authenticate)]) -> 
     return principal
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-JobsDep = Annotated[JobStore, Depends(get_jobs)]
-StorageDep = Annotated[Storage, Depends(get_storage)]
-RegistryDep = Annotated[Registry, Depends(get_registry)]
-RedisDep = Annotated[Redis, Depends(get_redis)]
-AsyncRedisDep = Annotated[AsyncRedis, Depends(get_async_redis)]
-MirrorDep = Annotated[RegistryMirror, Depends(get_mirror)]
-FacesDep = Annotated[FaceFinder, Depends(get_faces)]
-JobQueuesDep = Annotated[JobQueues, Depends(get_job_queues)]
+SettingsDep = Annotated[Settings, Depends(_shared("settings"))]
+JobsDep = Annotated[JobStore, Depends(_shared("jobs"))]
+StorageDep = Annotated[Storage, Depends(_shared("storage"))]
+RegistryDep = Annotated[Registry, Depends(_shared("registry"))]
+RedisDep = Annotated[Redis, Depends(_shared("redis"))]
+AsyncRedisDep = Annotated[AsyncRedis, Depends(_shared("aredis"))]  # long-polls: no thread held
+MirrorDep = Annotated[RegistryMirror, Depends(_shared("mirror"))]
+FacesDep = Annotated[FaceFinder, Depends(_shared("faces"))]
+JobQueuesDep = Annotated[JobQueues, Depends(_shared("job_queues"))]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 JobViewsDep = Annotated[JobViews, Depends(get_job_views)]
 RateBudgetDep = Annotated[RateBudget, Depends(get_rate_budget)]
