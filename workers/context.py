@@ -9,6 +9,7 @@ workers, set once by the worker's main (`workers/worker.py`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -65,7 +66,7 @@ class JobContext:
         """SIGTERM arrived while a job runs (rq's warm shutdown): long jobs should checkpoint and stop."""
         return bool(getattr(self.worker, "_stop_requested", False))
 
-    @property
+    @cached_property
     def aligner_config(self) -> AlignerConfig:
         """How this worker crops faces (the settings' transform size, minimum face, pixel cap)."""
         return AlignerConfig(

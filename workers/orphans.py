@@ -19,7 +19,7 @@ import time
 from rq import Queue
 from rq.job import JobStatus
 
-from service.platform.job_kinds import JobKind, kind_of_function
+from service.platform.job_kinds import kind_of_function
 from service.platform.redis_keys import orphan_seen_key
 
 log = logging.getLogger("agilegan.worker")
@@ -54,10 +54,7 @@ def requeue_orphaned_claims(queue: Queue, after_s: float) -> list[str]:
             queue.push_job_id(job_id, at_front=True)
             requeued.append(job_id)
             kind = kind_of_function(job.func_name)
-            log.warning("requeued %s job %s: claimed by a worker that died before starting it", kind_name(kind), job_id)
+            name = kind.name if kind is not None else "an unknown"
+            log.warning("requeued %s job %s: claimed by a worker that died before starting it", name, job_id)
         redis.delete(mark)  # a started job is rq's to recover (abandoned-job handling, with its retries)
     return requeued
-
-
-def kind_name(kind: JobKind | None) -> str:
-    return kind.name if kind is not None else "an unknown"

@@ -33,7 +33,7 @@ from rq.worker import WorkerStatus
 from service.platform.contract import QUEUES
 from service.platform.job_kinds import ANIMATE, STYLIZE, kind_of_function
 from service.platform.settings import Settings
-from workers.context import JobContext, configure_context
+from workers.context import JobContext, configure_context, job_context
 from workers.orphans import requeue_orphaned_claims
 from workers.serving import batching, stylize_pipeline
 from workers.serving.cache import configure_serving, serving_cache
@@ -47,7 +47,6 @@ MAX_CHAIN = 16  # batches run back to back before rq's own loop (maintenance, it
 
 
 class WarmWorker(SimpleWorker):
-    context: JobContext  # the process's job context (set by run_worker)
     heartbeat_interval: float = 5.0
     job_heartbeat_ttl: int = 20
     max_batch: int = 1  # stylize jobs taken at once (workers/serving/batching.py); 1 = one at a time
@@ -65,7 +64,6 @@ class WarmWorker(SimpleWorker):
                 requeue_orphaned_claims(queue, after_s=self.job_heartbeat_ttl)
             except Exception:  # maintenance is retried on the next pass
                 log.exception("requeuing orphaned claims of %s failed", queue.name)
-                continue
 
     def subscribe(self) -> None:
         """rq's command channel (stop-job, shutdown), with a thread whose waits are short enough that
@@ -133,7 +131,7 @@ class WarmWorker(SimpleWorker):
         payloads = [j.args[0] for j, _ in batch if batching.batchable(j)]
         try:
             jobs = stylize_pipeline.payload_jobs(payloads)
-            cache.prepared.update(stylize_pipeline.prepare(self.context, cache, jobs, ahead))
+            cache.prepared.update(stylize_pipeline.prepare(job_context(), cache, jobs, ahead))
         except Exception:  # Redis, say: each job then runs its own steps (and retries) alone
             log.exception("preparing a batch failed; its jobs run one by one")
 
@@ -190,7 +188,6 @@ def run_worker(settings: Settings, queues: list[str], burst: bool = False) -> No
         worker_ttl=settings.worker_ttl_s,
         maintenance_interval=settings.maintenance_interval_s,
     )
-    worker.context = ctx
     worker.heartbeat_interval = settings.heartbeat_interval_s
     worker.job_heartbeat_ttl = settings.heartbeat_ttl_s
     worker.max_batch = cache.max_batch
